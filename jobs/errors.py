@@ -1,0 +1,75 @@
+"""The project's exceptions: one root, so callers can catch everything we raise in one place.
+
+The tree::
+
+    PoolError
+    ├── ConfigError            bad configuration: stops start-up with a message (exit 2)
+    ├── InvalidJobError        a job definition that cannot be enqueued (file, line, field)
+    ├── MissingDependencyError an optional extra is not installed
+    ├── StoreError             the job store failed (driver errors are translated to this)
+    │   ├── JobNotFoundError   no job with that id
+    │   ├── JobStateError      the operation does not apply to the job's current state
+    │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
+    └── GenerationError        a generation ended in a way that is not a transport fault
+        └── RefusalError       the model refused (stop_reason "refusal"): terminal
+
+Each class's docstring is its default message, as procrastinate does.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "PoolError",
+    "ConfigError",
+    "InvalidJobError",
+    "MissingDependencyError",
+    "StoreError",
+    "JobNotFoundError",
+    "JobStateError",
+    "LeaseLostError",
+    "GenerationError",
+    "RefusalError",
+)
+
+
+class PoolError(Exception):
+    """Something went wrong in the worker pool."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class ConfigError(PoolError):
+    """The configuration is invalid."""
+
+
+class InvalidJobError(PoolError):
+    """A job definition is invalid."""
+
+
+class MissingDependencyError(PoolError):
+    """An optional dependency is not installed."""
+
+
+class StoreError(PoolError):
+    """The job store failed."""
+
+
+class JobNotFoundError(StoreError):
+    """No job has that id."""
+
+
+class JobStateError(StoreError):
+    """The operation does not apply to the job in its current state."""
+
+
+class LeaseLostError(StoreError):
+    """This worker no longer holds the job's lease: another worker or a cancel took it over."""
+
+
+class GenerationError(PoolError):
+    """The generation failed."""
+
+
+class RefusalError(GenerationError):
+    """The model refused to continue (stop_reason "refusal")."""

@@ -1,0 +1,272 @@
+"""The job model: plain, immutable records shared by the store backends and the worker.
+
+A job is a document to write. The user describes it with a :class:`JobSpec`; the store keeps its
+state, lease, attempts and the text generated so far. Times are UTC epoch seconds (floats) so that
+both backends store and compare them the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = (
+    "State",
+    "TERMINAL_STATES",
+    "Message",
+    "JobSpec",
+    "Usage",
+    "Lease",
+    "Job",
+    "Claim",
+    "ResumeMode",
+    "Outcome",
+    "AttemptResult",
+    "AttemptRecord",
+    "Transition",
+    "CheckpointWrite",
+    "WriteStatus",
+    "EnqueueResult",
+)
+
+
+class State(enum.StrEnum):
+    """Where a job is in its life."""
+
+    #: Waiting to be claimed (possibly not before ``run_at``).
+    QUEUED = "queued"
+    #: Claimed by a worker that holds its lease.
+    RUNNING = "running"
+    #: The document is complete.
+    SUCCEEDED = "succeeded"
+    #: A terminal error, or attempts exhausted: the dead-letter state. ``retry`` re-queues it.
+    FAILED = "failed"
+    #: Cancelled by a user; a running attempt loses its lease on its next write.
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One conversation turn of the job's prompt."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What the user asks for. Defaults from the config are resolved before enqueueing,
+    so a stored job is fully described and runs the same whatever the worker's config."""
+
+    id: str
+    messages: tuple[Message, ...]
+    model: str
+    #: Output tokens per API request.
+    max_tokens: int
+    #: Total output tokens for the whole document, across continuations past ``max_tokens``.
+    output_budget: int
+    max_attempts: int
+    system: str | None = None
+    priority: int = 0
+    #: Not claimable before this time (epoch seconds); None = now.
+    run_at: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage, summed over requests and attempts."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
+        data = data or {}
+        return cls(
+            int(data.get("input_tokens") or 0),
+            int(data.get("output_tokens") or 0),
+            int(data.get("cache_creation_input_tokens") or 0),
+            int(data.get("cache_read_input_tokens") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a running job, and until when. The token fences every write."""
+
+    owner: str
+    token: str
+    expires_at: float
+
+
+class ResumeMode(enum.StrEnum):
+    """How an attempt's first request continued the committed text."""
+
+    #: No committed text: the prompt as given.
+    FRESH = "fresh"
+    #: The committed text sent as a final assistant message (models of the 4.5 generation and earlier).
+    PREFILL = "prefill"
+    #: A continuation user turn carrying the committed text (4.6+ models reject prefill).
+    CONTINUATION = "continuation"
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt ended."""
+
+    #: The document is complete.
+    SUCCEEDED = "succeeded"
+    #: A retryable failure: back to the queue at ``retry_at`` (or failed if attempts are exhausted).
+    RETRY = "retry"
+    #: A terminal failure: the job is failed.
+    FAILED = "failed"
+    #: The worker is shutting down: back to the queue now; does not count as a failed attempt.
+    RELEASED = "released"
+    #: The worker died or stalled and its lease expired; recorded by the next claimer.
+    LEASE_EXPIRED = "lease_expired"
+    #: The lease was lost (cancelled, or taken over) while the attempt ran.
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the store sees it now."""
+
+    spec: JobSpec
+    state: State
+    #: Attempts started so far.
+    attempts: int
+    #: Attempts that ended in an error or an expired lease; compared with ``spec.max_attempts``.
+    failures: int
+    #: Characters of text durably committed.
+    committed_chars: int
+    usage: Usage
+    created_at: float
+    updated_at: float
+    lease: Lease | None = None
+    last_error: str | None = None
+    stop_reason: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job claimed by a worker: what it needs to start (or resume) an attempt."""
+
+    job: Job
+    token: str
+    #: The attempt number (1-based) this claim starts.
+    attempt: int
+    #: The committed text: exactly the concatenation of the committed chunks.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What an attempt reports when it ends (or, partially, with each checkpoint)."""
+
+    outcome: Outcome
+    usage: Usage = Usage()
+    #: API requests made in this attempt (continuations past ``max_tokens`` make several).
+    requests: int = 0
+    resume_mode: ResumeMode = ResumeMode.FRESH
+    stop_reason: str | None = None
+    error: str | None = None
+    #: For RETRY: not claimable again before this time.
+    retry_at: float | None = None
+    #: Seconds from the attempt's first request to its first text.
+    time_to_first_token: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt, as kept in the job's history."""
+
+    job_id: str
+    number: int
+    worker: str
+    started_at: float
+    ended_at: float | None
+    outcome: Outcome | None
+    resume_mode: ResumeMode | None
+    usage: Usage
+    requests: int
+    chars_at_start: int
+    chars_at_end: int
+    stop_reason: str | None
+    error: str | None
+    time_to_first_token: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change of a job, with its reason."""
+
+    job_id: str
+    at: float
+    from_state: State | None
+    to_state: State
+    reason: str
+    attempt: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """Append ``text`` at ``offset`` to a job's committed text, and extend its lease.
+
+    Fenced by ``token``. An empty ``text`` is a pure heartbeat. ``offset`` must equal the
+    committed length, so a chunk can never be written twice or out of order.
+    ``usage`` is the attempt's usage so far, so a crash still leaves an honest account.
+    """
+
+    job_id: str
+    token: str
+    offset: int
+    text: str
+    usage: Usage | None = None
+
+
+class WriteStatus(enum.StrEnum):
+    """The result of one :class:`CheckpointWrite` in a batch."""
+
+    OK = "ok"
+    #: The token is not the job's current lease token (or the job is no longer running).
+    LEASE_LOST = "lease_lost"
+    #: ``offset`` differs from the committed length: a bug in the writer, never silently fixed.
+    OFFSET_MISMATCH = "offset_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """Which ids were added and which already existed (enqueue is idempotent by id)."""
+
+    inserted: tuple[str, ...]
+    existing: tuple[str, ...]

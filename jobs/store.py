@@ -1,0 +1,137 @@
+"""The job store contract, and how a backend is chosen from the ``[queue] url``.
+
+One Protocol, implemented by every backend (SQLite, PostgreSQL) and proven by one shared contract
+test suite. Guarantees every backend gives:
+
+* **Exclusive claims.** A job is claimed by one worker at a time, even by several processes or
+  machines. A claim sets an owner, a fresh lease token and an expiry in one transaction.
+* **Fencing.** Every write by a worker (checkpoint, settle, release) carries its lease token and is
+  refused (``LeaseLostError`` or ``WriteStatus.LEASE_LOST``) once the token is not current, so a
+  worker that lost its lease can never change the job again.
+* **Append-only text.** Checkpoints append chunks at an exact offset; the cost of a write is
+  proportional to the new text; reading returns exactly the concatenation of committed chunks.
+* **Recovery without user code.** A running job whose lease expired is claimable again, and
+  resumes from its committed text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from jobs.errors import ConfigError
+from jobs.models import (
+    AttemptRecord,
+    AttemptResult,
+    CheckpointWrite,
+    Claim,
+    EnqueueResult,
+    Job,
+    JobSpec,
+    State,
+    Transition,
+    WriteStatus,
+)
+
+__all__ = ("Store", "Clock", "open_store")
+
+#: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
+Clock = Callable[[], float]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable jobs, leases and checkpoints."""
+
+    # -- producers -------------------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
+        """Add jobs in one transaction. An id that exists already is left unchanged."""
+        ...
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
+        """Claim up to ``limit`` runnable jobs: queued with ``run_at`` due, or running with an
+        expired lease (that attempt is recorded as ``lease_expired`` and counts as a failure; a
+        job whose failures reach ``max_attempts`` is failed instead of claimed). Highest
+        priority first, then earliest ``run_at``, then oldest."""
+        ...
+
+    async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
+        """Apply a batch of fenced appends and lease extensions in one transaction.
+
+        Returns one status per write, in order. A refused write changes nothing of its job;
+        the other writes of the batch still apply."""
+        ...
+
+    async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
+        """End the current attempt with ``result.outcome`` (succeeded, retry, failed, released).
+
+        RETRY re-queues at ``result.retry_at`` unless failures reach ``max_attempts``, in which
+        case the job fails. RELEASED re-queues now without counting a failure. Raises
+        ``LeaseLostError`` if ``token`` is not current."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the next job becomes claimable (a ``run_at`` or a lease expiry); None if none."""
+        ...
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """Raises ``JobNotFoundError``."""
+        ...
+
+    async def read_text(self, job_id: str) -> str:
+        """The committed text, exactly. Raises ``JobNotFoundError``."""
+        ...
+
+    async def attempts(self, job_id: str) -> list[AttemptRecord]: ...
+
+    async def history(self, job_id: str) -> list[Transition]: ...
+
+    async def counts(self) -> dict[State, int]:
+        """Jobs per state (every state present, zero included)."""
+        ...
+
+    async def list_jobs(
+        self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Jobs ordered by id, for paging through large stores (``after_id`` = the last id seen)."""
+        ...
+
+    # -- operators -------------------------------------------------------------------------
+
+    async def retry(self, job_id: str) -> Job:
+        """Re-queue a failed or cancelled job now, with its failure count reset; its committed
+        text is kept, so it resumes. Raises ``JobStateError`` for other states."""
+        ...
+
+    async def retry_failed(self) -> int:
+        """Re-queue every failed job; returns how many."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job. A running attempt's next fenced write is refused.
+        Raises ``JobStateError`` for a finished job."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def open_store(url: str, *, clock: Clock | None = None) -> Store:
+    """Open the backend that ``url``'s scheme names. Drivers are imported lazily, so the
+    PostgreSQL extra is only needed by those who use it."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ConfigError(f"queue url {url!r} has no scheme: use sqlite:///path.db or postgresql://…")
+    if scheme == "sqlite":
+        from jobs.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, clock=clock)
+    if scheme in ("postgresql", "postgres"):
+        from jobs.postgres import PostgresStore
+
+        return PostgresStore.from_url(url, clock=clock)
+    raise ConfigError(f"queue url scheme {scheme!r} is not supported: use sqlite:// or postgresql://")

@@ -1,0 +1,296 @@
+"""Settings: ``config.toml`` read with tomllib into frozen dataclasses.
+
+Precedence, lowest to highest: built-in defaults, the config file, environment variables, flags.
+
+* Environment variables are named ``LONGFORM_<SECTION>_<KEY>``, e.g. ``LONGFORM_WORKER_CONCURRENCY=16``
+  or ``LONGFORM_QUEUE_URL=postgresql://…``.
+* The SDK's own ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` work as users expect: the key is never
+  stored in the config, and ``ANTHROPIC_BASE_URL`` applies when ``[anthropic] base_url`` is empty.
+* Flags are ``--set section.key=value`` (any key) plus short forms such as ``--concurrency``.
+
+Every problem (unknown section or key, wrong type, value out of range, unreadable file) raises one
+``ConfigError`` naming the key and where it came from; the command line turns it into a message
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import ConfigError
+
+__all__ = (
+    "AnthropicSettings",
+    "QueueSettings",
+    "WorkerSettings",
+    "RateLimitSettings",
+    "LoggingSettings",
+    "Config",
+    "load_config",
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+)
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+ENV_PREFIX = "LONGFORM_"
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicSettings:
+    #: API base URL; empty = ANTHROPIC_BASE_URL, else the SDK's default (the real API).
+    base_url: str = ""
+    #: Default model for jobs that name none.
+    model: str = "claude-sonnet-5-5"
+    #: Default output tokens per request.
+    max_tokens: int = 8192
+    #: Default total output tokens per document, across continuations past max_tokens.
+    output_budget: int = 128_000
+    #: Seconds to open a connection.
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    #: sqlite:///path.db (relative paths are relative to the config file) or postgresql://…
+    url: str = "sqlite:///var/jobs.db"
+    #: A worker that stops heartbeating loses its job after this many seconds.
+    lease_seconds: float = 30.0
+    #: Default attempts per job before it is failed (the dead-letter).
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    #: Jobs streamed at once by one process.
+    concurrency: int = 8
+    #: Checkpoint a job once it has this many uncommitted characters ...
+    checkpoint_chars: int = 2000
+    #: ... or once its oldest uncommitted text is this old (seconds).
+    checkpoint_seconds: float = 1.0
+    #: A stream with no text for this long is treated as stalled, even while pings arrive.
+    idle_timeout: float = 60.0
+    #: First retry delay (seconds); doubles per failure, with jitter.
+    backoff_base: float = 1.0
+    #: Longest retry delay (seconds).
+    backoff_max: float = 60.0
+    #: A server's retry-after is honoured up to this many seconds.
+    retry_after_max: float = 120.0
+    #: On SIGINT/SIGTERM, running streams get this long to finish before they are checkpointed.
+    grace_seconds: float = 10.0
+    #: How often an idle worker looks for new jobs (seconds).
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    #: Requests per minute for the whole fleet; 0 = unlimited.
+    requests_per_minute: int = 0
+    #: Input tokens per minute; 0 = unlimited.
+    input_tokens_per_minute: int = 0
+    #: Output tokens per minute; 0 = unlimited.
+    output_tokens_per_minute: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    #: auto (console on a TTY, JSON lines otherwise), console, or json.
+    format: str = "auto"
+    #: debug, info, warning or error.
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    #: The file the settings came from (None = built-in defaults only).
+    source: Path | None = None
+
+    def queue_url(self) -> str:
+        """The queue URL with a relative SQLite path resolved against the config file's folder."""
+        url = self.queue.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and self.source is not None:
+            path = Path(url[len(prefix) :])
+            if not path.is_absolute():
+                return prefix + str((self.source.parent / path).resolve())
+        return url
+
+    def api_base_url(self) -> str | None:
+        """The base URL to give the SDK, or None to let it use its own default."""
+        return self.anthropic.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "anthropic": AnthropicSettings,
+    "queue": QueueSettings,
+    "worker": WorkerSettings,
+    "rate_limits": RateLimitSettings,
+    "logging": LoggingSettings,
+}
+
+# (minimum, maximum) for numeric keys; None = unbounded on that side.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "anthropic.max_tokens": (1, None),
+    "anthropic.output_budget": (1, None),
+    "anthropic.connect_timeout": (0.1, None),
+    "queue.lease_seconds": (1, None),
+    "queue.max_attempts": (1, None),
+    "worker.concurrency": (1, 100_000),
+    "worker.checkpoint_chars": (1, None),
+    "worker.checkpoint_seconds": (0.01, None),
+    "worker.idle_timeout": (0.1, None),
+    "worker.backoff_base": (0, None),
+    "worker.backoff_max": (0, None),
+    "worker.retry_after_max": (0, None),
+    "worker.grace_seconds": (0, None),
+    "worker.poll_seconds": (0.01, None),
+    "rate_limits.requests_per_minute": (0, None),
+    "rate_limits.input_tokens_per_minute": (0, None),
+    "rate_limits.output_tokens_per_minute": (0, None),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "logging.format": ("auto", "console", "json"),
+    "logging.level": ("debug", "info", "warning", "error"),
+}
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config from defaults, the file at ``path``, ``env`` and flag ``overrides``.
+
+    ``path`` None means ``./config.toml`` if it exists, else defaults only; an explicit path that
+    does not exist is an error. ``overrides`` maps ``section.key`` to the flag's text.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    values: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in _SECTIONS}
+    source: Path | None = None
+
+    if path.exists() or explicit:
+        source = path.resolve()
+        for section, key, value in _read_file(path):
+            values[section][key] = (value, f"{path}: [{section}] {key}")
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, key = _split_env_name(name)
+        values[section][key] = (_parse_text(raw, section, key, name), f"environment variable {name}")
+
+    for dotted, raw in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        where = f"flag --set {dotted}"
+        _check_known(section, key, where)
+        values[section][key] = (_parse_text(raw, section, key, where), where)
+
+    sections = {name: _build(name, given) for name, given in values.items()}
+    return Config(**sections, source=source)
+
+
+def _read_file(path: Path) -> list[tuple[str, str, Any]]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    items: list[tuple[str, str, Any]] = []
+    for section, table in data.items():
+        if section == "schedules":
+            continue  # read by the scheduler
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for key, value in table.items():
+            _check_known(section, key, f"{path}: [{section}]")
+            items.append((section, key, value))
+    return items
+
+
+def _check_known(section: str, key: str, where: str) -> None:
+    cls = _SECTIONS.get(section)
+    if cls is None:
+        raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (known: {', '.join(names)})")
+
+
+def _split_env_name(name: str) -> tuple[str, str]:
+    rest = name[len(ENV_PREFIX) :].lower()
+    for section in sorted(_SECTIONS, key=len, reverse=True):
+        if rest.startswith(section + "_"):
+            key = rest[len(section) + 1 :]
+            _check_known(section, key, f"environment variable {name}")
+            return section, key
+    raise ConfigError(
+        f"environment variable {name}: no such setting (use {ENV_PREFIX}<SECTION>_<KEY>, "
+        f"sections: {', '.join(_SECTIONS)})"
+    )
+
+
+def _field_type(section: str, key: str) -> Any:
+    return {f.name: f.type for f in dataclasses.fields(_SECTIONS[section])}[key]
+
+
+def _parse_text(raw: str, section: str, key: str, where: str) -> Any:
+    """Turn the text of an environment variable or flag into the key's type."""
+    kind = _field_type(section, key)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{where}: {section}.{key} must be a {kind}, got {raw!r}") from None
+    return raw
+
+
+def _build(section: str, given: Mapping[str, tuple[Any, str]]) -> Any:
+    cls = _SECTIONS[section]
+    kwargs: dict[str, Any] = {}
+    for key, (value, where) in given.items():
+        kwargs[key] = _validate(section, key, value, where)
+    return cls(**kwargs)
+
+
+def _validate(section: str, key: str, value: Any, where: str) -> Any:
+    kind = _field_type(section, key)
+    dotted = f"{section}.{key}"
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{where}: {dotted} must be a {kind}, got {type(value).__name__} {value!r}")
+    if kind == "float":
+        value = float(value)
+    low, high = _RANGES.get(dotted, (None, None))
+    if low is not None and value < low:
+        raise ConfigError(f"{where}: {dotted} must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}: {dotted} must be at most {high}, got {value}")
+    choices = _CHOICES.get(dotted)
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {dotted} must be one of {', '.join(choices)}, got {value!r}")
+    return value
