@@ -1,0 +1,102 @@
+"""Settings: file, environment and flags, and a clear message for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import ConfigError
+from worker.cli import main
+from worker.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_config_loads_and_documents_the_defaults() -> None:
+    config = load_config(ROOT / "config.toml", env={})
+    default = Config()
+    for section in ("anthropic", "queue", "worker", "rate_limits", "logging"):
+        assert getattr(config, section) == getattr(default, section), section
+
+
+def test_every_setting_is_documented_in_the_shipped_config() -> None:
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    default = Config()
+    for section in ("anthropic", "queue", "worker", "rate_limits", "logging"):
+        for key in type(getattr(default, section)).__dataclass_fields__:
+            assert f"\n{key} = " in text, f"[{section}] {key} is not in config.toml"
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "[worker]\nconcurrency = 3\ncheckpoint_chars = 10\n")
+    config = load_config(
+        path,
+        env={"LONGFORM_WORKER_CONCURRENCY": "5", "LONGFORM_QUEUE_LEASE_SECONDS": "12.5", "OTHER": "x"},
+        overrides={"worker.concurrency": "7"},
+    )
+    assert config.worker.concurrency == 7
+    assert config.worker.checkpoint_chars == 10
+    assert config.queue.lease_seconds == 12.5
+
+
+def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[queue]\nurl = "sqlite:///data/jobs.db"\n')
+    assert load_config(path, env={}).queue_url() == f"sqlite:///{tmp_path.resolve()}/data/jobs.db"
+
+
+def test_anthropic_base_url_env_applies_when_config_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    assert Config().api_base_url() == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[worker]\nconcurency = 3\n", "unknown key 'concurency' in [worker]"),
+        ("[wroker]\n", "unknown section [wroker]"),
+        ("[worker]\nconcurrency = 'many'\n", "worker.concurrency must be a int, got str"),
+        ("[worker]\nconcurrency = 0\n", "worker.concurrency must be at least 1"),
+        ("[worker]\nconcurrency = true\n", "worker.concurrency must be a int"),
+        ("[logging]\nformat = 'xml'\n", "logging.format must be one of auto, console, json"),
+        ("[worker\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_environment_variables_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LONGFORM_WORKER_NOPE"):
+        load_config(None, env={"LONGFORM_WORKER_NOPE": "1"})
+    with pytest.raises(ConfigError, match="LONGFORM_WORKER_CONCURRENCY: worker.concurrency must be a int"):
+        load_config(None, env={"LONGFORM_WORKER_CONCURRENCY": "lots"})
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml", env={})
+
+
+def test_cli_reports_bad_config_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[worker]\nconcurrency = -1\n")
+    assert main(["status", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "worker.concurrency must be at least 1" in err
+    assert "Traceback" not in err
+
+
+def test_cli_reports_bad_set_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--config", str(write(tmp_path, "")), "--set", "worker.concurrency"]) == 2
+    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err

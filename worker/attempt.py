@@ -1,0 +1,222 @@
+"""One attempt at one job: the requests that extend its document until it is done or fails.
+
+An attempt starts from the committed text (empty for a fresh job) and makes requests until the
+model ends its turn:
+
+* a stream that stops at ``max_tokens`` is continued, as long as the job's total output budget
+  allows, so that a long document comes out as one seamless text;
+* a model that rejects prefill is switched to a continuation turn and remembered;
+* any other failure ends the attempt; ``worker.retry`` decides whether the job is retried (back to
+  the queue with a backoff, resuming from its checkpoint) or failed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import anyio
+import structlog
+
+from jobs.errors import RefusalError
+from jobs.models import AttemptResult, Claim, Outcome, ResumeMode, Usage
+from worker.checkpoint import CheckpointWriter, JobText
+from worker.resume import Joiner, build_messages, supports_prefill
+from worker.retry import backoff_delay, classify, is_prefill_rejection
+from worker.stream import StreamResult, stream_request
+
+__all__ = ("AttemptSettings", "Attempt", "Limiter")
+
+log = structlog.get_logger("worker.attempt")
+
+#: Stop reasons after which the document is complete as far as the model is concerned.
+_FINISHED = frozenset(
+    {"end_turn", "stop_sequence", "pause_turn", "tool_use", "model_context_window_exceeded"}
+)
+
+
+class Limiter:
+    """Admission control for requests; the default admits everything at once.
+
+    ``worker.limits`` provides the token-aware, fleet-wide implementation.
+    """
+
+    async def acquire(self, input_tokens: int, max_tokens: int) -> Any:
+        return None
+
+    async def release(
+        self, ticket: Any, usage: Usage | None, headers: Any, error: BaseException | None
+    ) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    idle_timeout: float = 60.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    retry_after_max: float = 120.0
+
+
+class Attempt:
+    """Runs one claimed attempt; ``run`` never raises except for cancellation."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        text: JobText,
+        *,
+        client: anthropic.AsyncAnthropic,
+        writer: CheckpointWriter,
+        settings: AttemptSettings,
+        no_prefill: set[str],
+        limiter: Limiter | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.claim = claim
+        self.spec = claim.job.spec
+        self.text = text
+        self.client = client
+        self.writer = writer
+        self.settings = settings
+        self.no_prefill = no_prefill
+        self.limiter = limiter or Limiter()
+        self.rand = rand
+        self.usage = Usage()
+        self.requests = 0
+        self.first_mode: ResumeMode | None = None
+        self.time_to_first_token: float | None = None
+        self.stop_reason: str | None = None
+
+    def result(
+        self, outcome: Outcome, *, error: str | None = None, retry_at: float | None = None
+    ) -> AttemptResult:
+        return AttemptResult(
+            outcome=outcome,
+            usage=self.usage,
+            requests=self.requests,
+            resume_mode=self.first_mode or ResumeMode.FRESH,
+            stop_reason=self.stop_reason,
+            error=error,
+            retry_at=retry_at,
+            time_to_first_token=self.time_to_first_token,
+        )
+
+    async def run(self) -> AttemptResult:
+        try:
+            await self._generate()
+        except Exception as exc:
+            return self._failed(exc)
+        return self.result(Outcome.SUCCEEDED)
+
+    def _failed(self, exc: Exception) -> AttemptResult:
+        decision = classify(exc)
+        if not decision.retryable:
+            log.warning("attempt_failed", kind=decision.kind, error=decision.reason, retryable=False)
+            return self.result(Outcome.FAILED, error=decision.reason)
+        failures = self.claim.job.failures + 1
+        delay = backoff_delay(
+            failures,
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_max,
+            retry_after=decision.retry_after,
+            retry_after_max=self.settings.retry_after_max,
+            rand=self.rand,
+        )
+        log.info(
+            "attempt_failed",
+            kind=decision.kind,
+            error=decision.reason,
+            retryable=True,
+            retry_in=round(delay, 3),
+        )
+        return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)
+
+    def _mode(self, text: str) -> ResumeMode:
+        if not text:
+            return ResumeMode.FRESH
+        model = self.spec.model
+        if model in self.no_prefill or not supports_prefill(model):
+            return ResumeMode.CONTINUATION
+        return ResumeMode.PREFILL
+
+    async def _generate(self) -> None:
+        spec = self.spec
+        already_spent = self.claim.job.usage.output_tokens
+        while True:
+            budget_left = spec.output_budget - already_spent - self.usage.output_tokens
+            if budget_left <= 0:
+                log.warning("output_budget_exhausted", output_budget=spec.output_budget)
+                self.stop_reason = "max_tokens"
+                return
+            text = self.text.text()
+            mode = self._mode(text)
+            if self.first_mode is None:
+                self.first_mode = mode
+            messages, carry = build_messages(spec, text, mode)
+            params: dict[str, Any] = {
+                "model": spec.model,
+                "max_tokens": min(spec.max_tokens, budget_left),
+                "messages": messages,
+            }
+            if spec.system is not None:
+                params["system"] = spec.system
+            try:
+                stop = await self._request(params, Joiner(mode, text, carry))
+            except anthropic.BadRequestError as exc:
+                if mode is ResumeMode.PREFILL and is_prefill_rejection(exc):
+                    log.info("prefill_rejected", model=spec.model)
+                    self.no_prefill.add(spec.model)
+                    self.first_mode = None if self.requests == 1 else self.first_mode
+                    continue
+                raise
+            self.stop_reason = stop
+            if stop == "refusal":
+                raise RefusalError(
+                    f"the model refused (stop_reason refusal) after {self.text.length()} characters"
+                )
+            if stop == "max_tokens":
+                continue  # long-form: continue the same document until the model ends its turn
+            if stop is not None and stop not in _FINISHED:
+                log.warning("unknown_stop_reason", stop_reason=stop)
+            return
+
+    async def _request(self, params: dict[str, Any], joiner: Joiner) -> str | None:
+        """One request; returns its stop reason. Its usage is counted even if it fails."""
+        writer, job = self.writer, self.text
+        result = StreamResult()
+        estimate = _estimate_input_tokens(params)
+        ticket = await self.limiter.acquire(estimate, int(params["max_tokens"]))
+        self.requests += 1
+        error: BaseException | None = None
+        try:
+            await stream_request(
+                self.client,
+                params,
+                idle_timeout=self.settings.idle_timeout,
+                on_text=lambda delta: writer.add(job, joiner.feed(delta)),
+                result=result,
+            )
+            writer.add(job, joiner.finish())
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.usage = self.usage + result.usage
+            if self.time_to_first_token is None:
+                self.time_to_first_token = result.time_to_first_token
+            with anyio.CancelScope(shield=True):
+                await self.limiter.release(ticket, result.usage, result.headers, error)
+        return result.stop_reason
+
+
+def _estimate_input_tokens(params: dict[str, Any]) -> int:
+    """A cheap upper-leaning estimate (4 characters a token) used to reserve input tokens."""
+    chars = len(params.get("system") or "")
+    for message in params["messages"]:
+        chars += len(message["content"])
+    return chars // 4 + 16

@@ -1,0 +1,255 @@
+"""The worker pool: claims jobs, runs up to ``concurrency`` attempts at once, settles each.
+
+Every task lives in a task group: the checkpoint writer, the signal watcher, the progress display
+and one task per running job. Shutdown (SIGINT/SIGTERM, or ``request_stop``) stops claiming, gives
+running streams ``grace_seconds`` to finish, then cancels them; each cancelled job commits its text
+and releases its lease under a shielded scope, so another worker resumes it at once. A second
+signal exits immediately: leases then expire and other workers resume from the last checkpoint.
+
+A job's failure is contained: the attempt classifies it and the job is retried or failed; the pool
+goes on. A lost lease (another worker took the job, or a user cancelled it) stops that attempt
+without a write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import anthropic
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from jobs.errors import LeaseLostError, StoreError
+from jobs.models import AttemptResult, Claim, Outcome, ResumeMode, State
+from jobs.store import Store
+from worker.attempt import Attempt, AttemptSettings, Limiter
+from worker.checkpoint import CheckpointWriter, JobText
+
+__all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
+
+log = structlog.get_logger("worker.pool")
+
+
+def new_worker_id() -> str:
+    """host:pid:random, so a lease's owner says where the worker ran."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    concurrency: int = 8
+    lease_seconds: float = 30.0
+    checkpoint_chars: int = 2000
+    checkpoint_seconds: float = 1.0
+    grace_seconds: float = 10.0
+    poll_seconds: float = 1.0
+    attempt: AttemptSettings = field(default_factory=AttemptSettings)
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """Counters for the progress display, the summary and the benchmarks."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+    resumes: int = 0
+    released: int = 0
+    lease_lost: int = 0
+    output_tokens: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Pool:
+    def __init__(
+        self,
+        store: Store,
+        client: anthropic.AsyncAnthropic,
+        settings: PoolSettings,
+        *,
+        worker_id: str | None = None,
+        limiter: Limiter | None = None,
+        record_lags: bool = False,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.worker_id = worker_id or new_worker_id()
+        self.limiter = limiter
+        self.stats = PoolStats()
+        self.writer = CheckpointWriter(
+            store,
+            checkpoint_chars=settings.checkpoint_chars,
+            checkpoint_seconds=settings.checkpoint_seconds,
+            lease_seconds=settings.lease_seconds,
+            record_lags=record_lags,
+        )
+        self._running: dict[str, anyio.CancelScope] = {}
+        self._no_prefill: set[str] = set()
+        self._stopping = False
+        self._changed = anyio.Event()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def request_stop(self) -> None:
+        """Stop claiming; running jobs get the grace period, then are checkpointed and released."""
+        if not self._stopping:
+            log.info("pool_stopping", running=len(self._running), grace_seconds=self.settings.grace_seconds)
+        self._stopping = True
+        self._changed.set()
+
+    async def run(self, *, until_empty: bool = False, handle_signals: bool = True) -> PoolStats:
+        """Run until stopped (or, with ``until_empty``, until nothing is queued or running)."""
+        log.info("pool_started", worker=self.worker_id, concurrency=self.settings.concurrency)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.writer.run)
+            try:
+                async with anyio.create_task_group() as side:
+                    if handle_signals:
+                        side.start_soon(self._watch_signals)
+                    async with anyio.create_task_group() as jobs:
+                        await self._claim_loop(jobs, until_empty)
+                        await self._drain()
+                    side.cancel_scope.cancel()
+            finally:
+                self.writer.stop()
+        log.info(
+            "pool_stopped",
+            succeeded=self.stats.succeeded,
+            failed=self.stats.failed,
+            retries=self.stats.retries,
+            released=self.stats.released,
+        )
+        return self.stats
+
+    async def _claim_loop(self, jobs: TaskGroup, until_empty: bool) -> None:
+        settings = self.settings
+        while not self._stopping:
+            self._changed = anyio.Event()
+            free = settings.concurrency - len(self._running)
+            claims: list[Claim] = []
+            if free > 0:
+                try:
+                    claims = await self.store.claim(self.worker_id, settings.lease_seconds, limit=free)
+                except StoreError as exc:
+                    log.warning("claim_failed", error=str(exc))
+            for claim in claims:
+                self._running[claim.job.id] = anyio.CancelScope()
+                jobs.start_soon(self._run_job, claim)
+            if until_empty and not claims and not self._running and await self._store_is_empty():
+                return
+            if claims and len(claims) < free:
+                continue  # there may be more right away (a batch limit, or jobs that became due)
+            with anyio.move_on_after(settings.poll_seconds):
+                await self._changed.wait()
+
+    async def _store_is_empty(self) -> bool:
+        counts = await self.store.counts()
+        return counts[State.QUEUED] == 0 and counts[State.RUNNING] == 0
+
+    async def _drain(self) -> None:
+        """After a stop: wait out the grace period, then cancel what still runs."""
+        if not self._running:
+            return
+        with anyio.move_on_after(self.settings.grace_seconds):
+            while self._running:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+        for scope in self._running.values():
+            scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self._stopping:
+                    log.warning("pool_killed", signal=signal.Signals(signum).name)
+                    os._exit(130)
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    async def _run_job(self, claim: Claim) -> None:
+        job_id = claim.job.id
+        scope = self._running[job_id]
+        with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=claim.attempt):
+            text = self.writer.register(job_id, claim.token, claim.text, scope)
+            attempt = Attempt(
+                claim,
+                text,
+                client=self.client,
+                writer=self.writer,
+                settings=self.settings.attempt,
+                no_prefill=self._no_prefill,
+                limiter=self.limiter,
+            )
+            self.stats.claimed += 1
+            if claim.text:
+                self.stats.resumes += 1
+            log.info("job_claimed", committed_chars=len(claim.text), model=claim.job.spec.model)
+            started = time.monotonic()
+            result: AttemptResult | None = None
+            try:
+                with scope:
+                    result = await attempt.run()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if result is None:
+                        result = attempt.result(Outcome.RELEASED, error="worker shutting down")
+                    await self._settle(claim, text, result, time.monotonic() - started)
+                    self.writer.unregister(text)
+                    del self._running[job_id]
+                    self._changed.set()
+
+    async def _settle(self, claim: Claim, text: JobText, result: AttemptResult, elapsed: float) -> None:
+        """Commit the last text, then record the attempt's end. Shielded by the caller."""
+        if not await self.writer.flush(text, result.usage) or text.lost:
+            self.stats.lease_lost += 1
+            log.warning("job_lease_lost", note="another worker or a cancel owns the job now; no write made")
+            return
+        try:
+            job = await self.store.settle(claim.job.id, claim.token, result)
+        except LeaseLostError:
+            self.stats.lease_lost += 1
+            log.warning("job_lease_lost", note="lost before settling")
+            return
+        except StoreError as exc:
+            log.error("settle_failed", error=str(exc), note="the lease will expire and the job resume")
+            return
+        self.stats.output_tokens += result.usage.output_tokens
+        chars = text.length()
+        summary = {
+            "state": str(job.state),
+            "attempt_outcome": str(result.outcome),
+            "chars": chars,
+            "attempts": job.attempts,
+            "requests": result.requests,
+            "resume_mode": str(result.resume_mode),
+            "input_tokens": result.usage.input_tokens,
+            "output_tokens": result.usage.output_tokens,
+            "stop_reason": result.stop_reason,
+            "seconds": round(elapsed, 3),
+            "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
+            "tokens_per_s": round(result.usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
+        }
+        if job.state is State.SUCCEEDED:
+            self.stats.succeeded += 1
+            log.info("job_succeeded", **summary)
+        elif job.state is State.FAILED:
+            self.stats.failed += 1
+            log.warning("job_failed", error=job.last_error, **summary)
+        elif result.outcome is Outcome.RELEASED:
+            self.stats.released += 1
+            log.info("job_released", **summary)
+        else:
+            self.stats.retries += 1
+            log.info("job_retry_scheduled", error=result.error, **summary)
+        if result.resume_mode is not ResumeMode.FRESH and result.outcome is Outcome.SUCCEEDED:
+            log.debug("job_resumed_ok", resume_mode=str(result.resume_mode))

@@ -1,0 +1,65 @@
+"""A live progress line for a pool run on a terminal: jobs done/total, tokens/s, retries, resumes.
+
+Drawn on stderr, twice a second, only when stderr is a TTY and logs are not JSON; otherwise the
+pool's structured log lines are the progress report.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import anyio
+
+from jobs.models import State
+from jobs.store import Store
+from worker.pool import Pool
+
+__all__ = ("ProgressDisplay",)
+
+
+class ProgressDisplay:
+    def __init__(self, pool: Pool, store: Store, stream: TextIO | None = None) -> None:
+        self.pool = pool
+        self.store = store
+        self.stream = stream or sys.stderr
+
+    async def run(self) -> None:
+        """Redraw until cancelled; the last line is left on screen."""
+        last_tokens, last_time = 0, time.monotonic()
+        rate = 0.0
+        counts: dict[State, int] = {}
+        tick = 0
+        try:
+            while True:
+                if tick % 4 == 0:
+                    counts = await self.store.counts()
+                tick += 1
+                stats = self.pool.stats
+                now = time.monotonic()
+                tokens = stats.output_tokens + self._streaming_estimate()
+                if now > last_time:
+                    rate = 0.7 * rate + 0.3 * (tokens - last_tokens) / (now - last_time)
+                last_tokens, last_time = tokens, now
+                total = sum(counts.values())
+                done = (
+                    counts.get(State.SUCCEEDED, 0)
+                    + counts.get(State.FAILED, 0)
+                    + counts.get(State.CANCELLED, 0)
+                )
+                line = (
+                    f"\r\x1b[2Kjobs {done}/{total} done · {self.pool.running} running · "
+                    f"{counts.get(State.FAILED, 0)} failed · {rate:,.0f} tok/s · "
+                    f"retries {stats.retries} · resumes {stats.resumes}"
+                )
+                self.stream.write(line)
+                self.stream.flush()
+                await anyio.sleep(0.5)
+        finally:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _streaming_estimate(self) -> int:
+        """Output tokens of attempts still streaming, from committed characters (≈ 4 per token)."""
+        return self.pool.writer.stats.chars // 4

@@ -1,0 +1,113 @@
+"""``python -m worker run``: the pool, configured from the settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import anthropic
+import anyio
+import httpx2
+
+from jobs.errors import ConfigError
+from jobs.store import open_store
+from worker.attempt import AttemptSettings
+from worker.config import Config
+from worker.pool import Pool, PoolSettings
+
+__all__ = ("register", "make_client", "pool_settings")
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run the worker pool",
+        description="Claim jobs from the queue and stream them, checkpointing as they go. "
+        "SIGINT/SIGTERM: stop claiming, let running jobs finish for the grace period, then "
+        "checkpoint and release them; a second signal exits at once.",
+    )
+    run.add_argument(
+        "--concurrency", type=int, default=None, help="jobs at once (default: [worker] concurrency)"
+    )
+    run.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit when nothing is queued or running: 0 if no job failed, 1 otherwise",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="live progress line on stderr (auto: when stderr is a terminal and logs are not JSON)",
+    )
+    run.set_defaults(handler=run_pool)
+
+
+def make_client(config: Config) -> anthropic.AsyncAnthropic:
+    """The SDK client: retries off (the pool owns them), timeouts that suit long streams."""
+    base_url = config.api_base_url()
+    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    if not api_key:
+        if base_url is None:
+            raise ConfigError(
+                "ANTHROPIC_API_KEY is not set: export it, or point [anthropic] base_url "
+                "(or ANTHROPIC_BASE_URL) at a simulator (python -m worker simulate)"
+            )
+        api_key = "no-key-set"
+    idle = config.worker.idle_timeout
+    timeout = httpx2.Timeout(timeout=idle + 30, connect=config.anthropic.connect_timeout)
+    limits = httpx2.Limits(
+        max_connections=max(1000, config.worker.concurrency * 2),
+        max_keepalive_connections=max(100, config.worker.concurrency),
+    )
+    return anthropic.AsyncAnthropic(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        timeout=timeout,
+        http_client=anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits),
+    )
+
+
+def pool_settings(config: Config) -> PoolSettings:
+    w = config.worker
+    return PoolSettings(
+        concurrency=w.concurrency,
+        lease_seconds=config.queue.lease_seconds,
+        checkpoint_chars=w.checkpoint_chars,
+        checkpoint_seconds=w.checkpoint_seconds,
+        grace_seconds=w.grace_seconds,
+        poll_seconds=w.poll_seconds,
+        attempt=AttemptSettings(
+            idle_timeout=w.idle_timeout,
+            backoff_base=w.backoff_base,
+            backoff_max=w.backoff_max,
+            retry_after_max=w.retry_after_max,
+        ),
+    )
+
+
+async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.progress import ProgressDisplay
+
+    store = open_store(config.queue_url())
+    client = make_client(config)
+    try:
+        pool = Pool(store, client, pool_settings(config))
+        show = args.progress == "on" or (
+            args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
+        )
+        async with anyio.create_task_group() as tg:
+            if show:
+                tg.start_soon(ProgressDisplay(pool, store).run)
+            stats = await pool.run(until_empty=args.until_empty)
+            tg.cancel_scope.cancel()
+        return 1 if args.until_empty and stats.failed else 0
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.close()
+            await store.close()
