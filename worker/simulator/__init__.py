@@ -1,0 +1,45 @@
+"""An HTTP simulator of the Anthropic Messages API that the real SDK cannot tell from the API.
+
+Tests, benchmarks and the demo drive the official ``anthropic`` SDK against it over real HTTP:
+deterministic documents (:func:`expected_document`), the exact SSE grammar, prefill and
+continuation rules per model generation, seeded faults, token-bucket rate limits and an
+accounting endpoint. Start it in-process with :func:`run_simulator` or from the command line
+with ``python -m worker.simulator``.
+"""
+
+from __future__ import annotations
+
+from worker.simulator.accounting import AccountingSnapshot, DocumentStats
+from worker.simulator.faults import FaultConfig, FaultKind
+from worker.simulator.protocol import model_supports_prefill
+from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
+from worker.simulator.server import Simulator, SimulatorConfig, run_simulator
+from worker.simulator.text import (
+    DEFAULT_DOCUMENT_TOKENS,
+    count_tokens,
+    document_key,
+    expected_document,
+    parse_directives,
+    tokenize,
+)
+
+__all__ = (
+    "SimulatorConfig",
+    "Simulator",
+    "run_simulator",
+    "expected_document",
+    "document_key",
+    "tokenize",
+    "count_tokens",
+    "parse_directives",
+    "DEFAULT_DOCUMENT_TOKENS",
+    "FaultConfig",
+    "FaultKind",
+    "RateLimits",
+    "RateLimiter",
+    "RateLimitExceeded",
+    "TokenBucket",
+    "AccountingSnapshot",
+    "DocumentStats",
+    "model_supports_prefill",
+)

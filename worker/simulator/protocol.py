@@ -1,0 +1,322 @@
+"""The wire format of the Messages API: request validation, model rules, JSON shapes, SSE.
+
+Kept apart from the server so the HTTP handlers read as a flow and this module can be held
+against the API reference line by line: the error messages here are the API's own words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from worker.simulator.text import count_tokens
+
+__all__ = (
+    "REQUEST_ID",
+    "PREFILL_UNSUPPORTED",
+    "TRAILING_WHITESPACE",
+    "ApiError",
+    "MessagesRequest",
+    "SseWriter",
+    "model_supports_prefill",
+    "parse_messages_request",
+    "new_id",
+    "usage",
+    "stop_delta",
+    "message_body",
+    "error_response",
+)
+
+#: Where a request's ``req_...`` id lives, so the header and the error body carry the same one.
+REQUEST_ID = web.RequestKey("request_id", str)
+
+PREFILL_UNSUPPORTED = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+TRAILING_WHITESPACE = "messages: final assistant content cannot end with trailing whitespace"
+# Opus/Sonnet/Haiku 4.5 and everything older continue a final assistant message (prefill).
+_PREFILL_MODEL_RE = re.compile(
+    r"claude-(?:3(?:-[57])?-(?:opus|sonnet|haiku)|(?:opus|sonnet|haiku)-4(?:-[015])?)(?:-\d{8}|-latest)?"
+)
+# Claude 4.6 and later, every *-5* id, Mythos and Fable: no prefill.
+_MODERN_MODEL_RE = re.compile(
+    r"claude-(?:[a-z]+-5(?:-\d+)?|(?:opus|sonnet|haiku)-4-[6-9]|(?:mythos|fable)-[a-z0-9-]+)(?:-\d{8})?"
+)
+
+
+def model_supports_prefill(model: str) -> bool | None:
+    """True for models that continue a final assistant turn, False for 4.6+, None if unknown."""
+    if _PREFILL_MODEL_RE.fullmatch(model):
+        return True
+
+    if _MODERN_MODEL_RE.fullmatch(model):
+        return False
+
+    return None
+
+
+class ApiError(Exception):
+    """An API error answered as ``{"type": "error", "error": {...}, "request_id": ...}``."""
+
+    def __init__(self, status: int, error_type: str, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request_error", message)
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    """The parts of a Messages request the simulator acts on."""
+
+    model: str
+    max_tokens: int
+    stream: bool
+    system: str | None
+    first_user_text: str
+    #: All assistant turns concatenated: the document text the client already has.
+    text_so_far: str
+    ends_with_assistant: bool
+    input_tokens: int
+
+
+def _text_of(content: object, where: str, joiner: str) -> str:
+    """Text of a string or a list of text blocks; other block types are not simulated."""
+    if isinstance(content, str):
+        return content
+
+    if not isinstance(content, list):
+        raise _invalid(f"{where}: Input should be a valid string or a list of content blocks")
+
+    texts: list[str] = []
+    for index, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise _invalid(f"{where}.{index}: the simulator only supports text content blocks")
+
+        text = block.get("text")
+        if not isinstance(text, str):
+            raise _invalid(f"{where}.{index}.text: Input should be a valid string")
+
+        if not text:
+            raise _invalid("messages: text content blocks must be non-empty")
+
+        texts.append(text)
+
+    return joiner.join(texts)
+
+
+def parse_messages_request(raw: bytes) -> MessagesRequest:
+    """Validate a ``POST /v1/messages`` body like the API does; unknown fields are ignored.
+
+    :raises ApiError: 400 ``invalid_request_error`` naming the offending field.
+    """
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _invalid("There was an error parsing the body of your http request.") from exc
+
+    if not isinstance(body, dict):
+        raise _invalid("Request body must be a JSON object")
+
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            raise _invalid(f"{name}: Field required")
+
+    model, max_tokens, messages = body["model"], body["max_tokens"], body["messages"]
+    if not isinstance(model, str):
+        raise _invalid("model: Input should be a valid string")
+
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _invalid("max_tokens: Input should be a valid integer")
+
+    if max_tokens < 1:
+        raise _invalid("max_tokens: Input should be greater than or equal to 1")
+
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("stream: Input should be a valid boolean")
+
+    system = body.get("system")
+    system_text = None if system is None else _text_of(system, "system", "\n")
+    if not isinstance(messages, list):
+        raise _invalid("messages: Input should be a valid list")
+
+    if not messages:
+        raise _invalid("messages: at least one message is required")
+
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _invalid(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+
+        role = message["role"]
+        text = _text_of(message.get("content"), f"messages.{index}.content", "\n" if role == "user" else "")
+        final_assistant = index == len(messages) - 1 and role == "assistant"
+        if not text and not final_assistant:
+            raise _invalid(
+                f"messages.{index}: all messages must have non-empty content except for the "
+                "optional final assistant message"
+            )
+
+        turns.append((role, text))
+
+    if turns[0][0] != "user":
+        raise _invalid('messages: first message must use the "user" role')
+
+    input_tokens = count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns)
+    return MessagesRequest(
+        model=model,
+        max_tokens=max_tokens,
+        stream=stream,
+        system=system_text,
+        first_user_text=turns[0][1],
+        text_so_far="".join(text for role, text in turns if role == "assistant"),
+        ends_with_assistant=turns[-1][0] == "assistant",
+        input_tokens=input_tokens,
+    )
+
+
+class SseWriter:
+    """Buffers SSE events and writes them in few large chunks; sends pings when idle.
+
+    Coalescing matters at ``tokens_per_second=0``: a 100k-token stream is ~40k events, and one
+    socket write per event would cost more than generating the text.
+    """
+
+    _FLUSH_BYTES = 16_384
+    _DELTA_HEAD = (
+        'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
+        '"delta": {"type": "text_delta", "text": '
+    )
+
+    def __init__(self, response: web.StreamResponse, ping_interval: float) -> None:
+        self.response = response
+        self._interval = ping_interval
+        self._loop = asyncio.get_running_loop()
+        self._chunks: list[str] = []
+        self._size = 0
+        self._last_write = self._loop.time()
+
+    def raw(self, text: str) -> None:
+        """Queue already-encoded SSE text (used for the deliberately malformed event)."""
+        self._chunks.append(text)
+        self._size += len(text)
+
+    def event(self, name: str, data: dict[str, Any]) -> None:
+        """Queue ``event: name`` with ``data`` as JSON."""
+        self.raw(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+
+    def ping(self) -> None:
+        """Queue a ``ping`` event."""
+        self.raw('event: ping\ndata: {"type": "ping"}\n\n')
+
+    def text_delta(self, text: str) -> None:
+        """Queue a ``text_delta``; the fixed part is pre-encoded since this runs per delta."""
+        self.raw(f"{self._DELTA_HEAD}{json.dumps(text)}}}}}\n\n")
+
+    async def flush(self) -> None:
+        """Write everything queued in one chunk (waits for the socket to drain if it must)."""
+        if self._chunks:
+            data = "".join(self._chunks).encode()
+            self._chunks.clear()
+            self._size = 0
+            await self.response.write(data)
+            self._last_write = self._loop.time()
+
+    async def maybe_flush(self) -> None:
+        """Flush when the buffer is large, and let other streams run."""
+        if self._size >= self._FLUSH_BYTES:
+            await self.flush()
+            await asyncio.sleep(0)
+
+    async def wait_until(self, due: float) -> None:
+        """Flush, then sleep until loop time ``due``, pinging every ``ping_interval`` of silence."""
+        await self.flush()
+        while (now := self._loop.time()) < due:
+            next_ping = self._last_write + self._interval
+            if now >= next_ping:
+                self.ping()
+                await self.flush()
+                continue
+
+            await asyncio.sleep(min(due, next_ping) - now)
+
+    async def ping_until(self, done: asyncio.Event) -> None:
+        """Send only pings until ``done`` is set (a stall that keeps the read timeout alive)."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await done.wait()
+
+            if not done.is_set():
+                self.ping()
+                await self.flush()
+
+
+def new_id(prefix: str) -> str:
+    """A fresh ``req_``/``msg_`` style identifier."""
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """The usage object; the simulator never caches, so cache counts are always 0."""
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
+
+
+def stop_delta(stop_reason: str) -> dict[str, Any]:
+    """The ``delta`` of ``message_delta``; refusals carry ``stop_details`` like the API's."""
+    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": None}
+    if stop_reason == "refusal":
+        delta["stop_details"] = {"type": "refusal", "category": None, "explanation": None}
+
+    return delta
+
+
+def message_body(
+    parsed: MessagesRequest, text: str, stop_reason: str | None, output_tokens: int
+) -> dict[str, Any]:
+    """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``."""
+    message: dict[str, Any] = {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": parsed.model,
+        "content": [] if stop_reason is None else [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {**usage(parsed.input_tokens, output_tokens), "service_tier": "standard"},
+    }
+    if stop_reason is not None:
+        message.update(stop_delta(stop_reason))
+
+    return message
+
+
+def error_response(request: web.Request, error: ApiError) -> web.StreamResponse:
+    """The JSON error response, with the same request id in the body as in the header."""
+    request_id = request.get(REQUEST_ID) or new_id("req_")
+    request[REQUEST_ID] = request_id
+    body = {
+        "type": "error",
+        "error": {"type": error.error_type, "message": error.message},
+        "request_id": request_id,
+    }
+    headers = {"retry-after": error.retry_after} if error.retry_after is not None else None
+    return web.json_response(body, status=error.status, headers=headers)

@@ -1,0 +1,458 @@
+"""The HTTP side: ``POST /v1/messages`` as the real API answers it, plus ``/_sim/*`` controls.
+
+Request flow: authenticate, validate the body (400/404 with the API's messages), apply the
+prefill rules of the model generation, reserve rate-limit capacity (429), number the request
+for its document, plan the fault, then answer with a full Message or an SSE stream whose text
+is the rest of the document. Generation is paced by ``tokens_per_second`` and coalesced into
+few socket writes when it is not, so hundreds of streams fit on a couple of cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from worker.simulator.accounting import Accounting, AccountingSnapshot
+from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
+from worker.simulator.protocol import (
+    PREFILL_UNSUPPORTED,
+    REQUEST_ID,
+    TRAILING_WHITESPACE,
+    ApiError,
+    MessagesRequest,
+    SseWriter,
+    error_response,
+    message_body,
+    model_supports_prefill,
+    new_id,
+    parse_messages_request,
+    stop_delta,
+    usage,
+)
+from worker.simulator.ratelimit import Clock, RateLimiter, RateLimitExceeded, RateLimits, Reservation
+from worker.simulator.text import (
+    Directives,
+    Document,
+    common_prefix_length,
+    load_document,
+    overlap_words,
+    parse_directives,
+    tokenize,
+)
+
+__all__ = ("SimulatorConfig", "Simulator", "run_simulator")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Everything that shapes the simulator's behaviour; the same config gives the same run."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: int = 0
+    #: When set, the bearer token or ``x-api-key`` must equal it; any non-empty key otherwise.
+    api_key: str | None = None
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    #: Generation speed per stream; 0 streams as fast as the socket takes it.
+    tokens_per_second: float = 0.0
+    #: Inclusive range of tokens per ``content_block_delta``, drawn per delta from the seed.
+    tokens_per_delta: tuple[int, int] = (1, 4)
+    #: Seconds without output after which a ``ping`` is sent (slow streams and stalls).
+    ping_interval: float = 5.0
+    #: Rate limits per minute; 0 is unlimited.
+    rpm: int = 0
+    itpm: int = 0
+    otpm: int = 0
+    #: Probability that a continuation via a later user turn first repeats 3-8 words.
+    repeat_overlap: float = 0.0
+    #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
+    seed: int = 0
+    #: Monotonic clock for the rate limiter, injectable for tests.
+    clock: Clock = time.monotonic
+
+    def __post_init__(self) -> None:
+        low, high = self.tokens_per_delta
+        if not 1 <= low <= high:
+            raise ValueError(f"tokens_per_delta {self.tokens_per_delta} must satisfy 1 <= low <= high")
+
+        if self.tokens_per_second < 0 or self.ping_interval <= 0:
+            raise ValueError("tokens_per_second must be >= 0 and ping_interval > 0")
+
+        if not 0.0 <= self.repeat_overlap <= 1.0:
+            raise ValueError(f"repeat_overlap {self.repeat_overlap} is not a probability")
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """The planned output of one request: token end offsets into ``source`` from ``start``."""
+
+    key: str
+    request_number: int
+    source: str
+    start: int
+    ends: Sequence[int]
+    stop_reason: str
+    reached_end: bool
+    fault: FaultPlan
+
+    @property
+    def text(self) -> str:
+        return self.source[self.start : self.ends[-1]] if self.ends else ""
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Tokens sent so far, readable from ``finally`` when the handler is cancelled.
+
+    The reservation is settled (once) *before* the last bytes go out, so a client that refunds
+    its own limiter on ``message_stop`` and starts the next request at once never finds the
+    simulator's bucket still holding the old reservation.
+    """
+
+    limiter: RateLimiter
+    reservation: Reservation
+    tokens: int = 0
+    failure: str | None = None
+    settled: bool = False
+
+    def settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.limiter.settle(self.reservation, self.tokens)
+
+
+class Simulator:
+    """One simulated API: config, rate limiter, accounting and the aiohttp application."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.base_url = ""
+        self._accounting = Accounting()
+        self._limiter = RateLimiter(
+            RateLimits(config.rpm, config.itpm, config.otpm),
+            config.clock,
+        )
+        self._request_numbers: dict[str, int] = {}
+        self._closing = asyncio.Event()
+
+    def accounting(self) -> AccountingSnapshot:
+        """A snapshot of what has been served since start or the last reset."""
+        return self._accounting.snapshot()
+
+    def reset(self) -> None:
+        """Clear accounting and the per-document request numbers (so ``fail_first`` fires again)."""
+        self._accounting.reset()
+        self._request_numbers.clear()
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application serving this simulator."""
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/_sim/accounting", self._get_accounting)
+        app.router.add_post("/_sim/reset", self._post_reset)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        app.on_response_prepare.append(self._on_prepare)
+        return app
+
+    def begin_shutdown(self) -> None:
+        """Release stalled responses so the server can stop without waiting on them."""
+        self._closing.set()
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("request-id", request.get(REQUEST_ID) or new_id("req_"))
+        if request.path == "/v1/messages":
+            response.headers.update(self._limiter.headers())
+
+    async def _get_accounting(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.accounting().to_dict())
+
+    async def _post_reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        return error_response(request, ApiError(404, "not_found_error", "Not found"))
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        request[REQUEST_ID] = new_id("req_")
+        try:
+            self._authenticate(request)
+            parsed = parse_messages_request(await request.read())
+            supports_prefill = model_supports_prefill(parsed.model)
+            if supports_prefill is None:
+                raise ApiError(404, "not_found_error", f"model: {parsed.model}")
+
+            if parsed.ends_with_assistant and not supports_prefill:
+                raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
+
+            if parsed.ends_with_assistant and parsed.text_so_far != parsed.text_so_far.rstrip():
+                raise ApiError(400, "invalid_request_error", TRAILING_WHITESPACE)
+
+            try:
+                document = load_document(parsed.system, parsed.first_user_text)
+                directives = parse_directives(parsed.system, parsed.first_user_text)
+                faults = self.config.faults.for_document(directives.faults, directives.fail_first)
+            except ValueError as exc:
+                raise ApiError(400, "invalid_request_error", str(exc)) from exc
+
+        except ApiError as error:
+            return self._answer_error(request, error)
+
+        self._accounting.document_request(document.key)
+        try:
+            reservation = self._limiter.reserve(parsed.input_tokens, parsed.max_tokens)
+        except RateLimitExceeded as exc:
+            self._accounting.rate_limited()
+            limited = ApiError(429, "rate_limit_error", str(exc), retry_after=str(exc.retry_after))
+            return self._answer_error(request, limited)
+
+        progress = _Progress(self._limiter, reservation)
+        try:
+            generation = self._plan(parsed, document, directives, faults)
+            kind = generation.fault.kind
+            if kind is not None:
+                self._accounting.fault_injected(kind.value)
+                if kind.before_stream:
+                    return self._answer_error(request, _fault_error(kind, faults))
+
+            return await self._generate(request, parsed, generation, progress)
+        finally:
+            progress.settle()
+
+    def _authenticate(self, request: web.Request) -> None:
+        authorization = request.headers.get("authorization", "")
+        key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        key = key or request.headers.get("x-api-key", "").strip()
+        if not key:
+            raise ApiError(401, "authentication_error", "x-api-key header is required")
+
+        if self.config.api_key is not None and key != self.config.api_key:
+            raise ApiError(401, "authentication_error", "invalid x-api-key")
+
+    def _answer_error(self, request: web.Request, error: ApiError) -> web.StreamResponse:
+        self._accounting.response_status(error.status)
+        return error_response(request, error)
+
+    def _plan(
+        self, parsed: MessagesRequest, document: Document, directives: Directives, faults: FaultConfig
+    ) -> _Generation:
+        """Work out what this request outputs: continuation offset, overlap, stop reason, fault."""
+        key = document.key
+        number = self._request_numbers.get(key, 0) + 1
+        self._request_numbers[key] = number
+        so_far = parsed.text_so_far
+        offset = len(so_far)
+        if not document.text.startswith(so_far):
+            offset = common_prefix_length(document.text, so_far)
+            self._accounting.mismatched_continuation()
+
+        overlap = ""
+        rng = random.Random(f"overlap:{self.config.seed}:{key}:{number}")
+        repeat, words = rng.random() < self.config.repeat_overlap, rng.randint(3, 8)
+        if repeat and so_far and not parsed.ends_with_assistant:
+            overlap = overlap_words(so_far, words)
+
+        first = document.token_index_after(offset)
+        overlap_ends: list[int] = []
+        for token in tokenize(overlap):
+            overlap_ends.append((overlap_ends[-1] if overlap_ends else 0) + len(token))
+
+        available = len(overlap_ends) + len(document.ends) - first
+        count, stop_reason = available, "end_turn"
+        refuse = directives.refuse_after
+        if refuse is not None and refuse <= parsed.max_tokens:
+            count, stop_reason = min(refuse, available), "refusal"
+        elif available > parsed.max_tokens:
+            count, stop_reason = parsed.max_tokens, "max_tokens"
+
+        if overlap:
+            shift = len(overlap) - offset
+            rest = document.ends[first : first + max(0, count - len(overlap_ends))]
+            source, start = overlap + document.text[offset:], 0
+            ends: Sequence[int] = (overlap_ends + [end + shift for end in rest])[:count]
+        else:
+            source, start, ends = document.text, offset, document.ends[first : first + count]
+
+        fault = plan_fault(faults, self.config.seed, key, number, count)
+        return _Generation(key, number, source, start, ends, stop_reason, stop_reason == "end_turn", fault)
+
+    async def _generate(
+        self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
+    ) -> web.StreamResponse:
+        streaming = parsed.stream
+        self._accounting.response_started(streaming)
+        log.debug(
+            "simulator_generation request_id=%s document=%s request_number=%d tokens=%d fault=%s",
+            request[REQUEST_ID],
+            generation.key,
+            generation.request_number,
+            len(generation.ends),
+            generation.fault.kind,
+        )
+        try:
+            if streaming:
+                return await self._stream(request, parsed, generation, progress)
+
+            return await self._full_message(request, parsed, generation, progress)
+        except (asyncio.CancelledError, ConnectionError):
+            progress.failure = progress.failure or "client_disconnect"
+            raise
+        finally:
+            self._accounting.response_finished(
+                generation.key, streaming, progress.tokens, progress.failure, generation.reached_end
+            )
+
+    async def _full_message(
+        self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
+    ) -> web.StreamResponse:
+        """Non-streaming: wait the generation time, then one JSON body (faults map to HTTP)."""
+        kind = generation.fault.kind
+        count = generation.fault.after_tokens if kind is not None else len(generation.ends)
+        if self.config.tokens_per_second > 0:
+            await asyncio.sleep(count / self.config.tokens_per_second)
+
+        if kind is not None:
+            progress.failure = kind.value
+            if kind is FaultKind.MIDSTREAM_ERROR:
+                return self._answer_error(request, ApiError(529, "overloaded_error", "Overloaded"))
+
+            self._accounting.response_status(200)
+            if kind is FaultKind.MALFORMED:
+                return web.Response(body=b'{"id": "msg_', content_type="application/json")
+
+            if kind in (FaultKind.STALL, FaultKind.STALL_SILENT):
+                await self._closing.wait()
+
+            _drop(request)
+            return web.Response()
+
+        progress.tokens = len(generation.ends)
+        self._accounting.response_status(200)
+        body = message_body(parsed, generation.text, generation.stop_reason, progress.tokens)
+        return web.json_response(body)
+
+    async def _stream(
+        self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
+    ) -> web.StreamResponse:
+        """Streaming: the exact SSE grammar, paced, with the planned fault at its seeded point."""
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
+        self._accounting.response_status(200)
+        await response.prepare(request)
+        writer = SseWriter(response, self.config.ping_interval)
+        start_event = {"type": "message_start", "message": message_body(parsed, "", None, 1)}
+        writer.event("message_start", start_event)
+        writer.event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        writer.ping()
+        kind, fire_after = generation.fault.kind, generation.fault.after_tokens
+        rate = self.config.tokens_per_second
+        begun = asyncio.get_running_loop().time()
+        rng = random.Random(f"deltas:{self.config.seed}:{generation.key}:{generation.request_number}")
+        low, high = self.config.tokens_per_delta
+        ends, position, sent = generation.ends, generation.start, 0
+        while kind is None or sent < fire_after:
+            if sent >= len(ends):
+                break
+
+            upto = min(len(ends), sent + rng.randint(low, high))
+            if rate > 0:
+                await writer.wait_until(begun + upto / rate)
+
+            writer.text_delta(generation.source[position : ends[upto - 1]])
+            position, sent = ends[upto - 1], upto
+            progress.tokens = sent
+            await writer.maybe_flush()
+
+        progress.settle()
+        if kind is not None:
+            progress.failure = kind.value
+            await self._stream_fault(request, writer, kind)
+            return response
+
+        writer.event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        writer.event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": stop_delta(generation.stop_reason),
+                "usage": usage(parsed.input_tokens, max(1, sent)),
+            },
+        )
+        writer.event("message_stop", {"type": "message_stop"})
+        await writer.flush()
+        await response.write_eof()
+        return response
+
+    async def _stream_fault(self, request: web.Request, writer: SseWriter, kind: FaultKind) -> None:
+        if kind is FaultKind.MIDSTREAM_ERROR:
+            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            writer.event("error", error)
+        elif kind is FaultKind.MALFORMED:
+            writer.raw(
+                'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta\n\n'
+            )
+
+        await writer.flush()
+        if kind is FaultKind.STALL:
+            await writer.ping_until(self._closing)
+        elif kind is FaultKind.STALL_SILENT:
+            await self._closing.wait()
+
+        if kind in (FaultKind.MIDSTREAM_ERROR, FaultKind.MALFORMED):
+            await writer.response.write_eof()
+        else:
+            _drop(request)
+
+
+def _drop(request: web.Request) -> None:
+    """Close the TCP connection now: mid-body, the client sees an incomplete chunked read."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _fault_error(kind: FaultKind, faults: FaultConfig) -> ApiError:
+    if kind is FaultKind.HTTP_529:
+        return ApiError(529, "overloaded_error", "Overloaded")
+
+    if kind is FaultKind.HTTP_500:
+        return ApiError(500, "api_error", "Internal server error")
+
+    message = "Number of concurrent connections has exceeded your rate limit. Please try again later."
+    return ApiError(429, "rate_limit_error", message, retry_after=f"{faults.retry_after:g}")
+
+
+@contextlib.asynccontextmanager
+async def run_simulator(config: SimulatorConfig | None = None) -> AsyncIterator[Simulator]:
+    """Serve a simulator on ``config.host:config.port`` for the duration of the block.
+
+    ``sim.base_url`` holds the bound address (``port=0`` picks a free port). On exit, stalled
+    responses are released and open connections closed.
+    """
+    simulator = Simulator(config or SimulatorConfig())
+    runner = web.AppRunner(
+        simulator.make_app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, simulator.config.host, simulator.config.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        simulator.base_url = f"http://{host}:{port}"
+        yield simulator
+    finally:
+        simulator.begin_shutdown()
+        await runner.cleanup()
