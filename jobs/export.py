@@ -1,0 +1,139 @@
+"""Export jobs' text to a folder: ``DIR/<id>.md`` per job, and ``DIR/manifest.jsonl``.
+
+The text is written exactly as generated (UTF-8, no header, no added newline), so a file's bytes
+are the committed text's bytes. Every file is written to a temporary name in ``DIR`` and renamed
+into place, so a reader (or a crash) never sees half a file, and re-running an export replaces
+files atomically.
+
+Ids are checked again here even though the JSONL parser only accepts safe ones: a store may hold
+jobs enqueued by other code. An id that is not a plain, safe file name, or whose file would land
+outside ``DIR``, is reported and skipped (its manifest line has ``"file": null``).
+
+Manifest lines (one per job, ordered by id)::
+
+    {"id", "state", "attempts", "failures", "chars", "usage": {input_tokens, output_tokens,
+     cache_creation_input_tokens, cache_read_input_tokens}, "stop_reason", "last_error",
+     "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
+     "duration_seconds" (finished - started, or null), "file" (name in DIR, or null)}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from jobs.jsonl import is_valid_job_id
+from jobs.models import Job, State
+from jobs.store import Store
+
+__all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What an export did."""
+
+    #: Jobs listed in the manifest.
+    jobs: int
+    #: Text files written.
+    files: int
+    #: One message per job skipped (unsafe id).
+    problems: tuple[str, ...]
+    manifest: Path
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def manifest_entry(job: Job, file: str | None) -> dict[str, Any]:
+    """The manifest line of ``job`` (see the module docstring)."""
+    duration = None
+    if job.started_at is not None and job.finished_at is not None:
+        duration = round(job.finished_at - job.started_at, 3)
+    return {
+        "id": job.id,
+        "state": str(job.state),
+        "attempts": job.attempts,
+        "failures": job.failures,
+        "chars": job.committed_chars,
+        "usage": job.usage.as_dict(),
+        "stop_reason": job.stop_reason,
+        "last_error": job.last_error,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "duration_seconds": duration,
+        "file": file,
+    }
+
+
+def safe_path(out: Path, job_id: str) -> Path | None:
+    """Where ``job_id``'s text goes inside ``out`` (an absolute, resolved folder), or None if the
+    id is not a safe file name or the path would resolve outside ``out``."""
+    if not is_valid_job_id(job_id):
+        return None
+    name = f"{job_id}.md"
+    path = out / name
+    if path.name != name or path.resolve().parent != out:
+        return None
+    return path
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _prepare(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+async def export_jobs(
+    store: Store, out: Path, states: Sequence[State] = (State.SUCCEEDED,), *, page_size: int = 500
+) -> ExportReport:
+    """Write the text of every job in ``states`` to ``out`` and list them in the manifest.
+
+    Jobs are read page by page (``list_jobs(after_id=…)``), so memory holds one page, one
+    document and the manifest lines. A job not succeeded with no committed text gets no file.
+    """
+    folder = await anyio.to_thread.run_sync(_prepare, out)
+    lines: list[str] = []
+    problems: list[str] = []
+    files = 0
+    after: str | None = None
+    while page := await store.list_jobs(states, after_id=after, limit=page_size):
+        after = page[-1].id
+        for job in page:
+            path = safe_path(folder, job.id)
+            if path is None:
+                problems.append(f"{job.id!r}: not a safe file name: skipped")
+            elif job.state == State.SUCCEEDED or job.committed_chars:
+                data = (await store.read_text(job.id)).encode("utf-8")
+                await anyio.to_thread.run_sync(write_atomically, path, data)
+                files += 1
+            else:
+                path = None
+            file = None if path is None else path.name
+            lines.append(json.dumps(manifest_entry(job, file), ensure_ascii=False) + "\n")
+    manifest = folder / MANIFEST_NAME
+    await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"))
+    return ExportReport(len(lines), files, tuple(problems), manifest)

@@ -1,0 +1,628 @@
+"""The SQLite job store: one file, several worker processes, real leases.
+
+Durability and concurrency, in short:
+
+* **WAL with ``synchronous=NORMAL``.** A committed checkpoint survives the process dying at any
+  moment (SIGKILL, OOM kill): WAL frames are written before ``COMMIT`` returns, and only an OS
+  crash or power cut can lose the last transactions. Readers never block the writer.
+* **``BEGIN IMMEDIATE`` for every write transaction.** It takes the write lock up front, so two
+  processes can never both read a job as claimable and then both claim it, and never deadlock
+  upgrading a read lock to a write lock; a waiting writer is retried by ``busy_timeout``.
+* **The event loop never blocks.** Each store owns one connection; every call runs in a worker
+  thread (``anyio.to_thread.run_sync``) behind a ``CapacityLimiter(1)``, so calls from many tasks
+  queue up asynchronously and use the connection one at a time.
+* **Driver errors become** :class:`~jobs.errors.StoreError` at this boundary.
+
+Semantics worth knowing:
+
+* Fencing is by token, not by clock: a worker whose lease has expired but that nobody has
+  reclaimed yet may still commit (and so extends its lease); once another claim takes the job, or
+  a cancel clears the token, its writes are refused.
+* A job's usage is the sum of its attempts' latest usage: each checkpoint that carries usage
+  moves the total by the difference, so tokens spent by an attempt that later dies are counted.
+* Time comes from the injected clock, read inside each transaction once the write lock is held,
+  so a process that waited for the lock never stamps a stale time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from jobs import sqlite_sql as sql
+from jobs.buckets import BucketState, Limits
+from jobs.errors import InvalidJobError, JobNotFoundError, JobStateError, LeaseLostError, StoreError
+from jobs.models import (
+    AttemptRecord,
+    AttemptResult,
+    CheckpointWrite,
+    Claim,
+    EnqueueResult,
+    Job,
+    JobSpec,
+    Lease,
+    Message,
+    Outcome,
+    ResumeMode,
+    State,
+    Transition,
+    Usage,
+    WriteStatus,
+)
+from jobs.store import Clock
+
+__all__ = ("SQLiteStore",)
+
+T = TypeVar("T")
+
+#: How long a writer waits for another process's write transaction before giving up.
+BUSY_TIMEOUT_SECONDS = 30.0
+#: Expired leases settled per claim call; the rest are picked up by the next calls.
+_EXPIRED_BATCH = 500
+_SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+class SQLiteStore:
+    """A :class:`~jobs.store.Store` on one SQLite file.
+
+    Args:
+        path: the database file (its folder is created if missing), or ``:memory:``.
+        clock: returns the time as epoch seconds; tests inject a fake one.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+        self.path = str(path)
+        self._clock: Clock = clock or time.time
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> SQLiteStore:
+        """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix) or "?" in url:
+            raise StoreError(f"queue url {url!r}: expected sqlite:///path/to/jobs.db")
+        return cls(url[len(prefix) :], clock=clock)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in a worker thread, one call at a time."""
+        return await anyio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._closed:
+            raise StoreError("the job store is closed")
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            return fn(self._conn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite ({self.path}): {exc}") from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            # Values SQLite cannot hold (lone surrogates, integers past 64 bits): nothing was written.
+            raise StoreError(f"sqlite ({self.path}): cannot store a value: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from exc
+        # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            self._enable_wal(conn)
+            for pragma in sql.PRAGMAS:
+                conn.execute(pragma)
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL. Processes opening a new file at once race for this switch, and
+        SQLite answers SQLITE_BUSY at once here instead of calling the busy handler: so retry,
+        with backoff, for as long as ``busy_timeout`` would wait (this runs in a worker thread)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        delay = 0.002
+        while True:
+            try:
+                mode = str(conn.execute(sql.ENABLE_WAL).fetchone()[0]).lower()
+                break
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        if mode != "wal" and self.path != ":memory:":
+            raise StoreError(f"{self.path}: cannot use write-ahead logging (journal mode is {mode})")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > sql.SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this program's "
+                    f"{sql.SCHEMA_VERSION}: upgrade the program"
+                )
+            if version == 0:
+                for statement in sql.SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    async def close(self) -> None:
+        """Close the connection. Idempotent; later calls raise ``StoreError``."""
+        await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
+        rows = [_spec_params(spec) for spec in specs]
+        return await self._run(self._enqueue, rows)
+
+    def _enqueue(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> EnqueueResult:
+        inserted: list[str] = []
+        existing: list[str] = []
+        with _transaction(conn):
+            now = self._now()
+            for row in rows:
+                cursor = conn.execute(
+                    sql.INSERT_JOB, {**row, "run_at": row["requested_run_at"] or now, "now": now}
+                )
+                if cursor.rowcount == 1:
+                    inserted.append(row["id"])
+                    _transition(conn, row["id"], now, None, State.QUEUED, "enqueued", None)
+                else:
+                    existing.append(row["id"])
+        return EnqueueResult(tuple(inserted), tuple(existing))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
+        if limit < 1:
+            return []
+        return await self._run(self._claim, worker, lease_seconds, limit)
+
+    def _claim(self, conn: sqlite3.Connection, worker: str, lease_seconds: float, limit: int) -> list[Claim]:
+        claims: list[Claim] = []
+        with _transaction(conn):
+            now = self._now()
+            self._expire_leases(conn, now)
+            ids = [row["id"] for row in conn.execute(sql.SELECT_CLAIMABLE, {"now": now, "limit": limit})]
+            for job_id in ids:
+                token = secrets.token_hex(16)
+                params = {"id": job_id, "worker": worker, "token": token, "now": now}
+                row = _one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
+                job = _job_from_row(row)
+                attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
+                conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
+                _transition(
+                    conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts
+                )
+                claims.append(Claim(job, token, job.attempts, _read_text(conn, job_id)))
+        return claims
+
+    def _expire_leases(self, conn: sqlite3.Connection, now: float) -> None:
+        """Close the attempts whose lease expired: each counts as a failure; the job goes back to
+        the queue (keeping its place) or, out of attempts, fails."""
+        for row in conn.execute(sql.SELECT_EXPIRED, {"now": now, "limit": _EXPIRED_BATCH}).fetchall():
+            job = _job_from_row(row)
+            error = f"lease expired (worker {job.lease.owner if job.lease else '?'} stopped heartbeating)"
+            conn.execute(
+                sql.EXPIRE_ATTEMPT,
+                {
+                    "job_id": job.id,
+                    "number": job.attempts,
+                    "now": now,
+                    "chars": job.committed_chars,
+                    "error": error,
+                },
+            )
+            exhausted = job.failures + 1 >= job.spec.max_attempts
+            state = State.FAILED if exhausted else State.QUEUED
+            conn.execute(sql.REQUEUE_EXPIRED, {"id": job.id, "state": state, "error": error, "now": now})
+            reason = "attempts exhausted: lease expired" if exhausted else "lease expired"
+            _transition(conn, job.id, now, State.RUNNING, state, reason, job.attempts)
+
+    async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
+        if not writes:
+            return []
+        return await self._run(self._commit, list(writes), lease_seconds)
+
+    def _commit(
+        self, conn: sqlite3.Connection, writes: list[CheckpointWrite], lease_seconds: float
+    ) -> list[WriteStatus]:
+        statuses: list[WriteStatus] = []
+        with _transaction(conn):
+            now = self._now()
+            for write in writes:
+                fence = conn.execute(sql.SELECT_FENCE, {"id": write.job_id}).fetchone()
+                if fence is None or fence["state"] != State.RUNNING or fence["lease_token"] != write.token:
+                    statuses.append(WriteStatus.LEASE_LOST)
+                    continue
+                if write.offset != fence["committed_chars"]:
+                    statuses.append(WriteStatus.OFFSET_MISMATCH)
+                    continue
+                attempt = fence["attempts"]
+                if write.text:
+                    conn.execute(
+                        sql.INSERT_CHUNK,
+                        {"job_id": write.job_id, "char_offset": write.offset, "attempt": attempt}
+                        | {"text": write.text, "now": now},
+                    )
+                conn.execute(
+                    sql.ADVANCE,
+                    {
+                        "id": write.job_id,
+                        "chars": len(write.text),
+                        "expires_at": now + lease_seconds,
+                        "now": now,
+                    },
+                )
+                if write.usage is not None:
+                    _set_attempt_usage(conn, write.job_id, attempt, write.usage)
+                statuses.append(WriteStatus.OK)
+        return statuses
+
+    async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
+        if result.outcome not in _SETTLE_OUTCOMES:
+            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+        return await self._run(self._settle, job_id, token, result)
+
+    def _settle(self, conn: sqlite3.Connection, job_id: str, token: str, result: AttemptResult) -> Job:
+        with _transaction(conn):
+            now = self._now()
+            job = _job_from_row(_get_row(conn, job_id))
+            if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
+                raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
+            number = job.attempts
+            _set_attempt_usage(conn, job_id, number, result.usage)
+            conn.execute(
+                sql.CLOSE_ATTEMPT,
+                {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
+                | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
+                | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
+                | {"chars": job.committed_chars},
+            )
+            failures, run_at, finished_at = job.failures, now, None
+            last_error = job.last_error
+            if result.outcome == Outcome.SUCCEEDED:
+                state, reason, finished_at = State.SUCCEEDED, "succeeded", now
+            elif result.outcome == Outcome.RELEASED:
+                state, reason = State.QUEUED, "released by the worker (shutting down)"
+            elif result.outcome == Outcome.FAILED:
+                state, reason, finished_at = State.FAILED, f"failed: {result.error}", now
+                last_error = result.error
+            else:
+                failures += 1
+                last_error = result.error
+                if failures >= job.spec.max_attempts:
+                    state, reason, finished_at = State.FAILED, f"attempts exhausted: {result.error}", now
+                else:
+                    state, reason = State.QUEUED, f"retry: {result.error}"
+                    run_at = result.retry_at if result.retry_at is not None else now
+            row = _one(
+                conn,
+                sql.SETTLE_JOB,
+                {"id": job_id, "state": state, "failures": failures, "run_at": run_at, "now": now}
+                | {"last_error": last_error, "stop_reason": result.stop_reason, "finished_at": finished_at},
+            )
+            _transition(conn, job_id, now, State.RUNNING, state, reason, number)
+            return _job_from_row(row)
+
+    async def next_due(self) -> float | None:
+        return await self._run(_next_due)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        return _job_from_row(await self._run(_get_row, job_id))
+
+    async def read_text(self, job_id: str) -> str:
+        return await self._run(_read_text_checked, job_id)
+
+    async def attempts(self, job_id: str) -> list[AttemptRecord]:
+        rows = await self._run(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
+        return [_attempt_from_row(row) for row in rows]
+
+    async def history(self, job_id: str) -> list[Transition]:
+        rows = await self._run(_select_for_job, sql.SELECT_HISTORY, job_id)
+        return [_transition_from_row(row) for row in rows]
+
+    async def counts(self) -> dict[State, int]:
+        rows = await self._run(_select, sql.SELECT_COUNTS, {})
+        found = {State(row["state"]): int(row["n"]) for row in rows}
+        return {state: found.get(state, 0) for state in State}
+
+    async def list_jobs(
+        self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        params = {
+            "states": None if states is None else json.dumps([State(s).value for s in states]),
+            "after_id": after_id,
+            "limit": limit,
+        }
+        return [_job_from_row(row) for row in await self._run(_select, sql.LIST_JOBS, params)]
+
+    # -- rate limits -------------------------------------------------------------------------
+
+    async def update_buckets(
+        self, key: str, limits: Limits, change: Callable[[BucketState, float], tuple[BucketState, T]]
+    ) -> T:
+        return await self._run(self._update_buckets, key, limits, change)
+
+    def _update_buckets(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        limits: Limits,
+        change: Callable[[BucketState, float], tuple[BucketState, T]],
+    ) -> T:
+        with _transaction(conn):
+            now = self._now()
+            row = conn.execute(sql.SELECT_BUCKETS, {"key": key}).fetchone()
+            if row is None:
+                state = BucketState.full(limits, now)
+            else:
+                state = BucketState(
+                    row["requests"],
+                    row["input_tokens"],
+                    row["output_tokens"],
+                    row["updated_at"],
+                    row["paused_until"],
+                )
+            state, result = change(state, now)
+            conn.execute(
+                sql.UPSERT_BUCKETS,
+                {"key": key, "requests": state.requests, "input_tokens": state.input_tokens}
+                | {"output_tokens": state.output_tokens, "updated_at": state.updated_at}
+                | {"paused_until": state.paused_until},
+            )
+            return result
+
+    # -- operators ---------------------------------------------------------------------------
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._run(self._retry, job_id)
+
+    def _retry(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        with _transaction(conn):
+            return self._requeue(conn, _job_from_row(_get_row(conn, job_id)), self._now())
+
+    def _requeue(self, conn: sqlite3.Connection, job: Job, now: float) -> Job:
+        if job.state not in (State.FAILED, State.CANCELLED):
+            raise JobStateError(
+                f"job {job.id!r} is {job.state}: only failed or cancelled jobs can be retried"
+            )
+        row = _one(conn, sql.REQUEUE, {"id": job.id, "now": now})
+        _transition(conn, job.id, now, job.state, State.QUEUED, "retried by an operator", None)
+        return _job_from_row(row)
+
+    async def retry_failed(self) -> int:
+        return await self._run(self._retry_failed)
+
+    def _retry_failed(self, conn: sqlite3.Connection) -> int:
+        with _transaction(conn):
+            now = self._now()
+            ids = [row["id"] for row in conn.execute(sql.SELECT_FAILED_IDS).fetchall()]
+            for job_id in ids:
+                self._requeue(conn, _job_from_row(_get_row(conn, job_id)), now)
+        return len(ids)
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._run(self._cancel, job_id)
+
+    def _cancel(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        with _transaction(conn):
+            now = self._now()
+            job = _job_from_row(_get_row(conn, job_id))
+            if job.state not in (State.QUEUED, State.RUNNING):
+                raise JobStateError(
+                    f"job {job_id!r} is {job.state}: only queued or running jobs can be cancelled"
+                )
+            attempt = None
+            if job.state == State.RUNNING:
+                # The worker's next fenced write is refused; its last checkpointed usage stays.
+                attempt = job.attempts
+                conn.execute(
+                    sql.CLOSE_ATTEMPT,
+                    {"job_id": job_id, "number": attempt, "now": now, "outcome": Outcome.LEASE_LOST}
+                    | {"resume_mode": None, "requests": None, "error": "cancelled", "stop_reason": None}
+                    | {"time_to_first_token": None, "chars": job.committed_chars},
+                )
+            row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})
+            _transition(conn, job_id, now, job.state, State.CANCELLED, "cancelled by an operator", attempt)
+            return _job_from_row(row)
+
+
+# -- helpers (run in the worker thread) ---------------------------------------------------------
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock first (see the module docstring)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _one(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> sqlite3.Row:
+    # fetchall() finishes the statement, so COMMIT never meets one still in progress.
+    rows = conn.execute(query, params).fetchall()
+    if not rows:
+        raise StoreError("expected a row, got none")
+    row: sqlite3.Row = rows[0]
+    return row
+
+
+def _select(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+    return conn.execute(query, params).fetchall()
+
+
+def _get_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+    row: sqlite3.Row | None = conn.execute(sql.SELECT_JOB, {"id": job_id}).fetchone()
+    if row is None:
+        raise JobNotFoundError(f"no job with id {job_id!r}")
+    return row
+
+
+def _select_for_job(conn: sqlite3.Connection, query: str, job_id: str) -> list[sqlite3.Row]:
+    _get_row(conn, job_id)
+    return _select(conn, query, {"job_id": job_id})
+
+
+def _read_text(conn: sqlite3.Connection, job_id: str) -> str:
+    return "".join(row[0] for row in conn.execute(sql.SELECT_TEXT, {"job_id": job_id}))
+
+
+def _read_text_checked(conn: sqlite3.Connection, job_id: str) -> str:
+    _get_row(conn, job_id)
+    return _read_text(conn, job_id)
+
+
+def _next_due(conn: sqlite3.Connection) -> float | None:
+    value = conn.execute(sql.SELECT_NEXT_DUE).fetchone()[0]
+    return None if value is None else float(value)
+
+
+def _transition(
+    conn: sqlite3.Connection,
+    job_id: str,
+    at: float,
+    from_state: State | None,
+    to_state: State,
+    reason: str,
+    attempt: int | None,
+) -> None:
+    conn.execute(
+        sql.INSERT_TRANSITION,
+        {"job_id": job_id, "at": at, "from_state": from_state, "to_state": to_state}
+        | {"reason": reason, "attempt": attempt},
+    )
+
+
+def _set_attempt_usage(conn: sqlite3.Connection, job_id: str, number: int, usage: Usage) -> None:
+    """Record an attempt's usage so far, and move the job's total by the difference."""
+    key = {"job_id": job_id, "number": number}
+    old = Usage.from_dict(dict(_one(conn, sql.SELECT_ATTEMPT_USAGE, key)))
+    new = usage.as_dict()
+    conn.execute(sql.SET_ATTEMPT_USAGE, {**key, **new})
+    delta = {name: new[name] - value for name, value in old.as_dict().items()}
+    if any(delta.values()):
+        conn.execute(sql.ADD_JOB_USAGE, {"id": job_id, **delta})
+
+
+def _spec_params(spec: JobSpec) -> dict[str, Any]:
+    try:
+        metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
+    return {
+        "id": spec.id,
+        "messages": json.dumps([{"role": m.role, "content": m.content} for m in spec.messages]),
+        "system": spec.system,
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "output_budget": spec.output_budget,
+        "max_attempts": spec.max_attempts,
+        "priority": spec.priority,
+        "requested_run_at": spec.run_at,
+        "metadata": metadata,
+    }
+
+
+def _usage_from_row(row: sqlite3.Row) -> Usage:
+    return Usage.from_dict({name: row[name] for name in _USAGE_FIELDS})
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    spec = JobSpec(
+        id=row["id"],
+        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
+        model=row["model"],
+        max_tokens=row["max_tokens"],
+        output_budget=row["output_budget"],
+        max_attempts=row["max_attempts"],
+        system=row["system"],
+        priority=row["priority"],
+        run_at=row["requested_run_at"],
+        metadata=json.loads(row["metadata"]),
+    )
+    lease = None
+    if row["lease_token"] is not None:
+        lease = Lease(row["lease_owner"], row["lease_token"], row["lease_expires_at"])
+    return Job(
+        spec=spec,
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        failures=row["failures"],
+        committed_chars=row["committed_chars"],
+        usage=_usage_from_row(row),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        lease=lease,
+        last_error=row["last_error"],
+        stop_reason=row["stop_reason"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=row["job_id"],
+        number=row["number"],
+        worker=row["worker"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        resume_mode=None if row["resume_mode"] is None else ResumeMode(row["resume_mode"]),
+        usage=_usage_from_row(row),
+        requests=row["requests"],
+        chars_at_start=row["chars_at_start"],
+        chars_at_end=row["chars_now"],
+        stop_reason=row["stop_reason"],
+        error=row["error"],
+        time_to_first_token=row["time_to_first_token"],
+    )
+
+
+def _transition_from_row(row: sqlite3.Row) -> Transition:
+    return Transition(
+        job_id=row["job_id"],
+        at=row["at"],
+        from_state=None if row["from_state"] is None else State(row["from_state"]),
+        to_state=State(row["to_state"]),
+        reason=row["reason"],
+        attempt=row["attempt"],
+    )

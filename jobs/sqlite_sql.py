@@ -1,0 +1,325 @@
+"""Every SQL statement of the SQLite backend, named and parameterised, kept in one place.
+
+Like procrastinate's ``queries.sql``: the store in :mod:`jobs.sqlite` holds the transaction logic,
+this module holds the text, so a reviewer can read the whole schema and every query at once.
+Statements use named parameters (``:name``); nothing is ever formatted into SQL text.
+
+Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
+
+* ``jobs``: one row per job: its spec as columns (messages and metadata as JSON), its state,
+  the claim order (priority, run_at), counters, the lease (owner, token, expiry), usage summed over
+  attempts, and timestamps. ``run_at`` is the effective not-before time (the spec's ``run_at``, or
+  the enqueue time, or a retry's ``retry_at``); ``requested_run_at`` keeps the spec as given.
+* ``chunks``: the committed text, append-only. A checkpoint inserts one row, so its cost is
+  proportional to the new text, never to the document's length.
+* ``attempts``: one row per attempt, opened by a claim and closed by settle, cancel, or the next
+  claimer when the lease expired.
+* ``transitions``: every state change, with its reason: the job's history.
+* ``buckets``: the fleet's rate-limit buckets (:mod:`jobs.buckets`), one row per key.
+"""
+
+from __future__ import annotations
+
+__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA")
+
+#: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
+SCHEMA_VERSION = 1
+
+#: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
+#: readers run beside one writer, and is a property of the file, kept once set.
+ENABLE_WAL = "PRAGMA journal_mode = WAL"
+#: Per-connection settings. ``synchronous=NORMAL`` in WAL mode never corrupts the database and
+#: loses no committed transaction when the *process* dies (SIGKILL, OOM): only a power cut or an
+#: OS crash can drop the last transactions, those not yet synced by a WAL checkpoint.
+PRAGMAS = (
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+SCHEMA = (
+    """
+    CREATE TABLE jobs (
+        id                          TEXT PRIMARY KEY,
+        messages                    TEXT NOT NULL,
+        system                      TEXT,
+        model                       TEXT NOT NULL,
+        max_tokens                  INTEGER NOT NULL,
+        output_budget               INTEGER NOT NULL,
+        max_attempts                INTEGER NOT NULL,
+        priority                    INTEGER NOT NULL,
+        requested_run_at            REAL,
+        metadata                    TEXT NOT NULL,
+        state                       TEXT NOT NULL
+            CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        run_at                      REAL NOT NULL,
+        attempts                    INTEGER NOT NULL DEFAULT 0,
+        failures                    INTEGER NOT NULL DEFAULT 0,
+        committed_chars             INTEGER NOT NULL DEFAULT 0,
+        lease_owner                 TEXT,
+        lease_token                 TEXT,
+        lease_expires_at            REAL,
+        input_tokens                INTEGER NOT NULL DEFAULT 0,
+        output_tokens               INTEGER NOT NULL DEFAULT 0,
+        cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
+        last_error                  TEXT,
+        stop_reason                 TEXT,
+        created_at                  REAL NOT NULL,
+        updated_at                  REAL NOT NULL,
+        started_at                  REAL,
+        finished_at                 REAL
+    )
+    """,
+    # Claim order: the implicit rowid ends the index, so "oldest" needs no sort either.
+    "CREATE INDEX jobs_claim_order ON jobs (state, priority DESC, run_at, created_at)",
+    "CREATE INDEX jobs_lease_expiry ON jobs (state, lease_expires_at)",
+    # next_due, polled by idle workers: MIN(run_at) of queued jobs without a scan.
+    "CREATE INDEX jobs_due ON jobs (state, run_at)",
+    """
+    CREATE TABLE chunks (
+        job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        char_offset INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        text        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    )
+    """,
+    """
+    CREATE TABLE attempts (
+        job_id                      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        number                      INTEGER NOT NULL,
+        worker                      TEXT NOT NULL,
+        started_at                  REAL NOT NULL,
+        ended_at                    REAL,
+        outcome                     TEXT,
+        resume_mode                 TEXT,
+        input_tokens                INTEGER NOT NULL DEFAULT 0,
+        output_tokens               INTEGER NOT NULL DEFAULT 0,
+        cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
+        requests                    INTEGER NOT NULL DEFAULT 0,
+        chars_at_start              INTEGER NOT NULL,
+        chars_at_end                INTEGER,
+        stop_reason                 TEXT,
+        error                       TEXT,
+        time_to_first_token         REAL,
+        PRIMARY KEY (job_id, number)
+    )
+    """,
+    """
+    CREATE TABLE transitions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at         REAL NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        attempt    INTEGER
+    )
+    """,
+    "CREATE INDEX transitions_job ON transitions (job_id, id)",
+    # Fleet-wide rate-limit buckets (jobs.buckets), one row per key.
+    """
+    CREATE TABLE buckets (
+        key           TEXT PRIMARY KEY,
+        requests      REAL NOT NULL,
+        input_tokens  REAL NOT NULL,
+        output_tokens REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        paused_until  REAL NOT NULL
+    )
+    """,
+)
+
+# -- producers ---------------------------------------------------------------------------------
+
+INSERT_JOB = """
+INSERT INTO jobs (
+    id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
+    requested_run_at, metadata, state, run_at, created_at, updated_at
+) VALUES (
+    :id, :messages, :system, :model, :max_tokens, :output_budget, :max_attempts, :priority,
+    :requested_run_at, :metadata, 'queued', :run_at, :now, :now
+)
+ON CONFLICT (id) DO NOTHING
+"""
+
+INSERT_TRANSITION = """
+INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+VALUES (:job_id, :at, :from_state, :to_state, :reason, :attempt)
+"""
+
+# -- claiming ----------------------------------------------------------------------------------
+
+SELECT_EXPIRED = """
+SELECT * FROM jobs
+WHERE state = 'running' AND lease_expires_at <= :now
+ORDER BY priority DESC, run_at, created_at, rowid
+LIMIT :limit
+"""
+
+#: INDEXED BY: walk the jobs in claim order and stop at ``limit``; the planner would otherwise
+#: pick ``jobs_due`` and sort every due job on each claim.
+SELECT_CLAIMABLE = """
+SELECT id FROM jobs INDEXED BY jobs_claim_order
+WHERE state = 'queued' AND run_at <= :now
+ORDER BY priority DESC, run_at, created_at, rowid
+LIMIT :limit
+"""
+
+EXPIRE_ATTEMPT = """
+UPDATE attempts
+SET ended_at = :now, outcome = 'lease_expired', chars_at_end = :chars,
+    error = :error
+WHERE job_id = :job_id AND number = :number AND ended_at IS NULL
+"""
+
+REQUEUE_EXPIRED = """
+UPDATE jobs
+SET state = :state, failures = failures + 1, lease_owner = NULL, lease_token = NULL,
+    lease_expires_at = NULL, last_error = :error, updated_at = :now,
+    finished_at = CASE WHEN :state = 'failed' THEN :now ELSE finished_at END
+WHERE id = :id
+"""
+
+START_ATTEMPT = """
+UPDATE jobs
+SET state = 'running', attempts = attempts + 1, lease_owner = :worker, lease_token = :token,
+    lease_expires_at = :expires_at, started_at = COALESCE(started_at, :now), updated_at = :now
+WHERE id = :id
+RETURNING *
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO attempts (job_id, number, worker, started_at, chars_at_start)
+VALUES (:job_id, :number, :worker, :now, :chars)
+"""
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+SELECT_FENCE = """
+SELECT state, lease_token, committed_chars, attempts FROM jobs WHERE id = :id
+"""
+
+INSERT_CHUNK = """
+INSERT INTO chunks (job_id, seq, char_offset, attempt, text, created_at)
+VALUES (
+    :job_id,
+    (SELECT COALESCE(MAX(seq), -1) + 1 FROM chunks WHERE job_id = :job_id),
+    :char_offset, :attempt, :text, :now
+)
+"""
+
+ADVANCE = """
+UPDATE jobs
+SET committed_chars = committed_chars + :chars, lease_expires_at = :expires_at, updated_at = :now
+WHERE id = :id
+"""
+
+SELECT_ATTEMPT_USAGE = """
+SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens
+FROM attempts WHERE job_id = :job_id AND number = :number
+"""
+
+SET_ATTEMPT_USAGE = """
+UPDATE attempts
+SET input_tokens = :input_tokens, output_tokens = :output_tokens,
+    cache_creation_input_tokens = :cache_creation_input_tokens,
+    cache_read_input_tokens = :cache_read_input_tokens
+WHERE job_id = :job_id AND number = :number
+"""
+
+#: Adds a (possibly negative) delta, so the job's usage is always the sum of its attempts' latest.
+ADD_JOB_USAGE = """
+UPDATE jobs
+SET input_tokens = input_tokens + :input_tokens, output_tokens = output_tokens + :output_tokens,
+    cache_creation_input_tokens = cache_creation_input_tokens + :cache_creation_input_tokens,
+    cache_read_input_tokens = cache_read_input_tokens + :cache_read_input_tokens
+WHERE id = :id
+"""
+
+# -- settling and operators --------------------------------------------------------------------
+
+CLOSE_ATTEMPT = """
+UPDATE attempts
+SET ended_at = :now, outcome = :outcome, resume_mode = COALESCE(:resume_mode, resume_mode),
+    requests = COALESCE(:requests, requests), stop_reason = :stop_reason, error = :error,
+    time_to_first_token = :time_to_first_token, chars_at_end = :chars
+WHERE job_id = :job_id AND number = :number AND ended_at IS NULL
+"""
+
+SETTLE_JOB = """
+UPDATE jobs
+SET state = :state, failures = :failures, run_at = :run_at, lease_owner = NULL,
+    lease_token = NULL, lease_expires_at = NULL, last_error = :last_error,
+    stop_reason = COALESCE(:stop_reason, stop_reason), updated_at = :now, finished_at = :finished_at
+WHERE id = :id
+RETURNING *
+"""
+
+REQUEUE = """
+UPDATE jobs
+SET state = 'queued', failures = 0, run_at = :now, lease_owner = NULL, lease_token = NULL,
+    lease_expires_at = NULL, updated_at = :now, finished_at = NULL
+WHERE id = :id
+RETURNING *
+"""
+
+CANCEL = """
+UPDATE jobs
+SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    updated_at = :now, finished_at = :now
+WHERE id = :id
+RETURNING *
+"""
+
+SELECT_FAILED_IDS = "SELECT id FROM jobs WHERE state = 'failed' ORDER BY id"
+
+# -- reading -----------------------------------------------------------------------------------
+
+SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
+
+SELECT_TEXT = "SELECT text FROM chunks WHERE job_id = :job_id ORDER BY seq"
+
+SELECT_ATTEMPTS = """
+SELECT a.*, COALESCE(a.chars_at_end, j.committed_chars) AS chars_now
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.job_id = :job_id
+ORDER BY a.number
+"""
+
+SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = :job_id ORDER BY id"
+
+SELECT_COUNTS = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"
+
+SELECT_NEXT_DUE = """
+SELECT MIN(due) FROM (
+    SELECT MIN(run_at) AS due FROM jobs WHERE state = 'queued'
+    UNION ALL
+    SELECT MIN(lease_expires_at) AS due FROM jobs WHERE state = 'running'
+)
+"""
+
+#: ``:states`` is a JSON array of state names, or NULL for every state.
+LIST_JOBS = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:after_id IS NULL OR id > :after_id)
+ORDER BY id
+LIMIT :limit
+"""
+
+# -- rate-limit buckets ------------------------------------------------------------------------
+
+SELECT_BUCKETS = "SELECT * FROM buckets WHERE key = :key"
+
+UPSERT_BUCKETS = """
+INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until)
+VALUES (:key, :requests, :input_tokens, :output_tokens, :updated_at, :paused_until)
+ON CONFLICT (key) DO UPDATE SET
+    requests = excluded.requests, input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens, updated_at = excluded.updated_at,
+    paused_until = excluded.paused_until
+"""

@@ -1,0 +1,215 @@
+"""The job commands end to end: ``worker.cli.main([...])`` on a SQLite file from a config file."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage
+from jobs.sqlite import SQLiteStore
+from jobs.store import Store
+from tests.store_fixtures import make_spec
+from worker.cli import main
+
+T = TypeVar("T")
+
+
+class Project:
+    """A config file whose queue is ``data/jobs.db`` beside it, and ways to drive it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "config.toml"
+        self.config.write_text('[queue]\nurl = "sqlite:///data/jobs.db"\n', "utf-8")
+
+    def run(self, *args: str) -> int:
+        return main([*args, "--config", str(self.config)])
+
+    def with_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
+        async def go() -> T:
+            store = SQLiteStore(self.root / "data" / "jobs.db")
+            try:
+                return await action(store)
+            finally:
+                await store.close()
+
+        return anyio.run(go)
+
+    def jsonl(self, name: str, *lines: Any) -> str:
+        path = self.root / name
+        path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), "utf-8")
+        return str(path)
+
+    def status(self, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+        capsys.readouterr()
+        assert self.run("status", "--json") == 0
+        data: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return data
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
+
+
+async def finish(store: Store, text: str, outcome: Outcome) -> str:
+    """Claim the next job, commit ``text`` and settle it with ``outcome``; returns its id."""
+    [claim] = await store.claim("w1", 30)
+    await store.commit([CheckpointWrite(claim.job.id, claim.token, 0, text, Usage(5, 7))], 30)
+    error = None if outcome == Outcome.SUCCEEDED else "it broke"
+    await store.settle(claim.job.id, claim.token, AttemptResult(outcome, usage=Usage(5, 7), error=error))
+    return claim.job.id
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+def test_enqueue_is_idempotent(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    file = project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"}, "", {"prompt": "y"})
+    assert project.run("enqueue", file) == 0
+    assert capsys.readouterr().out == "enqueued 2 jobs (0 already existed)\n"
+    assert project.run("enqueue", file) == 0
+    assert capsys.readouterr().out == "enqueued 0 jobs (2 already existed)\n"
+
+
+def test_a_bad_line_enqueues_nothing(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    file = project.jsonl(
+        "jobs.jsonl", {"id": "a", "prompt": "x"}, {"id": "b"}, "{oops", {"prompt": "z", "max_tokens": -1}
+    )
+    assert project.run("enqueue", file) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f'{file}:2: prompt: one of "prompt" or "messages" is required'
+    assert err[1].startswith(f"{file}:3: line: not valid JSON (")
+    assert err[2] == f"{file}:4: max_tokens: must be a positive integer, got -1"
+    assert err[3].startswith("nothing enqueued: 3 problem(s)")
+    assert project.status(capsys)["jobs"] == 0
+
+
+def test_skip_invalid_enqueues_the_good_lines(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    file = project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"}, {"id": "b"}, {"id": "c", "prompt": "z"})
+    assert project.run("enqueue", file, "--skip-invalid") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "enqueued 2 jobs (0 already existed)\n"
+    assert captured.err.startswith(f'{file}:2: prompt: one of "prompt" or "messages" is required\n')
+    assert project.status(capsys)["counts"]["queued"] == 2
+
+
+def test_enqueue_reads_stdin(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = json.dumps({"id": "from-stdin", "prompt": "x"}) + "\n" + json.dumps({"id": 1}) + "\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data.encode())))
+    assert project.run("enqueue", "-") == 1
+    assert capsys.readouterr().err.startswith("<stdin>:2: id: must be 1-200 characters")
+
+
+def test_enqueue_a_missing_file(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", str(project.root / "nope.jsonl")) == 1
+    assert "nope.jsonl: cannot read" in capsys.readouterr().err
+
+
+# -- status and show ---------------------------------------------------------------------------
+
+
+def test_status_json_shape(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")]))
+    project.with_store(lambda store: finish(store, "Hello 🌍", Outcome.SUCCEEDED))
+    status = project.status(capsys)
+    assert status == {
+        "counts": {"queued": 2, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0},
+        "jobs": 3,
+        "committed_chars": 7,
+        "usage": {
+            "input_tokens": 5,
+            "output_tokens": 7,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+        "next_due": status["next_due"],
+    }
+    assert isinstance(status["next_due"], str)
+    assert project.run("status") == 0
+    out = capsys.readouterr().out
+    assert "succeeded          1" in out
+    assert "total              3 jobs, 7 characters" in out
+
+
+def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec("a", max_attempts=2)]))
+    project.with_store(lambda store: finish(store, "first try", Outcome.RETRY))
+
+    assert project.run("show", "a") == 0
+    out = capsys.readouterr().out
+    assert "state      queued (attempts 1, failures 1 of 2)" in out
+    assert "#1 w1" in out and "retry" in out and "error: it broke" in out
+    assert "running -> queued: retry: it broke" in out
+    assert out.endswith("text (9 characters)\nfirst try\n")
+
+    assert project.run("show", "a", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"job", "attempts", "history", "text"}
+    assert (data["job"]["id"], data["job"]["state"], data["text"]) == ("a", "queued", "first try")
+    [attempt] = data["attempts"]
+    assert (attempt["outcome"], attempt["resume_mode"], attempt["error"]) == ("retry", "fresh", "it broke")
+    assert attempt["usage"]["output_tokens"] == 7
+    assert [h["reason"] for h in data["history"]] == ["enqueued", "claimed by w1", "retry: it broke"]
+
+    assert project.run("show", "a", "--json", "--no-text") == 0
+    assert json.loads(capsys.readouterr().out)["text"] is None
+
+
+def test_unknown_ids_are_named(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("show", "retry", "cancel"):
+        assert project.run(command, "no-such-job") == 1
+        assert "no job with id 'no-such-job'" in capsys.readouterr().err
+
+
+# -- export, retry, cancel ---------------------------------------------------------------------
+
+
+def test_export_writes_text_and_manifest(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec("doc"), make_spec("bad")]))
+    project.with_store(lambda store: finish(store, "Line one\nline two", Outcome.SUCCEEDED))
+    project.with_store(lambda store: finish(store, "partial", Outcome.FAILED))
+    out = project.root / "out"
+
+    assert project.run("export", "--out", str(out)) == 0
+    assert "exported 1 jobs (1 files)" in capsys.readouterr().out
+    assert (out / "doc.md").read_bytes() == b"Line one\nline two"
+    assert not (out / "bad.md").exists()
+
+    assert project.run("export", "--out", str(out), "--state", "all") == 0
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text("utf-8").splitlines()]
+    assert [(m["id"], m["state"], m["file"]) for m in manifest] == [
+        ("bad", "failed", "bad.md"),
+        ("doc", "succeeded", "doc.md"),
+    ]
+
+
+def test_retry_and_cancel(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec(n) for n in ("f1", "f2", "q")]))
+    project.with_store(lambda store: finish(store, "x", Outcome.FAILED))
+    project.with_store(lambda store: finish(store, "y", Outcome.FAILED))
+
+    assert project.run("retry", "f1") == 0
+    assert capsys.readouterr().out == "re-queued f1 (resumes from 1 characters)\n"
+    assert project.run("retry", "q") == 1
+    assert "job 'q' is queued: only failed or cancelled jobs can be retried" in capsys.readouterr().err
+    assert project.run("retry", "--failed") == 0
+    assert capsys.readouterr().out == "re-queued 1 failed jobs\n"
+    assert project.run("cancel", "q") == 0
+    assert capsys.readouterr().out == "cancelled q\n"
+    assert project.run("cancel", "q") == 1
+    assert project.with_store(lambda store: store.get("q")).state == State.CANCELLED
+
+
+def test_retry_needs_an_id_or_failed(project: Project) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        project.run("retry")
+    assert exit_info.value.code == 2

@@ -1,0 +1,621 @@
+"""The job store contract: written once against the ``Store`` Protocol, run on every backend.
+
+Time is a :class:`FakeClock`, so lease expiry is tested by moving the clock, never by waiting.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import textwrap
+from collections.abc import Awaitable
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobs.buckets import BucketState, Limits
+from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
+from jobs.models import (
+    AttemptResult,
+    CheckpointWrite,
+    Claim,
+    Outcome,
+    ResumeMode,
+    State,
+    Usage,
+    WriteStatus,
+)
+from jobs.sqlite import SQLiteStore
+from jobs.store import Store
+from tests.store_fixtures import FakeClock, StoreFactory, make_spec
+
+LEASE = 30.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def claim_one(store: Store, worker: str = "w1", lease: float = LEASE) -> Claim:
+    claims = await store.claim(worker, lease)
+    assert len(claims) == 1, claims
+    return claims[0]
+
+
+async def write(store: Store, claim: Claim, offset: int, text: str, lease: float = LEASE) -> WriteStatus:
+    [status] = await store.commit([CheckpointWrite(claim.job.id, claim.token, offset, text)], lease)
+    return status
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+async def test_enqueue_is_idempotent_and_keeps_the_spec(make_store: StoreFactory) -> None:
+    """Enqueueing an existing id changes nothing and reports it as existing."""
+    store = await make_store(FakeClock())
+    spec = make_spec("a", system="Be brief.", priority=3, metadata={"k": [1, "ü"]}, run_at=5.0)
+    first = await store.enqueue([spec, make_spec("b")])
+    second = await store.enqueue([make_spec("a", prompt="other"), make_spec("c")])
+
+    assert (first.inserted, first.existing) == (("a", "b"), ())
+    assert (second.inserted, second.existing) == (("c",), ("a",))
+    job = await store.get("a")
+    assert job.spec == spec
+    assert (job.state, job.attempts, job.failures, job.committed_chars) == (State.QUEUED, 0, 0, 0)
+    assert [(t.from_state, t.to_state, t.reason) for t in await store.history("a")] == [
+        (None, State.QUEUED, "enqueued")
+    ]
+
+
+async def test_unknown_ids_raise_job_not_found(make_store: StoreFactory) -> None:
+    store = await make_store()
+    for call in (store.get, store.read_text, store.attempts, store.history, store.retry, store.cancel):
+        with pytest.raises(JobNotFoundError, match="nope"):
+            await call("nope")
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+async def test_concurrent_claims_are_exclusive(make_store: StoreFactory) -> None:
+    """Many tasks claiming at once: every job is claimed exactly once."""
+    store = await make_store()
+    await store.enqueue([make_spec(f"j{i:03}") for i in range(60)])
+    claimed: list[str] = []
+
+    async def claimer(n: int) -> None:
+        while claims := await store.claim(f"w{n}", LEASE, limit=1 + n % 3):
+            claimed.extend(c.job.id for c in claims)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(16):
+            tg.start_soon(claimer, n)
+
+    assert sorted(claimed) == [f"j{i:03}" for i in range(60)]
+    assert (await store.counts())[State.RUNNING] == 60
+
+
+async def test_claim_order_is_priority_then_run_at_then_age(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    now = clock()
+    await store.enqueue([make_spec("old"), make_spec("late", run_at=now - 1)])
+    clock.advance(1)
+    await store.enqueue([make_spec("young"), make_spec("early", run_at=now - 100)])
+    await store.enqueue([make_spec("urgent", priority=5), make_spec("low", priority=-1)])
+    await store.enqueue([make_spec("future", priority=9, run_at=now + 60)])
+
+    order = [c.job.id for c in await store.claim("w", 1000, limit=10)]
+
+    assert order == ["urgent", "early", "late", "old", "young", "low"]
+    assert await store.next_due() == now + 60
+    clock.advance(58)
+    assert await store.claim("w", LEASE) == []
+    clock.advance(1)
+    assert [c.job.id for c in await store.claim("w", LEASE)] == ["future"]
+
+
+async def test_next_due_includes_lease_expiry(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    assert await store.next_due() is None
+    await store.enqueue([make_spec("a")])
+    await claim_one(store, lease=10)
+    assert await store.next_due() == clock() + 10
+
+
+async def test_claim_starts_an_attempt(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store, "w1", lease=10)
+
+    assert (claim.attempt, claim.text) == (1, "")
+    assert claim.job.state == State.RUNNING
+    assert claim.job.lease is not None
+    assert (claim.job.lease.owner, claim.job.lease.token) == ("w1", claim.token)
+    assert claim.job.lease.expires_at == clock() + 10
+    [attempt] = await store.attempts("a")
+    assert (attempt.number, attempt.worker, attempt.outcome, attempt.ended_at) == (1, "w1", None, None)
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+async def test_expired_lease_is_reclaimed_with_its_text(make_store: StoreFactory) -> None:
+    """A worker that stops heartbeating loses the job; the next claimer resumes from its text,
+    and the lost attempt is recorded as lease_expired and counts as a failure."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    first = await claim_one(store, "w1", lease=10)
+    assert await write(store, first, 0, "Hello, ", lease=10) == WriteStatus.OK
+    clock.advance(10)
+
+    second = await claim_one(store, "w2")
+
+    assert (second.job.id, second.attempt, second.text) == ("a", 2, "Hello, ")
+    assert second.token != first.token
+    assert second.job.failures == 1
+    expired, current = await store.attempts("a")
+    assert expired.outcome == Outcome.LEASE_EXPIRED
+    assert (expired.chars_at_start, expired.chars_at_end) == (0, 7)
+    assert (current.worker, current.chars_at_start, current.outcome) == ("w2", 7, None)
+    reasons = [t.reason for t in await store.history("a")]
+    assert reasons == ["enqueued", "claimed by w1", "lease expired", "claimed by w2"]
+
+
+async def test_lease_expiry_exhausts_attempts(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a", max_attempts=2)])
+    await claim_one(store, lease=10)
+    clock.advance(11)
+    await claim_one(store, lease=10)
+    clock.advance(11)
+
+    assert await store.claim("w", LEASE) == []
+    job = await store.get("a")
+    assert (job.state, job.failures, job.attempts, job.lease) == (State.FAILED, 2, 2, None)
+    assert job.finished_at == clock()
+    last = (await store.history("a"))[-1]
+    assert (last.to_state, last.reason) == (State.FAILED, "attempts exhausted: lease expired")
+    assert [a.outcome for a in await store.attempts("a")] == [Outcome.LEASE_EXPIRED] * 2
+
+
+async def test_heartbeat_extends_the_lease(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store, lease=10)
+    clock.advance(8)
+    [status] = await store.commit([CheckpointWrite("a", claim.token, 0, "")], 10)
+    assert status == WriteStatus.OK
+    clock.advance(8)
+    assert await store.claim("other", LEASE) == []
+    clock.advance(2)
+    assert [c.job.id for c in await store.claim("other", LEASE)] == ["a"]
+
+
+async def test_writes_are_fenced_after_reclaim(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    stale = await claim_one(store, "w1", lease=10)
+    clock.advance(10)
+    fresh = await claim_one(store, "w2")
+
+    assert await write(store, stale, 0, "stale") == WriteStatus.LEASE_LOST
+    with pytest.raises(LeaseLostError):
+        await store.settle("a", stale.token, AttemptResult(Outcome.SUCCEEDED))
+    assert await store.read_text("a") == ""
+    assert await write(store, fresh, 0, "fresh") == WriteStatus.OK
+    assert await store.read_text("a") == "fresh"
+
+
+async def test_cancel_fences_the_running_worker(make_store: StoreFactory) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    assert await write(store, claim, 0, "kept") == WriteStatus.OK
+
+    job = await store.cancel("a")
+
+    assert (job.state, job.lease) == (State.CANCELLED, None)
+    assert await write(store, claim, 4, " more") == WriteStatus.LEASE_LOST
+    with pytest.raises(LeaseLostError):
+        await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
+    [attempt] = await store.attempts("a")
+    assert (attempt.outcome, attempt.error) == (Outcome.LEASE_LOST, "cancelled")
+    assert await store.read_text("a") == "kept"
+
+
+async def test_offset_mismatch_is_refused_and_batches_apply_per_write(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a"), make_spec("b")])
+    a, b = await store.claim("w", LEASE, limit=2)
+    statuses = await store.commit(
+        [
+            CheckpointWrite("a", a.token, 0, "one"),
+            CheckpointWrite("b", b.token, 5, "gap"),
+            CheckpointWrite("a", a.token, 3, " two"),
+            CheckpointWrite("a", a.token, 3, " again"),
+            CheckpointWrite("b", "not-the-token", 0, "x"),
+            CheckpointWrite("missing", a.token, 0, "x"),
+        ],
+        LEASE,
+    )
+    assert statuses == [
+        WriteStatus.OK,
+        WriteStatus.OFFSET_MISMATCH,
+        WriteStatus.OK,
+        WriteStatus.OFFSET_MISMATCH,
+        WriteStatus.LEASE_LOST,
+        WriteStatus.LEASE_LOST,
+    ]
+    assert await store.read_text("a") == "one two"
+    assert (await store.get("b")).committed_chars == 0
+    assert await store.read_text("b") == ""
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.text(max_size=40), max_size=8))
+async def test_checkpoints_read_back_exactly(make_store: StoreFactory, chunks: list[str]) -> None:
+    """Any unicode, committed one chunk at a time or in one batch, reads back byte for byte, and
+    a resumed claim gets exactly that text. Each example gets a fresh store."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("one"), make_spec("batch")])
+    one, batch = sorted(await store.claim("w", 10, limit=2), key=lambda c: c.job.id != "one")
+    offset = 0
+    writes: list[CheckpointWrite] = []
+    for chunk in chunks:
+        assert await write(store, one, offset, chunk, lease=10) == WriteStatus.OK
+        writes.append(CheckpointWrite("batch", batch.token, offset, chunk))
+        offset += len(chunk)
+    assert set(await store.commit(writes, 10)) <= {WriteStatus.OK}
+
+    expected = "".join(chunks)
+    assert await store.read_text("one") == expected
+    assert await store.read_text("batch") == expected
+    assert (await store.get("one")).committed_chars == len(expected)
+    clock.advance(11)
+    assert sorted((c.job.id, c.text) for c in await store.claim("w2", 10, limit=2)) == [
+        ("batch", expected),
+        ("one", expected),
+    ]
+    await store.close()
+
+
+# -- settling ----------------------------------------------------------------------------------
+
+
+async def test_settle_succeeded_records_the_attempt(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    await store.commit([CheckpointWrite("a", claim.token, 0, "Done.", Usage(10, 3))], LEASE)
+    clock.advance(5)
+    result = AttemptResult(
+        Outcome.SUCCEEDED,
+        usage=Usage(10, 7, 2, 1),
+        requests=2,
+        resume_mode=ResumeMode.FRESH,
+        stop_reason="end_turn",
+        time_to_first_token=0.25,
+    )
+
+    job = await store.settle("a", claim.token, result)
+
+    assert (job.state, job.lease, job.stop_reason, job.finished_at) == (
+        State.SUCCEEDED,
+        None,
+        "end_turn",
+        clock(),
+    )
+    assert job.usage == Usage(10, 7, 2, 1)
+    [attempt] = await store.attempts("a")
+    assert attempt.outcome == Outcome.SUCCEEDED
+    assert (attempt.usage, attempt.requests, attempt.resume_mode) == (Usage(10, 7, 2, 1), 2, ResumeMode.FRESH)
+    assert (attempt.chars_at_end, attempt.time_to_first_token, attempt.ended_at) == (5, 0.25, clock())
+    assert (await store.history("a"))[-1].reason == "succeeded"
+
+
+async def test_usage_counts_every_attempt_including_lost_ones(make_store: StoreFactory) -> None:
+    """Checkpointed usage of an attempt that died stays in the job's total."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    lost = await claim_one(store, lease=10)
+    await store.commit([CheckpointWrite("a", lost.token, 0, "x", Usage(100, 50))], 10)
+    assert (await store.get("a")).usage == Usage(100, 50)
+    clock.advance(11)
+    claim = await claim_one(store)
+    job = await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED, usage=Usage(120, 30)))
+    assert job.usage == Usage(220, 80)
+
+
+async def test_settle_retry_requeues_at_retry_at_then_exhausts(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a", max_attempts=2)])
+    claim = await claim_one(store)
+    retry_at = clock() + 30
+
+    job = await store.settle(
+        "a", claim.token, AttemptResult(Outcome.RETRY, error="overloaded", retry_at=retry_at)
+    )
+
+    assert (job.state, job.failures, job.last_error, job.lease) == (State.QUEUED, 1, "overloaded", None)
+    assert await store.claim("w", LEASE) == []
+    assert await store.next_due() == retry_at
+    clock.set(retry_at)
+    claim = await claim_one(store)
+    job = await store.settle("a", claim.token, AttemptResult(Outcome.RETRY, error="overloaded again"))
+    assert (job.state, job.failures, job.finished_at) == (State.FAILED, 2, clock())
+    reasons = [t.reason for t in await store.history("a")]
+    assert reasons[-3:] == ["retry: overloaded", "claimed by w1", "attempts exhausted: overloaded again"]
+    assert [a.outcome for a in await store.attempts("a")] == [Outcome.RETRY, Outcome.RETRY]
+
+
+async def test_settle_failed_and_released(make_store: StoreFactory) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("bad"), make_spec("kept", max_attempts=1)])
+    [bad, kept] = sorted(await store.claim("w", LEASE, limit=2), key=lambda c: c.job.id)
+
+    failed = await store.settle("bad", bad.token, AttemptResult(Outcome.FAILED, error="400 bad request"))
+    released = await store.settle("kept", kept.token, AttemptResult(Outcome.RELEASED))
+
+    assert (failed.state, failed.last_error, failed.failures) == (State.FAILED, "400 bad request", 0)
+    assert (await store.history("bad"))[-1].reason == "failed: 400 bad request"
+    assert (released.state, released.failures, released.attempts) == (State.QUEUED, 0, 1)
+    again = await claim_one(store)
+    assert (again.job.id, again.attempt) == ("kept", 2)
+
+
+async def test_settle_rejects_non_final_outcomes(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    with pytest.raises(ValueError, match="lease_expired"):
+        await store.settle("a", claim.token, AttemptResult(Outcome.LEASE_EXPIRED))
+
+
+# -- operators ---------------------------------------------------------------------------------
+
+
+async def test_retry_requeues_with_text_and_reset_failures(make_store: StoreFactory) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("a", max_attempts=1), make_spec("b")])
+    claim = await claim_one(store)
+    await write(store, claim, 0, "partial")
+    await store.settle("a", claim.token, AttemptResult(Outcome.RETRY, error="boom"))
+    await store.cancel("b")
+
+    job = await store.retry("a")
+
+    assert (job.state, job.failures, job.finished_at) == (State.QUEUED, 0, None)
+    assert (await claim_one(store)).text == "partial"
+    assert (await store.history("a"))[-2].reason == "retried by an operator"
+    assert (await store.retry("b")).state == State.QUEUED
+
+
+async def test_retry_and_cancel_refuse_wrong_states(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("done"), make_spec("queued")])
+    done = await claim_one(store)
+    await store.settle(done.job.id, done.token, AttemptResult(Outcome.SUCCEEDED))
+    with pytest.raises(JobStateError, match="queued"):
+        await store.retry("queued")
+    with pytest.raises(JobStateError, match="succeeded"):
+        await store.retry(done.job.id)
+    with pytest.raises(JobStateError, match="succeeded"):
+        await store.cancel(done.job.id)
+    await store.cancel("queued")
+    with pytest.raises(JobStateError, match="cancelled"):
+        await store.cancel("queued")
+
+
+async def test_retry_failed_requeues_every_failed_job(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec(f"f{i}") for i in range(3)] + [make_spec("ok")])
+    for claim in await store.claim("w", LEASE, limit=3):
+        await store.settle(claim.job.id, claim.token, AttemptResult(Outcome.FAILED, error="no"))
+    assert await store.retry_failed() == 3
+    assert await store.retry_failed() == 0
+    assert (await store.counts())[State.QUEUED] == 4
+
+
+async def test_counts_list_every_state(make_store: StoreFactory) -> None:
+    store = await make_store()
+    assert await store.counts() == dict.fromkeys(State, 0)
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    await claim_one(store)
+    await store.cancel("c")
+    assert await store.counts() == {
+        State.QUEUED: 1,
+        State.RUNNING: 1,
+        State.SUCCEEDED: 0,
+        State.FAILED: 0,
+        State.CANCELLED: 1,
+    }
+
+
+async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory) -> None:
+    store = await make_store()
+    ids = [f"job-{i:02}" for i in range(25)]
+    await store.enqueue([make_spec(i) for i in reversed(ids)])
+    await store.cancel("job-03")
+    seen: list[str] = []
+    after: str | None = None
+    while page := await store.list_jobs(after_id=after, limit=10):
+        seen.extend(job.id for job in page)
+        after = page[-1].id
+    assert seen == ids
+    assert [j.id for j in await store.list_jobs([State.CANCELLED])] == ["job-03"]
+    assert len(await store.list_jobs([State.QUEUED, State.CANCELLED])) == 25
+    assert await store.list_jobs([]) == []
+
+
+# -- SQLite only -------------------------------------------------------------------------------
+
+CLAIMER = textwrap.dedent(
+    """
+    import sys
+    import anyio
+    from jobs.models import AttemptResult, JobSpec, Message, Outcome
+    from jobs.sqlite import SQLiteStore
+
+    async def main(path: str, worker: str, count: int) -> None:
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        sys.stdin.readline()  # "go": every process starts at once, on a fresh file
+        store = SQLiteStore(path)
+        specs = [JobSpec(f"{worker}-{i:03}", (Message("user", "x"),), "m", 1, 1, 1) for i in range(count)]
+        await store.enqueue(specs)
+        sys.stdout.write("enqueued\\n"); sys.stdout.flush()
+        sys.stdin.readline()  # "claim": once every process has enqueued
+        claimed = []
+        while claims := await store.claim(worker, 60.0, limit=1 + len(claimed) % 2):
+            for claim in claims:
+                claimed.append(claim.job.id)
+                await store.settle(claim.job.id, claim.token, AttemptResult(Outcome.SUCCEEDED))
+        await store.close()
+        sys.stdout.write(" ".join(claimed) + "\\n")
+
+    anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    """
+)
+
+
+async def test_several_processes_on_one_file_never_claim_a_job_twice(tmp_path: Path) -> None:
+    """Four processes open a new file at once (racing to create the schema), each enqueues its
+    own jobs, then all claim and settle until the queue is empty."""
+    path = tmp_path / "shared" / "jobs.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    per_process, processes = 60, 4
+    outputs: list[str] = []
+
+    async def read_line(proc: anyio.abc.Process, reader: BufferedByteReceiveStream) -> bytes:
+        try:
+            return await reader.receive_until(b"\n", 1 << 24)
+        except anyio.IncompleteRead:
+            assert proc.stderr is not None
+            errors = b"".join([chunk async for chunk in proc.stderr])
+            pytest.fail(f"claimer process failed:\n{errors.decode()}")
+
+    async def barrier(
+        procs: list[anyio.abc.Process], readers: list[BufferedByteReceiveStream], word: bytes
+    ) -> None:
+        for proc, reader in zip(procs, readers, strict=True):
+            assert await read_line(proc, reader) == word
+        for proc in procs:
+            assert proc.stdin is not None
+            await proc.stdin.send(b"go\n")
+
+    with anyio.fail_after(60):
+        procs = [
+            await anyio.open_process(
+                [sys.executable, "-c", CLAIMER, str(path), f"p{n}", str(per_process)], env=env, cwd=ROOT
+            )
+            for n in range(processes)
+        ]
+        try:
+            readers = [BufferedByteReceiveStream(p.stdout) for p in procs if p.stdout is not None]
+            await barrier(procs, readers, b"ready")
+            await barrier(procs, readers, b"enqueued")
+            for proc, reader in zip(procs, readers, strict=True):
+                outputs.append((await read_line(proc, reader)).decode())
+            for proc in procs:
+                assert await proc.wait() == 0
+        finally:
+            for proc in procs:
+                await proc.aclose()
+
+    claimed = collections.Counter(job_id for line in outputs for job_id in line.split())
+    assert len(claimed) == per_process * processes
+    assert set(claimed.values()) == {1}
+    store = SQLiteStore(path)
+    try:
+        assert (await store.counts())[State.SUCCEEDED] == per_process * processes
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_persists_and_has_a_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "jobs.db"
+    store = SQLiteStore.from_url(f"sqlite:///{path}")
+    await store.enqueue([make_spec("a")])
+    await store.close()
+    await store.close()
+
+    reopened = SQLiteStore(path)
+    try:
+        assert (await reopened.get("a")).state == State.QUEUED
+        assert await reopened._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == 1
+        assert await reopened._run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    finally:
+        await reopened.close()
+
+
+async def test_update_buckets_is_atomic(make_store: StoreFactory) -> None:
+    """Concurrent read-modify-write of one bucket row never loses an update; the first change
+    sees full buckets at the store's time."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    limits = Limits(requests=100, input_tokens=1000, output_tokens=10)
+    seen: list[float] = []
+
+    def take_one(state: BucketState, now: float) -> tuple[BucketState, float]:
+        assert now == clock()
+        return replace(state, requests=state.requests - 1), state.requests
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(30):
+            tg.start_soon(lambda: _append(seen, store.update_buckets("key", limits, take_one)))
+
+    assert sorted(seen) == [float(n) for n in range(71, 101)]
+    other = await store.update_buckets("other", limits, lambda state, now: (state, state))
+    assert other == BucketState.full(limits, clock())
+
+
+async def _append(into: list[float], value: Awaitable[float]) -> None:
+    into.append(await value)
+
+
+async def test_sqlite_errors_become_store_errors(tmp_path: Path) -> None:
+    """Driver errors are translated at the boundary, and a newer schema is refused."""
+    (tmp_path / "file").write_text("not a folder")
+    blocked = SQLiteStore(tmp_path / "file" / "jobs.db")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        await blocked.get("a")
+    await blocked.close()
+
+    newer = tmp_path / "newer.db"
+    store = SQLiteStore(newer)
+    await store.enqueue([make_spec("a")])
+    await store._run(lambda conn: conn.execute("PRAGMA user_version = 99"))
+    await store.close()
+    reopened = SQLiteStore(newer)
+    with pytest.raises(StoreError, match="schema version 99"):
+        await reopened.get("a")
+    await reopened.close()
+    with pytest.raises(StoreError, match="closed"):
+        await reopened.get("a")
+
+
+async def test_unstorable_text_is_a_store_error_and_changes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        await store.enqueue([make_spec("a")])
+        claim = await claim_one(store)
+        with pytest.raises(StoreError, match="cannot store"):
+            await write(store, claim, 0, "lone \ud800 surrogate")
+        assert (await store.get("a")).committed_chars == 0
+        assert await write(store, claim, 0, "fine") == WriteStatus.OK
+    finally:
+        await store.close()

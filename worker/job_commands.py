@@ -1,0 +1,327 @@
+"""Commands that manage jobs: ``enqueue``, ``status``, ``show``, ``export``, ``retry``, ``cancel``.
+
+Users' scripts rely on these forms and on the JSON shapes documented in each handler, so change
+them only by adding. Each handler opens the store from ``[queue] url`` and always closes it.
+Errors a user can fix (a bad file, an unknown id, a job in the wrong state) are raised as
+``InvalidJobError`` / ``JobNotFoundError`` / ``JobStateError``; the CLI prints them (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from jobs.errors import InvalidJobError
+from jobs.export import export_jobs, manifest_entry
+from jobs.jsonl import parse_jobs
+from jobs.models import AttemptRecord, Job, State, Transition, Usage
+from jobs.store import Store, open_store
+from worker.config import Config
+
+__all__ = ("register", "opened_store")
+
+_STATE_CHOICES = [*(state.value for state in State), "all"]
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add the job commands to the CLI's sub-parsers."""
+    enqueue = commands.add_parser(
+        "enqueue",
+        parents=[common],
+        help="add jobs from a JSONL file",
+        description="Validate every line first; if any line is bad, report each one as "
+        "FILE:LINE: field: problem and enqueue nothing (exit 1), unless --skip-invalid. "
+        "Ids that exist already are left unchanged, so re-enqueueing a file is safe.",
+    )
+    enqueue.add_argument("file", metavar="FILE.jsonl", help="one job per line; - reads standard input")
+    enqueue.add_argument(
+        "--skip-invalid", action="store_true", help="enqueue the valid lines even if some are bad (exit 0)"
+    )
+    enqueue.set_defaults(handler=enqueue_command)
+
+    status = commands.add_parser("status", parents=[common], help="jobs per state, characters and usage")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=status_command)
+
+    show = commands.add_parser("show", parents=[common], help="one job: attempts, history and text")
+    show.add_argument("job_id", metavar="JOB_ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--no-text", action="store_true", help="leave out the text")
+    show.set_defaults(handler=show_command)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write jobs' text to DIR/<id>.md and DIR/manifest.jsonl",
+        description="Each file holds the text exactly as generated. Files are replaced atomically.",
+    )
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument(
+        "--state",
+        action="append",
+        choices=_STATE_CHOICES,
+        metavar="STATE",
+        help=f"jobs to export (repeatable; {', '.join(_STATE_CHOICES)}; default: succeeded)",
+    )
+    export.set_defaults(handler=export_command)
+
+    retry = commands.add_parser("retry", parents=[common], help="re-queue a failed or cancelled job")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", metavar="JOB_ID", nargs="?")
+    which.add_argument("--failed", action="store_true", help="re-queue every failed job")
+    retry.set_defaults(handler=retry_command)
+
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.set_defaults(handler=cancel_command)
+
+
+@asynccontextmanager
+async def opened_store(config: Config) -> AsyncIterator[Store]:
+    """The configured store, closed on the way out even when cancelled."""
+    store = open_store(config.queue_url())
+    try:
+        yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+def _read_lines(file: str) -> list[bytes]:
+    if file == "-":
+        return sys.stdin.buffer.read().splitlines()
+    try:
+        return Path(file).read_bytes().splitlines()
+    except OSError as exc:
+        raise InvalidJobError(f"{file}: cannot read: {exc.strerror}") from None
+
+
+async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
+    """Print ``enqueued N jobs (M already existed)``; problems go to stderr."""
+    lines = await anyio.to_thread.run_sync(_read_lines, args.file)
+    source = "<stdin>" if args.file == "-" else args.file
+    specs, errors = parse_jobs(lines, source, config)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors and not args.skip_invalid:
+        print(
+            f"nothing enqueued: {len(errors)} problem(s) in {source} "
+            "(fix them, or use --skip-invalid to enqueue the valid lines)",
+            file=sys.stderr,
+        )
+        return 1
+    async with opened_store(config) as store:
+        result = await store.enqueue(specs)
+    print(f"enqueued {len(result.inserted)} jobs ({len(result.existing)} already existed)")
+    if errors:
+        print(f"skipped {len(errors)} problem(s) in {source}", file=sys.stderr)
+    return 0
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+async def _totals(store: Store) -> tuple[int, Usage]:
+    chars, usage = 0, Usage()
+    after: str | None = None
+    while page := await store.list_jobs(after_id=after, limit=1000):
+        after = page[-1].id
+        for job in page:
+            chars += job.committed_chars
+            usage += job.usage
+    return chars, usage
+
+
+async def status_command(args: argparse.Namespace, config: Config) -> int:
+    """Counts per state and totals. ``--json`` prints one object::
+
+    {"counts": {"queued": int, "running": int, "succeeded": int, "failed": int,
+                "cancelled": int},
+     "jobs": int, "committed_chars": int,
+     "usage": {"input_tokens": int, "output_tokens": int,
+               "cache_creation_input_tokens": int, "cache_read_input_tokens": int},
+     "next_due": "ISO-8601 UTC" | null}
+    """
+    async with opened_store(config) as store:
+        counts = await store.counts()
+        chars, usage = await _totals(store)
+        next_due = await store.next_due()
+    data = {
+        "counts": {str(state): counts[state] for state in State},
+        "jobs": sum(counts.values()),
+        "committed_chars": chars,
+        "usage": usage.as_dict(),
+        "next_due": _iso(next_due),
+    }
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    for state in State:
+        print(f"{state:<10} {counts[state]:>9,}")
+    print(f"{'total':<10} {data['jobs']:>9,} jobs, {chars:,} characters")
+    print(f"{'usage':<10} {_usage_text(usage)}")
+    if next_due is not None:
+        print(f"{'next due':<10} {_iso(next_due)}")
+    return 0
+
+
+# -- show --------------------------------------------------------------------------------------
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _when(at: float | None) -> str:
+    return _iso(at) or "-"
+
+
+def _usage_text(usage: Usage) -> str:
+    return (
+        f"input {usage.input_tokens:,} · output {usage.output_tokens:,} · "
+        f"cache write {usage.cache_creation_input_tokens:,} · "
+        f"cache read {usage.cache_read_input_tokens:,} tokens"
+    )
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    return manifest_entry(job, None) | {
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "output_budget": spec.output_budget,
+        "max_attempts": spec.max_attempts,
+        "priority": spec.priority,
+        "run_at": _iso(spec.run_at),
+        "metadata": dict(spec.metadata),
+        "lease": None
+        if job.lease is None
+        else {"owner": job.lease.owner, "expires_at": _iso(job.lease.expires_at)},
+    }
+
+
+def _attempt_json(record: AttemptRecord) -> dict[str, Any]:
+    return {
+        "number": record.number,
+        "worker": record.worker,
+        "started_at": _iso(record.started_at),
+        "ended_at": _iso(record.ended_at),
+        "outcome": record.outcome,
+        "resume_mode": record.resume_mode,
+        "usage": record.usage.as_dict(),
+        "requests": record.requests,
+        "chars_at_start": record.chars_at_start,
+        "chars_at_end": record.chars_at_end,
+        "stop_reason": record.stop_reason,
+        "error": record.error,
+        "time_to_first_token": record.time_to_first_token,
+    }
+
+
+def _transition_json(transition: Transition) -> dict[str, Any]:
+    return {
+        "at": _iso(transition.at),
+        "from": transition.from_state,
+        "to": transition.to_state,
+        "reason": transition.reason,
+        "attempt": transition.attempt,
+    }
+
+
+async def show_command(args: argparse.Namespace, config: Config) -> int:
+    """One job. ``--json`` prints ``{"job": {...}, "attempts": [...], "history": [...],
+    "text": str | null}`` (``text`` is null with ``--no-text``)."""
+    async with opened_store(config) as store:
+        job = await store.get(args.job_id)
+        attempts = await store.attempts(job.id)
+        history = await store.history(job.id)
+        text = None if args.no_text else await store.read_text(job.id)
+    if args.json:
+        data = {
+            "job": _job_json(job),
+            "attempts": [_attempt_json(a) for a in attempts],
+            "history": [_transition_json(t) for t in history],
+            "text": text,
+        }
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    spec = job.spec
+    print(f"job        {job.id}")
+    print(f"state      {job.state} (attempts {job.attempts}, failures {job.failures} of {spec.max_attempts})")
+    print(f"model      {spec.model}, max_tokens {spec.max_tokens:,}, output budget {spec.output_budget:,}")
+    print(f"priority   {spec.priority}" + (f", run at {_iso(spec.run_at)}" if spec.run_at else ""))
+    times = (_when(job.created_at), _when(job.started_at), _when(job.finished_at))
+    print("created    {}  started {}  finished {}".format(*times))
+    if job.lease is not None:
+        print(f"lease      {job.lease.owner} until {_iso(job.lease.expires_at)}")
+    print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}")
+    print(f"usage      {_usage_text(job.usage)}")
+    if job.last_error:
+        print(f"last error {job.last_error}")
+    print("attempts")
+    for a in attempts:
+        mode = a.resume_mode or "-"
+        print(
+            f"  #{a.number} {a.worker} {_when(a.started_at)} {a.outcome or 'running'} {mode} "
+            f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
+            f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
+            + (f" error: {a.error}" if a.error else "")
+        )
+    print("history")
+    for t in history:
+        print(f"  {_when(t.at)} {t.from_state or '-'} -> {t.to_state}: {t.reason}")
+    if text is not None:
+        print(f"text ({len(text):,} characters)")
+        print(text)
+    return 0
+
+
+# -- export, retry, cancel ---------------------------------------------------------------------
+
+
+async def export_command(args: argparse.Namespace, config: Config) -> int:
+    """Exit 1 if a job was skipped (an unsafe id); each is reported on stderr."""
+    chosen = args.state or [State.SUCCEEDED.value]
+    states = list(State) if "all" in chosen else [State(name) for name in dict.fromkeys(chosen)]
+    async with opened_store(config) as store:
+        report = await export_jobs(store, args.out, states)
+    for problem in report.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(f"exported {report.jobs} jobs ({report.files} files) to {args.out}; manifest {report.manifest}")
+    return 1 if report.problems else 0
+
+
+async def retry_command(args: argparse.Namespace, config: Config) -> int:
+    async with opened_store(config) as store:
+        if args.failed:
+            count = await store.retry_failed()
+            print(f"re-queued {count} failed jobs")
+        else:
+            job = await store.retry(args.job_id)
+            print(f"re-queued {job.id} (resumes from {job.committed_chars:,} characters)")
+    return 0
+
+
+async def cancel_command(args: argparse.Namespace, config: Config) -> int:
+    async with opened_store(config) as store:
+        before = await store.get(args.job_id)
+        job = await store.cancel(args.job_id)
+    note = " (its worker stops at its next checkpoint)" if before.state == State.RUNNING else ""
+    print(f"cancelled {job.id}{note}")
+    return 0
