@@ -17,8 +17,9 @@ test suite. Guarantees every backend gives:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
+from jobs.buckets import BucketState, Limits
 from jobs.errors import ConfigError
 from jobs.models import (
     AttemptRecord,
@@ -37,6 +38,8 @@ __all__ = ("Store", "Clock", "open_store")
 
 #: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
 Clock = Callable[[], float]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -115,6 +118,17 @@ class Store(Protocol):
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job. A running attempt's next fenced write is refused.
         Raises ``JobStateError`` for a finished job."""
+        ...
+
+    # -- rate limits -----------------------------------------------------------------------
+
+    async def update_buckets(
+        self, key: str, limits: Limits, change: Callable[[BucketState, float], tuple[BucketState, T]]
+    ) -> T:
+        """Atomically apply ``change(state, now)`` to the rate-limit buckets stored under ``key``
+        (full buckets if there are none yet) and save the state it returns. Every worker process
+        and machine shares these rows, so together they stay inside one limit. ``change`` is pure
+        and quick (it runs inside the transaction)."""
         ...
 
     async def close(self) -> None: ...

@@ -1,6 +1,19 @@
-"""Fixtures for every test module: the simulator and the job stores."""
+"""Fixtures for every test module: the simulator, the job stores, and clean global state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
 from tests.simulator_fixtures import *  # noqa: F403
 from tests.store_fixtures import *  # noqa: F403
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """``worker.cli.main`` configures structlog for the process, bound to the stream of the
+    moment; a test that calls it must not leave later tests logging into a closed capture."""
+    yield
+    structlog.reset_defaults()

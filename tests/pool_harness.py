@@ -124,7 +124,12 @@ async def pool_run(
     store = SQLiteStore(tmp_path / "jobs.db")
     try:
         async with simulated(sim_config) as sim:
-            client = anthropic.AsyncAnthropic(api_key="test", base_url=sim.base_url, max_retries=0)
+            client = anthropic.AsyncAnthropic(
+                api_key="test",
+                base_url=sim.base_url,
+                max_retries=0,
+                http_client=anthropic.DefaultAioHttpClient(),
+            )
             try:
                 await store.enqueue(jobs)
                 pool = Pool(store, client, settings)

@@ -79,7 +79,7 @@ def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, message:
 def test_bad_environment_variables_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LONGFORM_WORKER_NOPE"):
         load_config(None, env={"LONGFORM_WORKER_NOPE": "1"})
-    with pytest.raises(ConfigError, match="LONGFORM_WORKER_CONCURRENCY: worker.concurrency must be a int"):
+    with pytest.raises(ConfigError, match=r"LONGFORM_WORKER_CONCURRENCY: worker\.concurrency must be a int"):
         load_config(None, env={"LONGFORM_WORKER_CONCURRENCY": "lots"})
 
 

@@ -110,7 +110,8 @@ def test_prefill_rejection_is_recognised() -> None:
     exc = status_error(
         400,
         "invalid_request_error",
-        "This model does not support assistant message prefill. The conversation must end with a user message.",
+        "This model does not support assistant message prefill. "
+        "The conversation must end with a user message.",
     )
     assert is_prefill_rejection(exc)
     assert not is_prefill_rejection(status_error(400, "invalid_request_error", "max_tokens: too big"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,19 @@ class Limiter:
     ``worker.limits`` provides the token-aware, fleet-wide implementation.
     """
 
+    #: True when requests may have to wait: the pool then claims jobs one at a time, after
+    #: ``wait_for_room``, so that jobs wait in the queue rather than in a worker.
+    limited = False
+    #: The largest ``max_tokens`` a request may ask for (the output bucket's size); None = any.
+    max_output_tokens: int | None = None
+
+    async def wait_for_room(self, input_tokens: int, max_tokens: int) -> None:
+        return None
+
     async def acquire(self, input_tokens: int, max_tokens: int) -> Any:
+        return None
+
+    async def started(self, ticket: Any, headers: Mapping[str, str]) -> None:
         return None
 
     async def release(
@@ -158,9 +170,10 @@ class Attempt:
             if self.first_mode is None:
                 self.first_mode = mode
             messages, carry = build_messages(spec, text, mode)
+            max_tokens = min(spec.max_tokens, budget_left, self.limiter.max_output_tokens or budget_left)
             params: dict[str, Any] = {
                 "model": spec.model,
-                "max_tokens": min(spec.max_tokens, budget_left),
+                "max_tokens": max_tokens,
                 "messages": messages,
             }
             if spec.system is not None:
@@ -199,6 +212,7 @@ class Attempt:
                 params,
                 idle_timeout=self.settings.idle_timeout,
                 on_text=lambda delta: writer.add(job, joiner.feed(delta)),
+                on_response=lambda headers: self.limiter.started(ticket, headers),
                 result=result,
             )
             writer.add(job, joiner.finish())

@@ -66,7 +66,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import job_commands, run_command
+    from worker import job_commands, run_command, schedule_commands
     from worker.simulator import cli as simulator_cli
 
     common = common_options()
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run_command.register(commands, common)
     job_commands.register(commands, common)
+    schedule_commands.register(commands, common)
 
     simulate = commands.add_parser(
         "simulate",
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _simulate(args: argparse.Namespace, config: Config) -> int:
     from worker.simulator import cli as simulator_cli
 
-    return await anyio.to_thread.run_sync(simulator_cli.run, args)
+    return await simulator_cli.serve(args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:

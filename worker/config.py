@@ -53,6 +53,8 @@ class AnthropicSettings:
     output_budget: int = 128_000
     #: Seconds to open a connection.
     connect_timeout: float = 10.0
+    #: The SDK's HTTP transport: aiohttp (less CPU per streamed event) or httpx.
+    http_transport: str = "aiohttp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "rate_limits.output_tokens_per_minute": (0, None),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "anthropic.http_transport": ("aiohttp", "httpx"),
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),
 }

@@ -49,6 +49,8 @@ class PoolSettings:
     checkpoint_seconds: float = 1.0
     grace_seconds: float = 10.0
     poll_seconds: float = 1.0
+    #: The size of a typical request, used to wait for rate-limit room before claiming.
+    typical_max_tokens: int = 8192
     attempt: AttemptSettings = field(default_factory=AttemptSettings)
 
 
@@ -95,6 +97,7 @@ class Pool:
         self._no_prefill: set[str] = set()
         self._stopping = False
         self._changed = anyio.Event()
+        self._waiting_for_room = anyio.CancelScope()
 
     @property
     def running(self) -> int:
@@ -106,6 +109,7 @@ class Pool:
             log.info("pool_stopping", running=len(self._running), grace_seconds=self.settings.grace_seconds)
         self._stopping = True
         self._changed.set()
+        self._waiting_for_room.cancel()
 
     async def run(self, *, until_empty: bool = False, handle_signals: bool = True) -> PoolStats:
         """Run until stopped (or, with ``until_empty``, until nothing is queued or running)."""
@@ -137,6 +141,12 @@ class Pool:
             self._changed = anyio.Event()
             free = settings.concurrency - len(self._running)
             claims: list[Claim] = []
+            if free > 0 and self.limiter is not None and self.limiter.limited:
+                free = 1  # one at a time, each after its room is there: waiting jobs stay queued
+                with anyio.CancelScope() as self._waiting_for_room:
+                    await self.limiter.wait_for_room(256, settings.typical_max_tokens)
+                if self._waiting_for_room.cancel_called:
+                    break  # a stop was requested while waiting
             if free > 0:
                 try:
                     claims = await self.store.claim(self.worker_id, settings.lease_seconds, limit=free)

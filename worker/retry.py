@@ -160,7 +160,7 @@ def backoff_delay(
     not come back together. A server's ``retry-after`` is a floor, capped at ``retry_after_max`` so a
     huge value cannot park a job for an hour; a little jitter is added on top of it too.
     """
-    exponential = min(cap, base * 2 ** max(0, failures - 1))
+    exponential = min(cap, base * 2.0 ** max(0, failures - 1))
     delay = exponential / 2 + rand() * exponential / 2
     if retry_after is not None:
         floor = min(retry_after, retry_after_max)

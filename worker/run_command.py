@@ -8,13 +8,17 @@ import sys
 
 import anthropic
 import anyio
+import anyio.to_thread
 import httpx2
 
+from jobs.buckets import Limits
 from jobs.errors import ConfigError
 from jobs.store import open_store
 from worker.attempt import AttemptSettings
 from worker.config import Config
+from worker.limits import FleetLimiter, check_limits
 from worker.pool import Pool, PoolSettings
+from worker.schedules import load_schedules, run_scheduler
 
 __all__ = ("register", "make_client", "pool_settings")
 
@@ -64,12 +68,12 @@ def make_client(config: Config) -> anthropic.AsyncAnthropic:
         max_connections=max(1000, config.worker.concurrency * 2),
         max_keepalive_connections=max(100, config.worker.concurrency),
     )
+    if config.anthropic.http_transport == "aiohttp":
+        http_client: httpx2.AsyncClient = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits)
+    else:
+        http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
     return anthropic.AsyncAnthropic(
-        api_key=api_key,
-        base_url=base_url,
-        max_retries=0,
-        timeout=timeout,
-        http_client=anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits),
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
     )
 
 
@@ -82,6 +86,7 @@ def pool_settings(config: Config) -> PoolSettings:
         checkpoint_seconds=w.checkpoint_seconds,
         grace_seconds=w.grace_seconds,
         poll_seconds=w.poll_seconds,
+        typical_max_tokens=config.anthropic.max_tokens,
         attempt=AttemptSettings(
             idle_timeout=w.idle_timeout,
             backoff_base=w.backoff_base,
@@ -94,16 +99,28 @@ def pool_settings(config: Config) -> PoolSettings:
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.progress import ProgressDisplay
 
-    store = open_store(config.queue_url())
+    limits = Limits(
+        requests=config.rate_limits.requests_per_minute,
+        input_tokens=config.rate_limits.input_tokens_per_minute,
+        output_tokens=config.rate_limits.output_tokens_per_minute,
+    )
+    check_limits(limits, config.anthropic.max_tokens)
+    schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
     client = make_client(config)
+    store = open_store(config.queue_url())
     try:
-        pool = Pool(store, client, pool_settings(config))
+        limiter = None
+        if not limits.unlimited:
+            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
+        pool = Pool(store, client, pool_settings(config), limiter=limiter)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
         async with anyio.create_task_group() as tg:
             if show:
                 tg.start_soon(ProgressDisplay(pool, store).run)
+            if schedules:
+                tg.start_soon(run_scheduler, schedules, store, config)
             stats = await pool.run(until_empty=args.until_empty)
             tg.cancel_scope.cancel()
         return 1 if args.until_empty and stats.failed else 0

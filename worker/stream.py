@@ -13,7 +13,7 @@ stall is simply "no event for ``idle_timeout`` seconds": the deadline moves forw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +44,12 @@ async def stream_request(
     *,
     idle_timeout: float,
     on_text: Callable[[str], None],
+    on_response: Callable[[Mapping[str, str]], Awaitable[None]] | None = None,
     result: StreamResult | None = None,
 ) -> StreamResult:
     """Send one streaming request and feed its text deltas to ``on_text``.
 
+    ``on_response`` is awaited once, when the response headers arrive (rate-limit headers).
     ``result`` (if given) is filled in as events arrive, so a caller still sees the usage and
     headers of a stream that failed midway. Raises what the SDK raises (see ``worker.retry``), or
     ``StallError`` when no event arrives for ``idle_timeout`` seconds.
@@ -60,6 +62,8 @@ async def stream_request(
         try:
             result.headers = stream.response.headers
             result.request_id = stream.response.headers.get("request-id")
+            if on_response is not None:
+                await on_response(result.headers)
             last_bump = anyio.current_time()
             async for event in stream:
                 now = anyio.current_time()
