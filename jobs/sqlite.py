@@ -66,6 +66,8 @@ T = TypeVar("T")
 
 #: How long a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
+#: UPDATE … FROM (3.33) and the JSON functions built in (3.38 makes them default; most builds had them).
+MIN_SQLITE = (3, 35, 0)
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
 _SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
@@ -115,6 +117,11 @@ class SQLiteStore:
             raise StoreError(f"sqlite ({self.path}): cannot store a value: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"this Python's SQLite is {sqlite3.sqlite_version}; the job store needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer (UPDATE … FROM and JSON functions)"
+            )
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -257,37 +264,60 @@ class SQLiteStore:
     def _commit(
         self, conn: sqlite3.Connection, writes: list[CheckpointWrite], lease_seconds: float
     ) -> list[WriteStatus]:
-        statuses: list[WriteStatus] = []
+        """Set-based: a few statements per batch, whatever its size. Each statement releases and
+        retakes the GIL, and the worker's event loop holds it most of the time, so a statement per
+        write made a 1,000-job flush take seconds. A batch with several writes for one job is
+        applied in rounds (the k-th write of each job in round k), so each sees the one before."""
+        statuses: list[WriteStatus | None] = [None] * len(writes)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for position, write in enumerate(writes):
+            number = seen.get(write.job_id, 0)
+            seen[write.job_id] = number + 1
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append(position)
         with _transaction(conn):
             now = self._now()
-            for write in writes:
-                fence = conn.execute(sql.SELECT_FENCE, {"id": write.job_id}).fetchone()
-                if fence is None or fence["state"] != State.RUNNING or fence["lease_token"] != write.token:
-                    statuses.append(WriteStatus.LEASE_LOST)
-                    continue
-                if write.offset != fence["committed_chars"]:
-                    statuses.append(WriteStatus.OFFSET_MISMATCH)
-                    continue
-                attempt = fence["attempts"]
-                if write.text:
-                    conn.execute(
-                        sql.INSERT_CHUNK,
-                        {"job_id": write.job_id, "char_offset": write.offset, "attempt": attempt}
-                        | {"text": write.text, "now": now},
-                    )
-                conn.execute(
-                    sql.ADVANCE,
-                    {
-                        "id": write.job_id,
-                        "chars": len(write.text),
-                        "expires_at": now + lease_seconds,
-                        "now": now,
-                    },
-                )
-                if write.usage is not None:
-                    _set_attempt_usage(conn, write.job_id, attempt, write.usage)
-                statuses.append(WriteStatus.OK)
-        return statuses
+            for positions in rounds:
+                self._commit_round(conn, writes, positions, statuses, now, now + lease_seconds)
+        return [status or WriteStatus.LEASE_LOST for status in statuses]
+
+    def _commit_round(
+        self,
+        conn: sqlite3.Connection,
+        writes: list[CheckpointWrite],
+        positions: list[int],
+        statuses: list[WriteStatus | None],
+        now: float,
+        expires_at: float,
+    ) -> None:
+        fences = json.dumps([[p, writes[p].job_id, writes[p].token, writes[p].offset] for p in positions])
+        (checked,) = conn.execute(sql.FENCE_BATCH, {"writes": fences}).fetchone()
+        accepted: list[tuple[int, int]] = []
+        for position, status, attempt in json.loads(checked):
+            statuses[position] = WriteStatus(status)
+            if status == WriteStatus.OK:
+                accepted.append((position, attempt))
+        if not accepted:
+            return
+        chunks = [(writes[p].job_id, writes[p].offset, attempt, writes[p].text) for p, attempt in accepted]
+        # SQLite's JSON functions stop at a NUL character: such rare texts are inserted one by one.
+        plain = [chunk for chunk in chunks if chunk[3] and "\x00" not in chunk[3]]
+        if plain:
+            conn.execute(
+                sql.INSERT_CHUNKS_BATCH, {"chunks": json.dumps(plain, ensure_ascii=False), "now": now}
+            )
+        for job_id, offset, attempt, text in chunks:
+            if "\x00" in text:
+                row = {"job_id": job_id, "char_offset": offset, "attempt": attempt, "text": text, "now": now}
+                conn.execute(sql.INSERT_CHUNK, row)
+        advances = json.dumps([[writes[p].job_id, len(writes[p].text)] for p, _ in accepted])
+        conn.execute(sql.ADVANCE_BATCH, {"advances": advances, "expires_at": expires_at, "now": now})
+        for position, attempt in accepted:
+            usage = writes[position].usage
+            if usage is not None:
+                _set_attempt_usage(conn, writes[position].job_id, attempt, usage)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
         if result.outcome not in _SETTLE_OUTCOMES:

@@ -199,10 +199,33 @@ VALUES (:job_id, :number, :worker, :now, :chars)
 
 # -- checkpoints -------------------------------------------------------------------------------
 
-SELECT_FENCE = """
-SELECT state, lease_token, committed_chars, attempts FROM jobs WHERE id = :id
+#: One row: a JSON array of [position, status, attempt] for a batch of [position, id, token, offset].
+#: A write is refused for a lost lease unless its job is running under that very token.
+FENCE_BATCH = """
+SELECT json_group_array(json_array(
+    json_extract(w.value, '$[0]'),
+    CASE
+        WHEN j.id IS NULL OR j.state != 'running' OR j.lease_token IS NOT json_extract(w.value, '$[2]')
+            THEN 'lease_lost'
+        WHEN j.committed_chars != json_extract(w.value, '$[3]') THEN 'offset_mismatch'
+        ELSE 'ok'
+    END,
+    j.attempts
+))
+FROM json_each(:writes) AS w LEFT JOIN jobs AS j ON j.id = json_extract(w.value, '$[1]')
 """
 
+#: Appends one chunk per job from a JSON array of [id, offset, attempt, text] (one row per job).
+INSERT_CHUNKS_BATCH = """
+INSERT INTO chunks (job_id, seq, char_offset, attempt, text, created_at)
+SELECT
+    json_extract(value, '$[0]'),
+    (SELECT COALESCE(MAX(seq), -1) + 1 FROM chunks WHERE job_id = json_extract(value, '$[0]')),
+    json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'), :now
+FROM json_each(:chunks)
+"""
+
+#: Appends one chunk (for texts the JSON functions cannot carry: those with a NUL character).
 INSERT_CHUNK = """
 INSERT INTO chunks (job_id, seq, char_offset, attempt, text, created_at)
 VALUES (
@@ -212,10 +235,14 @@ VALUES (
 )
 """
 
-ADVANCE = """
+#: Advances the committed length and extends the lease, from a JSON array of [id, chars].
+ADVANCE_BATCH = """
 UPDATE jobs
-SET committed_chars = committed_chars + :chars, lease_expires_at = :expires_at, updated_at = :now
-WHERE id = :id
+SET committed_chars = committed_chars + batch.chars, lease_expires_at = :expires_at, updated_at = :now
+FROM (
+    SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS chars FROM json_each(:advances)
+) AS batch
+WHERE jobs.id = batch.id
 """
 
 SELECT_ATTEMPT_USAGE = """

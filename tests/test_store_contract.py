@@ -619,3 +619,16 @@ async def test_unstorable_text_is_a_store_error_and_changes_nothing(tmp_path: Pa
         assert await write(store, claim, 0, "fine") == WriteStatus.OK
     finally:
         await store.close()
+
+
+async def test_a_batch_mixing_nul_characters_and_unicode_reads_back_exactly(make_store: StoreFactory) -> None:
+    """SQLite's JSON functions stop at NUL: the batched write path must still carry it."""
+    store = await make_store()
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    claims = {c.job.id: c for c in await store.claim("w", LEASE, limit=3)}
+    texts = {"a": "nul\x00inside", "b": "é — 字 🙂", "c": "\x00"}
+    writes = [CheckpointWrite(job_id, claims[job_id].token, 0, text) for job_id, text in texts.items()]
+    assert await store.commit(writes, LEASE) == [WriteStatus.OK] * 3
+    for job_id, text in texts.items():
+        assert await store.read_text(job_id) == text
+        assert (await store.get(job_id)).committed_chars == len(text)
