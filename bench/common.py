@@ -13,14 +13,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx2
 
-__all__ = ("SimulatorProcess", "simulator_process", "cpu_seconds", "median", "Row")
+__all__ = ("SimulatorProcess", "simulator_process", "cpu_seconds", "median", "Row", "poll_until")
 
 
 @dataclass
@@ -58,6 +59,13 @@ def simulator_process(*flags: str) -> Iterator[SimulatorProcess]:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def poll_until(condition: Callable[[], Awaitable[bool]], limit: float, every: float = 0.05) -> None:
+    """Wait until ``condition`` (a durable fact: the store, a process) holds, up to ``limit`` s."""
+    with anyio.fail_after(limit):
+        while not await condition():  # noqa: ASYNC110 - the facts live in another process
+            await anyio.sleep(every)
 
 
 def cpu_seconds() -> float:

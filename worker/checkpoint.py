@@ -98,6 +98,9 @@ class CheckpointWriter:
         self._seconds = checkpoint_seconds
         self._lease = lease_seconds
         self._heartbeat = lease_seconds / 3
+        # The writer wakes every tick; text is flushed once it would be older than
+        # checkpoint_seconds by the next tick, so none waits much past checkpoint_seconds.
+        self._tick = min(checkpoint_seconds, self._heartbeat) / 4
         self._jobs: dict[str, JobText] = {}
         self._urgent: set[str] = set()
         self._wake = anyio.Event()
@@ -144,9 +147,8 @@ class CheckpointWriter:
 
     async def run(self) -> None:
         """Flush until ``stop`` is called and no flush is owed."""
-        tick = min(self._seconds, self._heartbeat) / 4
         while not (self._stopping and not self._urgent):
-            with anyio.move_on_after(tick):
+            with anyio.move_on_after(self._tick):
                 await self._wake.wait()
             self._wake = anyio.Event()
             await self._flush_due()
@@ -164,7 +166,7 @@ class CheckpointWriter:
             if (
                 job.job_id in self._urgent
                 or job.pending_len >= self._chars
-                or now - job.first_pending_at >= self._seconds
+                or now - job.first_pending_at >= self._seconds - self._tick
                 or now - job.last_commit_at >= self._heartbeat
             ):
                 due.append(job)

@@ -66,7 +66,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import job_commands, run_command, schedule_commands
+    from worker import demo, job_commands, run_command, schedule_commands
     from worker.simulator import cli as simulator_cli
 
     common = common_options()
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run_command.register(commands, common)
+    demo.register(commands, common)
     job_commands.register(commands, common)
     schedule_commands.register(commands, common)
 

@@ -1,7 +1,8 @@
-"""A live progress line for a pool run on a terminal: jobs done/total, tokens/s, retries, resumes.
+"""A live progress line for a pool run: jobs done/total, tokens/s, retries, resumes.
 
-Drawn on stderr, twice a second, only when stderr is a TTY and logs are not JSON; otherwise the
-pool's structured log lines are the progress report.
+On a terminal the line is redrawn in place twice a second; elsewhere (a CI log, a pipe) a plain
+line is printed every few seconds when something changed. ``run`` uses it on a terminal whose logs
+are not JSON; the demo always does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ProgressDisplay:
         rate = 0.0
         counts: dict[State, int] = {}
         tick = 0
+        tty = self.stream.isatty()
+        last_line = ""
         try:
             while True:
                 if tick % 4 == 0:
@@ -49,16 +52,22 @@ class ProgressDisplay:
                     + counts.get(State.CANCELLED, 0)
                 )
                 line = (
-                    f"\r\x1b[2Kjobs {done}/{total} done · {self.pool.running} running · "
+                    f"jobs {done}/{total} done · {self.pool.running} running · "
                     f"{counts.get(State.FAILED, 0)} failed · {rate:,.0f} tok/s · "
                     f"retries {stats.retries} · resumes {stats.resumes}"
                 )
-                self.stream.write(line)
-                self.stream.flush()
+                if tty:
+                    self.stream.write(f"\r\x1b[2K{line}")
+                    self.stream.flush()
+                elif tick % 6 == 1 and line != last_line:
+                    self.stream.write(line + "\n")
+                    self.stream.flush()
+                    last_line = line
                 await anyio.sleep(0.5)
         finally:
-            self.stream.write("\n")
-            self.stream.flush()
+            if tty:
+                self.stream.write("\n")
+                self.stream.flush()
 
     def _streaming_estimate(self) -> int:
         """Output tokens of attempts still streaming, from committed characters (≈ 4 per token)."""
