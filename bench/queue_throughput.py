@@ -5,9 +5,16 @@ looping ``claim(limit=B)`` and ``settle(SUCCEEDED)`` per claimed job until the q
 figure is jobs / wall-clock seconds of that phase; it measures the store's transactions (one claim
 transaction per batch, one settle transaction per job), not any generation.
 
-    python -m bench.queue_throughput                          # a fresh SQLite file in a temp folder
+    python -m bench.queue_throughput                          # SQLite and PostgreSQL, side by side
     python -m bench.queue_throughput --jobs 5000 --concurrency 8 --batch 10
-    python -m bench.queue_throughput --url postgresql://…     # any store URL; use an empty database
+    python -m bench.queue_throughput --pg-url postgresql://user@host/db   # which PostgreSQL server
+    python -m bench.queue_throughput --url postgresql://…     # one store URL only; use an empty database
+
+By default both backends run in the same invocation, one after the other with the same settings
+(these machines are noisy: compare figures from one run, not across runs): SQLite on a fresh file
+in a temporary folder, and PostgreSQL on a scratch database created on the ``--pg-url`` server
+(``CREATE DATABASE``, so its user needs that right) and dropped afterwards. PostgreSQL is skipped,
+with the reason, when the server cannot be reached or the driver is not installed.
 
 The core is :func:`run`, so a suite can call it for each backend.
 """
@@ -16,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -73,34 +84,96 @@ async def run(url: str, jobs: int = 2000, concurrency: int = 4, batch: int = 1) 
     }
 
 
+@asynccontextmanager
+async def scratch_postgres(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server at ``server_url``, dropped on the way out."""
+    import psycopg
+
+    name = f"bench_{secrets.token_hex(6)}"
+    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True, connect_timeout=5) as admin:
+        await admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        with anyio.CancelScope(shield=True):
+            async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+async def run_backends(
+    urls: list[str], pg_url: str | None, jobs: int, concurrency: int, batch: int
+) -> list[dict[str, Any]]:
+    """Run each store URL, then (if ``pg_url``) a scratch PostgreSQL database, in this process.
+    A PostgreSQL server that cannot be used gives a result with ``skipped`` and the reason."""
+    results = [await run(url, jobs, concurrency, batch) for url in urls]
+    if pg_url is not None:
+        try:
+            async with scratch_postgres(pg_url) as url:
+                result = await run(url, jobs, concurrency, batch)
+                result["url"] = (
+                    f"postgresql (scratch database on {urlsplit(pg_url).netloc.rpartition('@')[2]})"
+                )
+                results.append(result)
+        except ImportError as exc:
+            results.append({"url": "postgresql", "skipped": f"driver not installed ({exc})"})
+        except OSError as exc:
+            results.append({"url": "postgresql", "skipped": str(exc).strip()})
+        except Exception as exc:
+            import psycopg
+
+            from jobs.errors import StoreError
+
+            if not isinstance(exc, psycopg.Error | StoreError):
+                raise
+            results.append({"url": "postgresql", "skipped": str(exc).strip()})
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.queue_throughput",
-        description="Claim + complete throughput of a job store (no generation).",
+        description="Claim + complete throughput of the job stores (no generation): SQLite and "
+        "PostgreSQL side by side.",
     )
-    parser.add_argument("--url", help="store URL (default: a new SQLite file in a temporary folder)")
+    parser.add_argument("--url", help="measure only this store URL (use an empty database)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres"),
+        help="PostgreSQL server for the scratch database (default: $TEST_PG_DSN or "
+        "postgresql://root@127.0.0.1:5432/postgres); 'none' skips PostgreSQL",
+    )
     parser.add_argument("--jobs", type=int, default=2000, help="jobs to enqueue and complete (default 2000)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent claimers (default 4)")
     parser.add_argument("--batch", type=int, default=1, help="jobs per claim call (default 1)")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        url = args.url or f"sqlite:///{Path(folder) / 'bench.db'}"
-        result = anyio.run(run, url, args.jobs, args.concurrency, args.batch)
+        urls = [args.url] if args.url else [f"sqlite:///{Path(folder) / 'bench.db'}"]
+        pg_url = None if args.url or args.pg_url == "none" else args.pg_url
+        results = anyio.run(run_backends, urls, pg_url, args.jobs, args.concurrency, args.batch)
     if args.json:
-        print(json.dumps(result))
+        for result in results:
+            print(json.dumps(result))
         return 0
     print(
-        f"method: enqueue {args.jobs} no-op jobs, then {args.concurrency} concurrent claimers loop "
-        f"claim(limit={args.batch}) + settle(succeeded) per job until the queue is empty"
+        f"method: per store, enqueue {args.jobs} no-op jobs in one call, then {args.concurrency} "
+        f"concurrent claimers in one process loop claim(limit={args.batch}) + settle(succeeded) per "
+        "job until the queue is empty; jobs/s = completed jobs / wall-clock seconds of that phase. "
+        "Stores run one after the other in this process, with the same settings."
     )
-    print(f"store:  {result['url']}")
-    print(f"enqueue: {result['enqueue_jobs_per_second']} jobs/s ({result['enqueue_seconds']} s)")
-    print(
-        f"claim+complete: {result['jobs_per_second']} jobs/s "
-        f"({result['completed']} jobs in {result['seconds']} s, {result['claim_calls']} claim calls)"
-    )
-    return 0 if result["completed"] == args.jobs else 1
+    failed = False
+    for result in results:
+        print(f"\nstore:  {result['url']}")
+        if "skipped" in result:
+            print(f"skipped: {result['skipped']}")
+            continue
+        print(f"enqueue: {result['enqueue_jobs_per_second']} jobs/s ({result['enqueue_seconds']} s)")
+        print(
+            f"claim+complete: {result['jobs_per_second']} jobs/s "
+            f"({result['completed']} jobs in {result['seconds']} s, {result['claim_calls']} claim calls)"
+        )
+        failed |= result["completed"] != args.jobs
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

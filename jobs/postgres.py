@@ -1,0 +1,344 @@
+"""The PostgreSQL job store: one database shared by a fleet of worker machines.
+
+**Why psycopg 3 (not asyncpg).** It is the maintained successor of psycopg2 with native asyncio
+(no thread hop), ``psycopg_pool`` for pooled connections with timeouts and reconnection, LISTEN
+via ``conn.notifies()``, pipeline mode, automatic server-side prepared statements, binary wheels
+(``psycopg[binary]``) and the same driver for sync and async code. asyncpg is faster on raw
+throughput, but a worker here spends seconds generating each checkpoint's text and milliseconds
+writing it: the workload is bound by generation speed, not by the driver.
+
+Concurrency and durability, in short:
+
+* **Claims are one statement** (:data:`jobs.postgres_sql.CLAIM`) that locks candidates with
+  ``FOR UPDATE SKIP LOCKED``: queued jobs in priority, ``run_at``, age order, and running jobs
+  whose lease expired, recorded as ``lease_expired`` in the same statement. Two workers never
+  wait on each other's candidates and never take the same job.
+* **Checkpoints are set-based.** ``commit`` locks the batch's jobs in id order, checks each
+  write's fence (token and offset) in Python exactly as the SQLite store does, then applies every
+  accepted write with one statement built on ``unnest``: one transaction per flush of a whole
+  process, whatever the number of jobs.
+* **Fencing is by token**, as in SQLite: a worker whose lease expired but was not reclaimed yet
+  may still commit; once another claim or a cancel changes the token, its writes are refused.
+* **Times come from the injected clock** and are passed as parameters; SQL never calls ``now()``.
+* **Connections** (:mod:`jobs.postgres_connector`): pooled, with bounded waits; a connection lost
+  before COMMIT is retried on a fresh one (nothing was applied), one lost during COMMIT is not
+  (it may have committed). Driver errors become :class:`~jobs.errors.StoreError`, which the
+  worker pool treats as transient, so a PostgreSQL restart crashes nothing.
+* **Schema.** Created and migrated by :mod:`jobs.postgres_schema` on first use, under an advisory
+  lock; ``python -m worker migrate`` applies migrations too, including those not safe to run
+  beside live workers.
+* **Wake-ups.** :meth:`PostgresStore.wait_for_jobs` LISTENs on a dedicated connection for the
+  NOTIFY sent when jobs are enqueued or requeued, and falls back to polling if it is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from jobs import postgres_rows as convert
+from jobs import postgres_sql as sql
+from jobs.buckets import BucketState, Limits
+from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, MissingDependencyError, StoreError
+from jobs.models import (
+    AttemptRecord,
+    AttemptResult,
+    CheckpointWrite,
+    Claim,
+    EnqueueResult,
+    Job,
+    JobSpec,
+    Outcome,
+    State,
+    Transition,
+    WriteStatus,
+)
+from jobs.store import Clock
+
+try:
+    import psycopg
+    from psycopg.rows import DictRow
+
+    from jobs.postgres_connector import Connection, Connector
+except ImportError as exc:  # the optional extra is not installed: from_url says so
+    _MISSING: ImportError | None = exc
+else:
+    _MISSING = None
+
+__all__ = ("PostgresStore", "MISSING_MESSAGE")
+
+T = TypeVar("T")
+
+MISSING_MESSAGE = "a postgresql:// queue needs the PostgreSQL driver: pip install 'longform-worker[postgres]'"
+
+#: Expired leases settled per claim call; the rest are picked up by the next calls.
+_EXPIRED_BATCH = 500
+_SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
+
+
+class PostgresStore:
+    """A :class:`~jobs.store.Store` on a PostgreSQL database.
+
+    Args:
+        conninfo: a libpq URL (``postgresql://user@host:5432/db``) or key=value string.
+        clock: returns the time as epoch seconds; tests inject a fake one.
+        max_size: pooled connections per process (claims, checkpoints, settles, limiter).
+        timeout: seconds to wait for a pooled connection before raising ``StoreError``.
+        auto_migrate: apply pending automatic migrations on first use.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        clock: Clock | None = None,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        auto_migrate: bool = True,
+    ) -> None:
+        if _MISSING is not None:
+            raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
+        self._clock: Clock = clock or time.time
+        self._db = Connector(
+            conninfo, self._now, max_size=max_size, timeout=timeout, auto_migrate=auto_migrate
+        )
+        #: host:port/dbname, for messages (never the password).
+        self.where = self._db.where
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> PostgresStore:
+        """``postgresql://user:password@host:port/dbname?sslmode=…`` (``postgres://`` too)."""
+        if _MISSING is not None:
+            raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
+        if url.partition("://")[0] not in ("postgresql", "postgres"):
+            raise StoreError(f"queue url {url!r}: expected postgresql://user@host:port/dbname")
+        return cls(url, clock=clock)
+
+    def _now(self) -> float:
+        return float(self._clock())
+
+    async def migrate(self) -> int:
+        """Apply every pending migration, including those workers do not apply on their own
+        (``python -m worker migrate``); returns the schema version."""
+        return await self._db.migrate()
+
+    async def close(self) -> None:
+        """Close the pool and the LISTEN connection. Idempotent; later calls raise ``StoreError``."""
+        await self._db.close()
+
+    async def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[DictRow]:
+        """A read outside any transaction (retried freely if the connection is lost)."""
+
+        async def run(conn: Connection) -> list[DictRow]:
+            return await (await conn.execute(query, params)).fetchall()
+
+        return await self._db.run(run, transaction=False)
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
+        columns, order = convert.enqueue_params(specs)
+        if not order:
+            return EnqueueResult((), ())
+
+        async def run(conn: Connection) -> set[str]:
+            cur = await conn.execute(sql.ENQUEUE, {**columns, "now": self._now()})
+            return {row["id"] for row in await cur.fetchall()}
+
+        new = await self._db.run(run)
+        inserted: list[str] = []
+        existing: list[str] = []
+        for job_id in order:
+            if job_id in new:
+                new.discard(job_id)  # a repeated id in one call: the first is inserted
+                inserted.append(job_id)
+            else:
+                existing.append(job_id)
+        return EnqueueResult(tuple(inserted), tuple(existing))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
+        if limit < 1:
+            return []
+
+        async def run(conn: Connection) -> list[Claim]:
+            now = self._now()
+            params = {"now": now, "expires_at": now + lease_seconds, "worker": worker, "limit": limit}
+            cur = await conn.execute(sql.CLAIM, {**params, "expired_batch": _EXPIRED_BATCH})
+            return [
+                Claim(convert.job(row), row["lease_token"], row["attempts"], convert.decode_text(row["text"]))
+                for row in await cur.fetchall()
+            ]
+
+        return await self._db.run(run)
+
+    async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
+        if not writes:
+            return []
+        writes = list(writes)
+        encoded = [convert.encode_text(write.text) for write in writes]  # refuse before writing
+
+        async def run(conn: Connection) -> list[WriteStatus]:
+            now = self._now()
+            cur = await conn.execute(sql.LOCK_FENCES, {"ids": sorted({w.job_id for w in writes})})
+            plan = convert.plan_checkpoints(writes, encoded, {row["id"]: row for row in await cur.fetchall()})
+            if plan.chars:
+                await conn.execute(
+                    sql.APPLY_CHECKPOINTS, convert.apply_params(plan, now, now + lease_seconds)
+                )
+            return plan.statuses
+
+        return await self._db.run(run)
+
+    async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
+        if result.outcome not in _SETTLE_OUTCOMES:
+            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+
+        async def run(conn: Connection) -> Job:
+            now = self._now()
+            job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
+            if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
+                raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
+            cur = await conn.execute(sql.SETTLE, convert.settle_params(job, result, now))
+            return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def next_due(self) -> float | None:
+        [row] = await self._rows(sql.SELECT_NEXT_DUE)
+        return None if row["due"] is None else float(row["due"])
+
+    async def wait_for_jobs(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll interval
+        """Return when jobs were enqueued or requeued (a NOTIFY), or after ``timeout`` seconds.
+
+        Optional in the Store contract: the pool calls it, when present, instead of sleeping
+        between claims, so an idle fleet picks new work up at once. Falls back to sleeping (plain
+        polling) while the LISTEN connection is lost; see :mod:`jobs.postgres_listen`.
+        """
+        await self._db.listener.wait(timeout)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        async def run(conn: Connection) -> Job:
+            return convert.job(await _one(conn, sql.SELECT_JOB, job_id))
+
+        return await self._db.run(run, transaction=False)
+
+    async def read_text(self, job_id: str) -> str:
+        async def run(conn: Connection) -> str:
+            return convert.decode_text((await _one(conn, sql.SELECT_TEXT, job_id))["text"])
+
+        return await self._db.run(run, transaction=False)
+
+    async def attempts(self, job_id: str) -> list[AttemptRecord]:
+        return [convert.attempt(row) for row in await self._select_for_job(sql.SELECT_ATTEMPTS, job_id)]
+
+    async def history(self, job_id: str) -> list[Transition]:
+        return [convert.transition(row) for row in await self._select_for_job(sql.SELECT_HISTORY, job_id)]
+
+    async def _select_for_job(self, query: str, job_id: str) -> list[DictRow]:
+        async def run(conn: Connection) -> list[DictRow]:
+            rows = await (await conn.execute(query, {"id": job_id})).fetchall()
+            if not rows:
+                await _one(conn, sql.SELECT_JOB, job_id)  # raises JobNotFoundError
+            return rows
+
+        return await self._db.run(run, transaction=False)
+
+    async def counts(self) -> dict[State, int]:
+        found = {State(row["state"]): int(row["n"]) for row in await self._rows(sql.SELECT_COUNTS)}
+        return {state: found.get(state, 0) for state in State}
+
+    async def list_jobs(
+        self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        params = {
+            "states": None if states is None else [State(s).value for s in states],
+            "after_id": after_id,
+            "limit": limit,
+        }
+        return [convert.job(row) for row in await self._rows(sql.LIST_JOBS, params)]
+
+    # -- rate limits -------------------------------------------------------------------------
+
+    async def update_buckets(
+        self, key: str, limits: Limits, change: Callable[[BucketState, float], tuple[BucketState, T]]
+    ) -> T:
+        async def run(conn: Connection) -> T:
+            now = self._now()
+            row = await (await conn.execute(sql.LOCK_BUCKETS, {"key": key})).fetchone()
+            if row is None:
+                await conn.execute(
+                    sql.INSERT_BUCKETS, {"key": key, **convert.bucket_params(BucketState.full(limits, now))}
+                )
+                row = await _fetched(await conn.execute(sql.LOCK_BUCKETS, {"key": key}), key)
+            state = BucketState(
+                row["requests"],
+                row["input_tokens"],
+                row["output_tokens"],
+                row["updated_at"],
+                row["paused_until"],
+            )
+            state, result = change(state, now)
+            await conn.execute(sql.UPDATE_BUCKETS, {"key": key, **convert.bucket_params(state)})
+            return result
+
+        return await self._db.run(run)
+
+    # -- operators ---------------------------------------------------------------------------
+
+    async def retry(self, job_id: str) -> Job:
+        async def run(conn: Connection) -> Job:
+            job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
+            if job.state not in (State.FAILED, State.CANCELLED):
+                raise JobStateError(
+                    f"job {job_id!r} is {job.state}: only failed or cancelled jobs can be retried"
+                )
+            cur = await conn.execute(
+                sql.REQUEUE, {"id": job_id, "now": self._now(), "from_state": job.state.value}
+            )
+            return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def retry_failed(self) -> int:
+        async def run(conn: Connection) -> int:
+            row = await _fetched(await conn.execute(sql.RETRY_FAILED, {"now": self._now()}), "failed")
+            return int(row["n"])
+
+        return await self._db.run(run)
+
+    async def cancel(self, job_id: str) -> Job:
+        async def run(conn: Connection) -> Job:
+            job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
+            if job.state not in (State.QUEUED, State.RUNNING):
+                raise JobStateError(
+                    f"job {job_id!r} is {job.state}: only queued or running jobs can be cancelled"
+                )
+            # The worker's next fenced write is refused; its last checkpointed usage stays.
+            attempt = job.attempts if job.state == State.RUNNING else None
+            params = {"id": job_id, "now": self._now(), "from_state": job.state.value, "attempt": attempt}
+            cur = await conn.execute(sql.CANCEL, {**params, "chars": job.committed_chars})
+            return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def _one(conn: Connection, query: str, job_id: str) -> DictRow:
+    row = await (await conn.execute(query, {"id": job_id})).fetchone()
+    if row is None:
+        raise JobNotFoundError(f"no job with id {job_id!r}")
+    return row
+
+
+async def _fetched(cur: psycopg.AsyncCursor[DictRow], what: str) -> DictRow:
+    row = await cur.fetchone()
+    if row is None:
+        raise StoreError(f"expected a row for {what!r}, got none")
+    return row

@@ -1,0 +1,281 @@
+"""Rows and statement parameters of the PostgreSQL backend, to and from :mod:`jobs.models`.
+
+Kept apart from :mod:`jobs.postgres` so the store reads as transaction logic. Everything here is
+pure (no I/O): the same decisions as the SQLite store's, testable without a server. Specs are
+stored as the SQLite backend stores them (messages and metadata as JSON text), so a job reads
+back equal on both backends; chunk text is UTF-8 ``bytea`` (see :mod:`jobs.postgres_schema`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.buckets import BucketState
+from jobs.errors import InvalidJobError, StoreError
+from jobs.models import (
+    AttemptRecord,
+    AttemptResult,
+    CheckpointWrite,
+    Job,
+    JobSpec,
+    Lease,
+    Message,
+    Outcome,
+    ResumeMode,
+    State,
+    Transition,
+    Usage,
+    WriteStatus,
+)
+
+__all__ = (
+    "Row",
+    "enqueue_params",
+    "encode_text",
+    "decode_text",
+    "job",
+    "attempt",
+    "transition",
+    "CheckpointPlan",
+    "plan_checkpoints",
+    "apply_params",
+    "settle_params",
+    "bucket_params",
+)
+
+#: A row as psycopg's ``dict_row`` returns it.
+Row = Mapping[str, Any]
+
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list[str]]:
+    """The ENQUEUE arrays for the first spec of each id, and every id in the order given."""
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "ids",
+            "messages",
+            "systems",
+            "models",
+            "max_tokens",
+            "output_budgets",
+            "max_attempts",
+            "priorities",
+            "run_ats",
+            "metadata",
+        )
+    }
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            continue
+        seen.add(spec.id)
+        try:
+            metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
+        columns["ids"].append(spec.id)
+        columns["messages"].append(
+            json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
+        )
+        columns["systems"].append(spec.system)
+        columns["models"].append(spec.model)
+        columns["max_tokens"].append(spec.max_tokens)
+        columns["output_budgets"].append(spec.output_budget)
+        columns["max_attempts"].append(spec.max_attempts)
+        columns["priorities"].append(spec.priority)
+        columns["run_ats"].append(spec.run_at)
+        columns["metadata"].append(metadata)
+    return columns, [spec.id for spec in specs]
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 for a ``bytea`` chunk; text that has no UTF-8 form (a lone surrogate) is refused."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"postgresql: cannot store a value: {exc}") from exc
+
+
+def decode_text(data: bytes | None) -> str:
+    return "" if data is None else bytes(data).decode("utf-8")
+
+
+def _usage(row: Row) -> Usage:
+    return Usage.from_dict({name: row[name] for name in _USAGE_FIELDS})
+
+
+def job(row: Row) -> Job:
+    spec = JobSpec(
+        id=row["id"],
+        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
+        model=row["model"],
+        max_tokens=row["max_tokens"],
+        output_budget=row["output_budget"],
+        max_attempts=row["max_attempts"],
+        system=row["system"],
+        priority=row["priority"],
+        run_at=row["requested_run_at"],
+        metadata=json.loads(row["metadata"]),
+    )
+    lease = None
+    if row["lease_token"] is not None:
+        lease = Lease(row["lease_owner"], row["lease_token"], row["lease_expires_at"])
+    return Job(
+        spec=spec,
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        failures=row["failures"],
+        committed_chars=row["committed_chars"],
+        usage=_usage(row),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        lease=lease,
+        last_error=row["last_error"],
+        stop_reason=row["stop_reason"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def attempt(row: Row) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=row["job_id"],
+        number=row["number"],
+        worker=row["worker"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        resume_mode=None if row["resume_mode"] is None else ResumeMode(row["resume_mode"]),
+        usage=_usage(row),
+        requests=row["requests"],
+        chars_at_start=row["chars_at_start"],
+        chars_at_end=row["chars_now"],
+        stop_reason=row["stop_reason"],
+        error=row["error"],
+        time_to_first_token=row["time_to_first_token"],
+    )
+
+
+def transition(row: Row) -> Transition:
+    return Transition(
+        job_id=row["job_id"],
+        at=row["at"],
+        from_state=None if row["from_state"] is None else State(row["from_state"]),
+        to_state=State(row["to_state"]),
+        reason=row["reason"],
+        attempt=row["attempt"],
+    )
+
+
+# -- statement parameters ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CheckpointPlan:
+    """What one checkpoint batch does, decided from the locked fences."""
+
+    statuses: list[WriteStatus] = field(default_factory=list)
+    chunks: list[tuple[str, int, int, bytes]] = field(default_factory=list)
+    chars: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, tuple[int, Usage]] = field(default_factory=dict)
+
+
+def plan_checkpoints(
+    writes: list[CheckpointWrite], encoded: list[bytes], fences: Mapping[str, Row]
+) -> CheckpointPlan:
+    """Decide each write in order, as the SQLite store does one by one: a write is refused if its
+    token is not the running job's, or its offset is not the committed length so far (counting
+    the writes of this batch accepted before it)."""
+    plan = CheckpointPlan()
+    committed = {job_id: fence["committed_chars"] for job_id, fence in fences.items()}
+    for write, data in zip(writes, encoded, strict=True):
+        fence = fences.get(write.job_id)
+        if fence is None or fence["state"] != State.RUNNING or fence["lease_token"] != write.token:
+            plan.statuses.append(WriteStatus.LEASE_LOST)
+            continue
+        if write.offset != committed[write.job_id]:
+            plan.statuses.append(WriteStatus.OFFSET_MISMATCH)
+            continue
+        attempt = fence["attempts"]
+        if write.text:
+            plan.chunks.append((write.job_id, write.offset, attempt, data))
+        committed[write.job_id] += len(write.text)
+        plan.chars[write.job_id] = plan.chars.get(write.job_id, 0) + len(write.text)
+        if write.usage is not None:
+            plan.usage[write.job_id] = (attempt, write.usage)  # the attempt's latest usage wins
+        plan.statuses.append(WriteStatus.OK)
+    return plan
+
+
+def apply_params(plan: CheckpointPlan, now: float, expires_at: float) -> dict[str, Any]:
+    usages = [(job_id, number, usage) for job_id, (number, usage) in plan.usage.items()]
+    return {
+        "now": now,
+        "expires_at": expires_at,
+        "chunk_jobs": [c[0] for c in plan.chunks],
+        "chunk_offsets": [c[1] for c in plan.chunks],
+        "chunk_attempts": [c[2] for c in plan.chunks],
+        "chunk_texts": [c[3] for c in plan.chunks],
+        "usage_jobs": [u[0] for u in usages],
+        "usage_numbers": [u[1] for u in usages],
+        "usage_input": [u[2].input_tokens for u in usages],
+        "usage_output": [u[2].output_tokens for u in usages],
+        "usage_cache_creation": [u[2].cache_creation_input_tokens for u in usages],
+        "usage_cache_read": [u[2].cache_read_input_tokens for u in usages],
+        "ids": list(plan.chars),
+        "chars": list(plan.chars.values()),
+    }
+
+
+def settle_params(job: Job, result: AttemptResult, now: float) -> dict[str, Any]:
+    """The job's next state after its attempt ends, exactly as the SQLite store decides it."""
+    failures, run_at, finished_at, last_error = job.failures, now, None, job.last_error
+    if result.outcome == Outcome.SUCCEEDED:
+        state, reason, finished_at = State.SUCCEEDED, "succeeded", now
+    elif result.outcome == Outcome.RELEASED:
+        state, reason = State.QUEUED, "released by the worker (shutting down)"
+    elif result.outcome == Outcome.FAILED:
+        state, reason, finished_at = State.FAILED, f"failed: {result.error}", now
+        last_error = result.error
+    else:
+        failures += 1
+        last_error = result.error
+        if failures >= job.spec.max_attempts:
+            state, reason, finished_at = State.FAILED, f"attempts exhausted: {result.error}", now
+        else:
+            state, reason = State.QUEUED, f"retry: {result.error}"
+            run_at = result.retry_at if result.retry_at is not None else now
+    return {
+        "id": job.id,
+        "number": job.attempts,
+        "now": now,
+        "outcome": result.outcome.value,
+        "resume_mode": result.resume_mode.value,
+        "requests": result.requests,
+        "error": result.error,
+        "stop_reason": result.stop_reason,
+        "time_to_first_token": result.time_to_first_token,
+        "chars": job.committed_chars,
+        "state": state.value,
+        "reason": reason,
+        "failures": failures,
+        "run_at": run_at,
+        "last_error": last_error,
+        "finished_at": finished_at,
+        **result.usage.as_dict(),
+    }
+
+
+def bucket_params(state: BucketState) -> dict[str, float]:
+    return {
+        "requests": state.requests,
+        "input_tokens": state.input_tokens,
+        "output_tokens": state.output_tokens,
+        "updated_at": state.updated_at,
+        "paused_until": state.paused_until,
+    }

@@ -1,0 +1,266 @@
+"""The PostgreSQL schema, as an ordered list of versioned migrations, and how they are applied.
+
+* **Versioned.** ``schema_version`` holds one row per applied migration (version, description,
+  time). The schema's version is its highest row; this program knows :data:`SCHEMA_VERSION`.
+* **Applied by the project.** :func:`migrate` applies every missing migration, in order, in one
+  transaction (PostgreSQL's DDL is transactional: a failed migration leaves nothing behind).
+  ``python -m worker migrate`` calls it; so does every store on its first use, for migrations
+  marked ``automatic``.
+* **No races.** The whole check-and-apply runs under a transaction-level advisory lock, so a fleet
+  of workers starting together applies each migration exactly once: the first takes the lock and
+  migrates, the others wait for it and then find the schema current.
+* **Safe at start-up.** A migration that cannot run beside live workers (rewriting a large table,
+  say) is declared with ``automatic=False``: workers then refuse to start with a message naming
+  ``python -m worker migrate``, instead of locking the queue for minutes. A database newer than
+  the program is refused too, since an old worker could corrupt a schema it does not know.
+
+Design notes for version 1 (the SQLite schema's shape, :mod:`jobs.sqlite_sql`, with PostgreSQL
+types):
+
+* Times are ``double precision`` epoch seconds, written from the store's injected clock, never
+  ``now()``, so both backends compare and return the same floats.
+* ``jobs.id`` uses the ``"C"`` collation, so ``list_jobs`` pages in byte order as SQLite does.
+  ``seq`` (an identity) breaks ties in claim order the way SQLite's rowid does.
+* Chunk text is ``bytea`` (UTF-8): PostgreSQL ``text`` cannot hold NUL, which model output and
+  the contract's hypothesis test may contain. ``char_offset`` orders a job's chunks (each
+  accepted chunk starts where the last ended, so it is unique).
+* Heartbeats must stay cheap: every checkpoint updates ``committed_chars``, ``lease_expires_at``
+  and ``updated_at``, so none of those is indexed; with ``fillfactor = 80`` those updates are HOT
+  (no index writes). Expired leases are found through a partial index over running jobs, a set
+  no larger than the fleet's concurrency.
+* Triggers send ``NOTIFY longform_jobs`` when jobs are inserted or return to the queue, so
+  idle workers wake at once (:meth:`jobs.postgres.PostgresStore.wait_for_jobs`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobs.errors import StoreError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+__all__ = ("Migration", "MIGRATIONS", "SCHEMA_VERSION", "NOTIFY_CHANNEL", "migrate", "current_version")
+
+#: The channel idle workers LISTEN on.
+NOTIFY_CHANNEL = "longform_jobs"
+
+#: The advisory lock key that serialises migrations (a stable 31-bit hash of a fixed name).
+LOCK_KEY = zlib.crc32(b"longform-worker schema migrations") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema's history. Never edit a released migration: add the next one."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+    #: Applied by any worker on start-up. False for steps that must not run beside live workers.
+    automatic: bool = True
+
+
+_V1 = (
+    """
+    CREATE TABLE jobs (
+        seq                         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        id                          text COLLATE "C" PRIMARY KEY,
+        messages                    text NOT NULL,
+        system                      text,
+        model                       text NOT NULL,
+        max_tokens                  bigint NOT NULL,
+        output_budget               bigint NOT NULL,
+        max_attempts                bigint NOT NULL,
+        priority                    bigint NOT NULL,
+        requested_run_at            double precision,
+        metadata                    text NOT NULL,
+        state                       text NOT NULL
+            CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        run_at                      double precision NOT NULL,
+        attempts                    bigint NOT NULL DEFAULT 0,
+        failures                    bigint NOT NULL DEFAULT 0,
+        committed_chars             bigint NOT NULL DEFAULT 0,
+        lease_owner                 text,
+        lease_token                 text,
+        lease_expires_at            double precision,
+        input_tokens                bigint NOT NULL DEFAULT 0,
+        output_tokens               bigint NOT NULL DEFAULT 0,
+        cache_creation_input_tokens bigint NOT NULL DEFAULT 0,
+        cache_read_input_tokens     bigint NOT NULL DEFAULT 0,
+        last_error                  text,
+        stop_reason                 text,
+        created_at                  double precision NOT NULL,
+        updated_at                  double precision NOT NULL,
+        started_at                  double precision,
+        finished_at                 double precision
+    ) WITH (fillfactor = 80)
+    """,
+    # Claim order over queued jobs only: the claim walks it and stops at its limit.
+    "CREATE INDEX jobs_claim_order ON jobs (priority DESC, run_at, created_at, seq) WHERE state = 'queued'",
+    # next_due: MIN(run_at) of queued jobs without a scan.
+    "CREATE INDEX jobs_due ON jobs (run_at) WHERE state = 'queued'",
+    # Running jobs (for lease expiry); indexes nothing a heartbeat changes, so heartbeats stay HOT.
+    "CREATE INDEX jobs_running ON jobs (seq) WHERE state = 'running'",
+    """
+    CREATE TABLE chunks (
+        job_id      text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        char_offset bigint NOT NULL,
+        attempt     bigint NOT NULL,
+        text        bytea NOT NULL,
+        created_at  double precision NOT NULL,
+        PRIMARY KEY (job_id, char_offset)
+    )
+    """,
+    """
+    CREATE TABLE attempts (
+        job_id                      text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        number                      bigint NOT NULL,
+        worker                      text NOT NULL,
+        started_at                  double precision NOT NULL,
+        ended_at                    double precision,
+        outcome                     text,
+        resume_mode                 text,
+        input_tokens                bigint NOT NULL DEFAULT 0,
+        output_tokens               bigint NOT NULL DEFAULT 0,
+        cache_creation_input_tokens bigint NOT NULL DEFAULT 0,
+        cache_read_input_tokens     bigint NOT NULL DEFAULT 0,
+        requests                    bigint NOT NULL DEFAULT 0,
+        chars_at_start              bigint NOT NULL,
+        chars_at_end                bigint,
+        stop_reason                 text,
+        error                       text,
+        time_to_first_token         double precision,
+        PRIMARY KEY (job_id, number)
+    )
+    """,
+    """
+    CREATE TABLE transitions (
+        id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        job_id     text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at         double precision NOT NULL,
+        from_state text,
+        to_state   text NOT NULL,
+        reason     text NOT NULL,
+        attempt    bigint
+    )
+    """,
+    "CREATE INDEX transitions_job ON transitions (job_id, id)",
+    """
+    CREATE TABLE buckets (
+        key           text PRIMARY KEY,
+        requests      double precision NOT NULL,
+        input_tokens  double precision NOT NULL,
+        output_tokens double precision NOT NULL,
+        updated_at    double precision NOT NULL,
+        paused_until  double precision NOT NULL
+    )
+    """,
+    # Wake idle workers: one notification per statement that inserted jobs, and one per
+    # transaction that puts jobs back in the queue (PostgreSQL folds identical notifications).
+    f"""
+    CREATE FUNCTION jobs_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM inserted_jobs) THEN
+            PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    f"""
+    CREATE FUNCTION jobs_notify_requeued() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{NOTIFY_CHANNEL}', '');
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER jobs_inserted AFTER INSERT ON jobs
+    REFERENCING NEW TABLE AS inserted_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_inserted()
+    """,
+    """
+    CREATE TRIGGER jobs_requeued AFTER UPDATE OF state ON jobs
+    FOR EACH ROW WHEN (NEW.state = 'queued' AND OLD.state <> 'queued')
+    EXECUTE FUNCTION jobs_notify_requeued()
+    """,
+)
+
+#: Every migration, in order; versions are 1, 2, 3, ...
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  double precision NOT NULL
+)
+"""
+
+
+async def current_version(conn: AsyncConnection[Any]) -> int:
+    """The schema's version: 0 for an empty database."""
+    cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+    row = await cur.fetchone()
+    if row is None or not _first(row):
+        return 0
+    cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    row = await cur.fetchone()
+    return int(_first(row)) if row is not None else 0
+
+
+async def migrate(
+    conn: AsyncConnection[Any],
+    now: Callable[[], float],
+    *,
+    automatic_only: bool,
+    where: str,
+    migrations: tuple[Migration, ...] | None = None,
+) -> int:
+    """Bring the schema to the last of ``migrations`` under the advisory lock; returns the version.
+
+    With ``automatic_only`` (a worker starting), a pending migration that is not automatic raises
+    ``StoreError`` instead of running. ``conn`` must not be inside a transaction.
+    """
+    migrations = migrations or MIGRATIONS  # read at call time, so tests can add a migration
+    target = migrations[-1].version
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        version = await current_version(conn)
+        if version > target:
+            raise StoreError(
+                f"{where} has schema version {version}, newer than this program's {target}: "
+                "upgrade the program"
+            )
+        pending = [m for m in migrations if m.version > version]
+        if not pending:
+            return version
+        manual = [m for m in pending if not m.automatic]
+        if automatic_only and manual:
+            raise StoreError(
+                f"{where} is at schema version {version} and migration {manual[0].version} "
+                f"({manual[0].description}) must be applied by hand: run `python -m worker migrate`"
+            )
+        await conn.execute(_CREATE_VERSION_TABLE)
+        for migration in pending:
+            for statement in migration.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (%s, %s, %s)",
+                (migration.version, migration.description, now()),
+            )
+    return target
+
+
+def _first(row: Any) -> Any:
+    """The first column of a row, whether the connection returns tuples or dicts."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]

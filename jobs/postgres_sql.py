@@ -1,0 +1,393 @@
+"""Every SQL statement of the PostgreSQL backend, named and parameterised, kept in one place.
+
+The store in :mod:`jobs.postgres` holds the transaction logic; this module holds the text, as
+:mod:`jobs.sqlite_sql` does for SQLite. Parameters are named (``%(name)s``); nothing is formatted
+into SQL text. Batches are passed as arrays and expanded with ``unnest``, so a checkpoint of a
+hundred jobs or an enqueue of ten thousand is one statement, not one per row.
+
+The schema is in :mod:`jobs.postgres_schema`. Every time (``%(now)s``) comes from the store's
+clock, never ``now()``, so lease arithmetic is the same on both backends and under a fake clock.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "ENQUEUE",
+    "CLAIM",
+    "LOCK_FENCES",
+    "APPLY_CHECKPOINTS",
+    "LOCK_JOB",
+    "SETTLE",
+    "REQUEUE",
+    "RETRY_FAILED",
+    "CANCEL",
+    "SELECT_JOB",
+    "SELECT_TEXT",
+    "SELECT_ATTEMPTS",
+    "SELECT_HISTORY",
+    "SELECT_COUNTS",
+    "SELECT_NEXT_DUE",
+    "LIST_JOBS",
+    "LOCK_BUCKETS",
+    "INSERT_BUCKETS",
+    "UPDATE_BUCKETS",
+)
+
+# -- producers ---------------------------------------------------------------------------------
+
+#: Ids are unique within the arrays (the store keeps the first of duplicates). Rows are inserted
+#: in the given order, so ``seq`` (the tie-break of claim order) follows it.
+ENQUEUE = """
+WITH new AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::text[], %(messages)s::text[], %(systems)s::text[], %(models)s::text[],
+        %(max_tokens)s::bigint[], %(output_budgets)s::bigint[], %(max_attempts)s::bigint[],
+        %(priorities)s::bigint[], %(run_ats)s::float8[], %(metadata)s::text[]
+    ) WITH ORDINALITY AS n (
+        id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
+        requested_run_at, metadata, ord
+    )
+),
+inserted AS (
+    INSERT INTO jobs (
+        id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
+        requested_run_at, metadata, state, run_at, created_at, updated_at
+    )
+    SELECT id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
+           requested_run_at, metadata, 'queued', COALESCE(requested_run_at, %(now)s), %(now)s, %(now)s
+    FROM new
+    ORDER BY ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT new.id, %(now)s, NULL, 'queued', 'enqueued', NULL
+    FROM inserted JOIN new USING (id)
+    ORDER BY new.ord
+)
+SELECT id FROM inserted
+"""
+
+# -- claiming ----------------------------------------------------------------------------------
+
+#: The whole claim in one statement (one transaction, one round trip):
+#:
+#: 1. ``expired``: running jobs whose lease has expired, locked (``SKIP LOCKED``: a job another
+#:    transaction holds is left to it, or to the next claim).
+#: 2. ``due``: queued jobs whose ``run_at`` has come, in claim order, locked the same way.
+#: 3. ``picked``: the first ``limit`` of both, in claim order; an expired job whose failures
+#:    reach ``max_attempts`` with this expiry cannot be picked: it fails instead.
+#: 4. ``updated``: one UPDATE gives each touched job its final state (a row cannot be updated
+#:    twice in one statement): an expired job counts a failure and goes back to the queue or
+#:    fails; a picked job starts an attempt under a fresh random lease token.
+#: 5. The expired attempts are closed as ``lease_expired``, the new ones opened, every state
+#:    change recorded (for one job, its expiry before its new claim), and each claimed job is
+#:    returned with its committed text.
+CLAIM = """
+WITH
+expired AS MATERIALIZED (
+    SELECT id, priority, run_at, created_at, seq, attempts, failures, max_attempts,
+           committed_chars, lease_owner
+    FROM jobs
+    WHERE state = 'running' AND lease_expires_at <= %(now)s
+    ORDER BY lease_expires_at
+    LIMIT %(expired_batch)s
+    FOR UPDATE SKIP LOCKED
+),
+due AS MATERIALIZED (
+    SELECT id, priority, run_at, created_at, seq
+    FROM jobs
+    WHERE state = 'queued' AND run_at <= %(now)s
+    ORDER BY priority DESC, run_at, created_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+picked AS MATERIALIZED (
+    SELECT id FROM (
+        SELECT id, priority, run_at, created_at, seq FROM due
+        UNION ALL
+        SELECT id, priority, run_at, created_at, seq FROM expired WHERE failures + 1 < max_attempts
+    ) AS candidates
+    ORDER BY priority DESC, run_at, created_at, seq
+    LIMIT %(limit)s
+),
+touched AS (
+    SELECT COALESCE(e.id, p.id) AS id,
+           e.id IS NOT NULL AS expired,
+           p.id IS NOT NULL AS picked,
+           e.attempts AS expired_attempt,
+           e.committed_chars AS expired_chars,
+           COALESCE(e.failures + 1 >= e.max_attempts, false) AS exhausted,
+           'lease expired (worker ' || COALESCE(e.lease_owner, '?') || ' stopped heartbeating)' AS error
+    FROM expired AS e FULL JOIN picked AS p ON p.id = e.id
+),
+updated AS (
+    UPDATE jobs AS j SET
+        state = CASE WHEN t.picked THEN 'running' WHEN t.exhausted THEN 'failed' ELSE 'queued' END,
+        failures = j.failures + CASE WHEN t.expired THEN 1 ELSE 0 END,
+        attempts = j.attempts + CASE WHEN t.picked THEN 1 ELSE 0 END,
+        lease_owner = CASE WHEN t.picked THEN %(worker)s::text END,
+        lease_token = CASE WHEN t.picked THEN replace(gen_random_uuid()::text, '-', '') END,
+        lease_expires_at = CASE WHEN t.picked THEN %(expires_at)s::float8 END,
+        last_error = CASE WHEN t.expired THEN t.error ELSE j.last_error END,
+        started_at = CASE WHEN t.picked THEN COALESCE(j.started_at, %(now)s) ELSE j.started_at END,
+        finished_at = CASE WHEN t.exhausted THEN %(now)s ELSE j.finished_at END,
+        updated_at = %(now)s
+    FROM touched AS t
+    WHERE j.id = t.id
+    RETURNING j.*, t.expired, t.picked, t.expired_attempt, t.expired_chars, t.exhausted, t.error
+),
+closed AS (
+    UPDATE attempts AS a
+    SET ended_at = %(now)s, outcome = 'lease_expired', chars_at_end = u.expired_chars, error = u.error
+    FROM updated AS u
+    WHERE u.expired AND a.job_id = u.id AND a.number = u.expired_attempt AND a.ended_at IS NULL
+),
+opened AS (
+    INSERT INTO attempts (job_id, number, worker, started_at, chars_at_start)
+    SELECT id, attempts, %(worker)s, %(now)s, committed_chars FROM updated WHERE picked
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT u.id, %(now)s, x.from_state, x.to_state, x.reason, x.attempt
+    FROM updated AS u
+    CROSS JOIN LATERAL (
+        VALUES
+            (1, u.expired, 'running',
+             CASE WHEN u.exhausted THEN 'failed' ELSE 'queued' END,
+             CASE WHEN u.exhausted THEN 'attempts exhausted: lease expired' ELSE 'lease expired' END,
+             u.expired_attempt),
+            (2, u.picked, 'queued', 'running', 'claimed by ' || %(worker)s::text, u.attempts)
+    ) AS x (step, applies, from_state, to_state, reason, attempt)
+    WHERE x.applies
+    ORDER BY u.priority DESC, u.run_at, u.created_at, u.seq, x.step
+)
+SELECT u.*,
+       (SELECT string_agg(c.text, ''::bytea ORDER BY c.char_offset) FROM chunks AS c WHERE c.job_id = u.id)
+           AS text
+FROM updated AS u
+WHERE u.picked
+ORDER BY u.priority DESC, u.run_at, u.created_at, u.seq
+"""
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+#: Locks the batch's jobs in id order (so two batches never deadlock) and reads their fences.
+LOCK_FENCES = """
+SELECT id, state, lease_token, committed_chars, attempts
+FROM jobs
+WHERE id = ANY(%(ids)s::text[])
+ORDER BY id
+FOR UPDATE
+"""
+
+#: Applies the accepted writes of one batch, set-based: every new chunk in one INSERT, every
+#: attempt's usage so far in one UPDATE, and one UPDATE of the jobs that advances their text,
+#: extends their lease and moves their usage by the attempt's change (so a job's usage is always
+#: the sum of its attempts' latest). ``old_usage`` reads the attempts as they were before
+#: ``set_usage``: every part of one statement sees the same snapshot.
+APPLY_CHECKPOINTS = """
+WITH
+new_chunks AS (
+    INSERT INTO chunks (job_id, char_offset, attempt, text, created_at)
+    SELECT c.job_id, c.char_offset, c.attempt, c.text, %(now)s
+    FROM unnest(
+        %(chunk_jobs)s::text[], %(chunk_offsets)s::bigint[], %(chunk_attempts)s::bigint[],
+        %(chunk_texts)s::bytea[]
+    ) AS c (job_id, char_offset, attempt, text)
+),
+usage AS (
+    SELECT *
+    FROM unnest(
+        %(usage_jobs)s::text[], %(usage_numbers)s::bigint[], %(usage_input)s::bigint[],
+        %(usage_output)s::bigint[], %(usage_cache_creation)s::bigint[], %(usage_cache_read)s::bigint[]
+    ) AS u (job_id, number, input_tokens, output_tokens, cache_creation_input_tokens,
+            cache_read_input_tokens)
+),
+old_usage AS (
+    SELECT u.job_id,
+           u.input_tokens - a.input_tokens AS d_input,
+           u.output_tokens - a.output_tokens AS d_output,
+           u.cache_creation_input_tokens - a.cache_creation_input_tokens AS d_cache_creation,
+           u.cache_read_input_tokens - a.cache_read_input_tokens AS d_cache_read
+    FROM usage AS u JOIN attempts AS a ON a.job_id = u.job_id AND a.number = u.number
+),
+set_usage AS (
+    UPDATE attempts AS a
+    SET input_tokens = u.input_tokens, output_tokens = u.output_tokens,
+        cache_creation_input_tokens = u.cache_creation_input_tokens,
+        cache_read_input_tokens = u.cache_read_input_tokens
+    FROM usage AS u
+    WHERE a.job_id = u.job_id AND a.number = u.number
+)
+UPDATE jobs AS j
+SET committed_chars = j.committed_chars + d.chars,
+    lease_expires_at = %(expires_at)s,
+    updated_at = %(now)s,
+    input_tokens = j.input_tokens + COALESCE(o.d_input, 0),
+    output_tokens = j.output_tokens + COALESCE(o.d_output, 0),
+    cache_creation_input_tokens = j.cache_creation_input_tokens + COALESCE(o.d_cache_creation, 0),
+    cache_read_input_tokens = j.cache_read_input_tokens + COALESCE(o.d_cache_read, 0)
+FROM unnest(%(ids)s::text[], %(chars)s::bigint[]) AS d (id, chars)
+LEFT JOIN old_usage AS o ON o.job_id = d.id
+WHERE j.id = d.id
+"""
+
+# -- settling and operators --------------------------------------------------------------------
+
+LOCK_JOB = "SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE"
+
+#: Closes the current attempt with its final usage, moves the job's usage by the change, sets the
+#: job's new state and records the transition: one statement.
+SETTLE = """
+WITH
+old AS (
+    SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens
+    FROM attempts WHERE job_id = %(id)s AND number = %(number)s
+),
+closed AS (
+    UPDATE attempts
+    SET input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
+        cache_creation_input_tokens = %(cache_creation_input_tokens)s,
+        cache_read_input_tokens = %(cache_read_input_tokens)s,
+        ended_at = %(now)s, outcome = %(outcome)s,
+        resume_mode = COALESCE(%(resume_mode)s::text, resume_mode),
+        requests = COALESCE(%(requests)s::bigint, requests),
+        stop_reason = %(stop_reason)s::text, error = %(error)s::text,
+        time_to_first_token = %(time_to_first_token)s::float8, chars_at_end = %(chars)s
+    WHERE job_id = %(id)s AND number = %(number)s
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    VALUES (%(id)s, %(now)s, 'running', %(state)s, %(reason)s, %(number)s)
+)
+UPDATE jobs AS j
+SET state = %(state)s, failures = %(failures)s, run_at = %(run_at)s, lease_owner = NULL,
+    lease_token = NULL, lease_expires_at = NULL, last_error = %(last_error)s::text,
+    stop_reason = COALESCE(%(stop_reason)s::text, j.stop_reason), updated_at = %(now)s,
+    finished_at = %(finished_at)s::float8,
+    input_tokens = j.input_tokens + %(input_tokens)s - COALESCE(o.input_tokens, 0),
+    output_tokens = j.output_tokens + %(output_tokens)s - COALESCE(o.output_tokens, 0),
+    cache_creation_input_tokens = j.cache_creation_input_tokens + %(cache_creation_input_tokens)s
+        - COALESCE(o.cache_creation_input_tokens, 0),
+    cache_read_input_tokens = j.cache_read_input_tokens + %(cache_read_input_tokens)s
+        - COALESCE(o.cache_read_input_tokens, 0)
+FROM (SELECT 1) AS one LEFT JOIN old AS o ON true
+WHERE j.id = %(id)s
+RETURNING j.*
+"""
+
+#: An operator's retry of one failed or cancelled job (checked by the store): back to the queue
+#: now, failures reset, text kept.
+REQUEUE = """
+WITH history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    VALUES (%(id)s, %(now)s, %(from_state)s, 'queued', 'retried by an operator', NULL)
+)
+UPDATE jobs
+SET state = 'queued', failures = 0, run_at = %(now)s, lease_owner = NULL, lease_token = NULL,
+    lease_expires_at = NULL, updated_at = %(now)s, finished_at = NULL
+WHERE id = %(id)s
+RETURNING *
+"""
+
+RETRY_FAILED = """
+WITH
+failed AS MATERIALIZED (
+    SELECT id FROM jobs WHERE state = 'failed' ORDER BY id FOR UPDATE
+),
+requeued AS (
+    UPDATE jobs AS j
+    SET state = 'queued', failures = 0, run_at = %(now)s, lease_owner = NULL, lease_token = NULL,
+        lease_expires_at = NULL, updated_at = %(now)s, finished_at = NULL
+    FROM failed AS f
+    WHERE j.id = f.id
+    RETURNING j.id
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT id, %(now)s, 'failed', 'queued', 'retried by an operator', NULL FROM requeued ORDER BY id
+)
+SELECT count(*) AS n FROM requeued
+"""
+
+#: Cancels a queued or running job (checked by the store). A running attempt is closed as
+#: ``lease_lost``; clearing the token refuses the worker's next fenced write.
+CANCEL = """
+WITH
+closed AS (
+    UPDATE attempts
+    SET ended_at = %(now)s, outcome = 'lease_lost', stop_reason = NULL, error = 'cancelled',
+        time_to_first_token = NULL, chars_at_end = %(chars)s
+    WHERE %(attempt)s::bigint IS NOT NULL AND job_id = %(id)s AND number = %(attempt)s::bigint
+      AND ended_at IS NULL
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    VALUES (%(id)s, %(now)s, %(from_state)s, 'cancelled', 'cancelled by an operator', %(attempt)s::bigint)
+)
+UPDATE jobs
+SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    updated_at = %(now)s, finished_at = %(now)s
+WHERE id = %(id)s
+RETURNING *
+"""
+
+# -- reading -----------------------------------------------------------------------------------
+
+SELECT_JOB = "SELECT * FROM jobs WHERE id = %(id)s"
+
+#: No row: no such job. A NULL text: no chunks yet.
+SELECT_TEXT = """
+SELECT (SELECT string_agg(c.text, ''::bytea ORDER BY c.char_offset) FROM chunks AS c WHERE c.job_id = j.id)
+       AS text
+FROM jobs AS j
+WHERE j.id = %(id)s
+"""
+
+SELECT_ATTEMPTS = """
+SELECT a.*, COALESCE(a.chars_at_end, j.committed_chars) AS chars_now
+FROM attempts AS a JOIN jobs AS j ON j.id = a.job_id
+WHERE a.job_id = %(id)s
+ORDER BY a.number
+"""
+
+SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = %(id)s ORDER BY id"
+
+SELECT_COUNTS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
+
+SELECT_NEXT_DUE = """
+SELECT LEAST(
+    (SELECT MIN(run_at) FROM jobs WHERE state = 'queued'),
+    (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running')
+) AS due
+"""
+
+#: ``%(states)s`` is an array of state names, or NULL for every state.
+LIST_JOBS = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# -- rate-limit buckets ------------------------------------------------------------------------
+
+LOCK_BUCKETS = "SELECT * FROM buckets WHERE key = %(key)s FOR UPDATE"
+
+#: The first user of a key creates its row; a concurrent first user finds it and locks it.
+INSERT_BUCKETS = """
+INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until)
+VALUES (%(key)s, %(requests)s, %(input_tokens)s, %(output_tokens)s, %(updated_at)s, %(paused_until)s)
+ON CONFLICT (key) DO NOTHING
+"""
+
+UPDATE_BUCKETS = """
+UPDATE buckets
+SET requests = %(requests)s, input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
+    updated_at = %(updated_at)s, paused_until = %(paused_until)s
+WHERE key = %(key)s
+"""
