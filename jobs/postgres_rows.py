@@ -8,28 +8,23 @@ back equal on both backends; chunk text is UTF-8 ``bytea`` (see :mod:`jobs.postg
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.buckets import BucketState
-from jobs.errors import InvalidJobError, StoreError
+from jobs.errors import StoreError
 from jobs.models import (
-    AttemptRecord,
     AttemptResult,
     CheckpointWrite,
     Job,
     JobSpec,
-    Lease,
-    Message,
     Outcome,
-    ResumeMode,
     State,
-    Transition,
     Usage,
     WriteStatus,
 )
+from jobs.rows import Row, attempt, job, spec_json, transition
 
 __all__ = (
     "Row",
@@ -45,11 +40,6 @@ __all__ = (
     "settle_params",
     "bucket_params",
 )
-
-#: A row as psycopg's ``dict_row`` returns it.
-Row = Mapping[str, Any]
-
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list[str]]:
@@ -74,14 +64,9 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
         if spec.id in seen:
             continue
         seen.add(spec.id)
-        try:
-            metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
+        messages, metadata = spec_json(spec)
         columns["ids"].append(spec.id)
-        columns["messages"].append(
-            json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
-        )
+        columns["messages"].append(messages)
         columns["systems"].append(spec.system)
         columns["models"].append(spec.model)
         columns["max_tokens"].append(spec.max_tokens)
@@ -103,73 +88,6 @@ def encode_text(text: str) -> bytes:
 
 def decode_text(data: bytes | None) -> str:
     return "" if data is None else bytes(data).decode("utf-8")
-
-
-def _usage(row: Row) -> Usage:
-    return Usage.from_dict({name: row[name] for name in _USAGE_FIELDS})
-
-
-def job(row: Row) -> Job:
-    spec = JobSpec(
-        id=row["id"],
-        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
-        model=row["model"],
-        max_tokens=row["max_tokens"],
-        output_budget=row["output_budget"],
-        max_attempts=row["max_attempts"],
-        system=row["system"],
-        priority=row["priority"],
-        run_at=row["requested_run_at"],
-        metadata=json.loads(row["metadata"]),
-    )
-    lease = None
-    if row["lease_token"] is not None:
-        lease = Lease(row["lease_owner"], row["lease_token"], row["lease_expires_at"])
-    return Job(
-        spec=spec,
-        state=State(row["state"]),
-        attempts=row["attempts"],
-        failures=row["failures"],
-        committed_chars=row["committed_chars"],
-        usage=_usage(row),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        lease=lease,
-        last_error=row["last_error"],
-        stop_reason=row["stop_reason"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-def attempt(row: Row) -> AttemptRecord:
-    return AttemptRecord(
-        job_id=row["job_id"],
-        number=row["number"],
-        worker=row["worker"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
-        resume_mode=None if row["resume_mode"] is None else ResumeMode(row["resume_mode"]),
-        usage=_usage(row),
-        requests=row["requests"],
-        chars_at_start=row["chars_at_start"],
-        chars_at_end=row["chars_now"],
-        stop_reason=row["stop_reason"],
-        error=row["error"],
-        time_to_first_token=row["time_to_first_token"],
-    )
-
-
-def transition(row: Row) -> Transition:
-    return Transition(
-        job_id=row["job_id"],
-        at=row["at"],
-        from_state=None if row["from_state"] is None else State(row["from_state"]),
-        to_state=State(row["to_state"]),
-        reason=row["reason"],
-        attempt=row["attempt"],
-    )
 
 
 # -- statement parameters ----------------------------------------------------------------------

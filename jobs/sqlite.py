@@ -38,9 +38,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from jobs import rows
 from jobs import sqlite_sql as sql
 from jobs.buckets import BucketState, Limits
-from jobs.errors import InvalidJobError, JobNotFoundError, JobStateError, LeaseLostError, StoreError
+from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
@@ -49,10 +50,7 @@ from jobs.models import (
     EnqueueResult,
     Job,
     JobSpec,
-    Lease,
-    Message,
     Outcome,
-    ResumeMode,
     State,
     Transition,
     Usage,
@@ -71,7 +69,6 @@ MIN_SQLITE = (3, 35, 0)
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
 _SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class SQLiteStore:
@@ -189,15 +186,15 @@ class SQLiteStore:
     # -- producers ---------------------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
-        rows = [_spec_params(spec) for spec in specs]
-        return await self._run(self._enqueue, rows)
+        params = [_spec_params(spec) for spec in specs]
+        return await self._run(self._enqueue, params)
 
-    def _enqueue(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> EnqueueResult:
+    def _enqueue(self, conn: sqlite3.Connection, params: list[dict[str, Any]]) -> EnqueueResult:
         inserted: list[str] = []
         existing: list[str] = []
         with _transaction(conn):
             now = self._now()
-            for row in rows:
+            for row in params:
                 cursor = conn.execute(
                     sql.INSERT_JOB, {**row, "run_at": row["requested_run_at"] or now, "now": now}
                 )
@@ -225,7 +222,7 @@ class SQLiteStore:
                 token = secrets.token_hex(16)
                 params = {"id": job_id, "worker": worker, "token": token, "now": now}
                 row = _one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
-                job = _job_from_row(row)
+                job = rows.job(row)
                 attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
                 conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
                 _transition(
@@ -238,7 +235,7 @@ class SQLiteStore:
         """Close the attempts whose lease expired: each counts as a failure; the job goes back to
         the queue (keeping its place) or, out of attempts, fails."""
         for row in conn.execute(sql.SELECT_EXPIRED, {"now": now, "limit": _EXPIRED_BATCH}).fetchall():
-            job = _job_from_row(row)
+            job = rows.job(row)
             error = f"lease expired (worker {job.lease.owner if job.lease else '?'} stopped heartbeating)"
             conn.execute(
                 sql.EXPIRE_ATTEMPT,
@@ -327,7 +324,7 @@ class SQLiteStore:
     def _settle(self, conn: sqlite3.Connection, job_id: str, token: str, result: AttemptResult) -> Job:
         with _transaction(conn):
             now = self._now()
-            job = _job_from_row(_get_row(conn, job_id))
+            job = rows.job(_get_row(conn, job_id))
             if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
                 raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
             number = job.attempts
@@ -363,7 +360,7 @@ class SQLiteStore:
                 | {"last_error": last_error, "stop_reason": result.stop_reason, "finished_at": finished_at},
             )
             _transition(conn, job_id, now, State.RUNNING, state, reason, number)
-            return _job_from_row(row)
+            return rows.job(row)
 
     async def next_due(self) -> float | None:
         return await self._run(_next_due)
@@ -371,22 +368,22 @@ class SQLiteStore:
     # -- reading -----------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
-        return _job_from_row(await self._run(_get_row, job_id))
+        return rows.job(await self._run(_get_row, job_id))
 
     async def read_text(self, job_id: str) -> str:
         return await self._run(_read_text_checked, job_id)
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
-        rows = await self._run(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
-        return [_attempt_from_row(row) for row in rows]
+        found = await self._run(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
+        return [rows.attempt(row) for row in found]
 
     async def history(self, job_id: str) -> list[Transition]:
-        rows = await self._run(_select_for_job, sql.SELECT_HISTORY, job_id)
-        return [_transition_from_row(row) for row in rows]
+        found = await self._run(_select_for_job, sql.SELECT_HISTORY, job_id)
+        return [rows.transition(row) for row in found]
 
     async def counts(self) -> dict[State, int]:
-        rows = await self._run(_select, sql.SELECT_COUNTS, {})
-        found = {State(row["state"]): int(row["n"]) for row in rows}
+        counted = await self._run(_select, sql.SELECT_COUNTS, {})
+        found = {State(row["state"]): int(row["n"]) for row in counted}
         return {state: found.get(state, 0) for state in State}
 
     async def list_jobs(
@@ -397,7 +394,7 @@ class SQLiteStore:
             "after_id": after_id,
             "limit": limit,
         }
-        return [_job_from_row(row) for row in await self._run(_select, sql.LIST_JOBS, params)]
+        return [rows.job(row) for row in await self._run(_select, sql.LIST_JOBS, params)]
 
     # -- rate limits -------------------------------------------------------------------------
 
@@ -442,7 +439,7 @@ class SQLiteStore:
 
     def _retry(self, conn: sqlite3.Connection, job_id: str) -> Job:
         with _transaction(conn):
-            return self._requeue(conn, _job_from_row(_get_row(conn, job_id)), self._now())
+            return self._requeue(conn, rows.job(_get_row(conn, job_id)), self._now())
 
     def _requeue(self, conn: sqlite3.Connection, job: Job, now: float) -> Job:
         if job.state not in (State.FAILED, State.CANCELLED):
@@ -451,7 +448,7 @@ class SQLiteStore:
             )
         row = _one(conn, sql.REQUEUE, {"id": job.id, "now": now})
         _transition(conn, job.id, now, job.state, State.QUEUED, "retried by an operator", None)
-        return _job_from_row(row)
+        return rows.job(row)
 
     async def retry_failed(self) -> int:
         return await self._run(self._retry_failed)
@@ -461,7 +458,7 @@ class SQLiteStore:
             now = self._now()
             ids = [row["id"] for row in conn.execute(sql.SELECT_FAILED_IDS).fetchall()]
             for job_id in ids:
-                self._requeue(conn, _job_from_row(_get_row(conn, job_id)), now)
+                self._requeue(conn, rows.job(_get_row(conn, job_id)), now)
         return len(ids)
 
     async def cancel(self, job_id: str) -> Job:
@@ -470,7 +467,7 @@ class SQLiteStore:
     def _cancel(self, conn: sqlite3.Connection, job_id: str) -> Job:
         with _transaction(conn):
             now = self._now()
-            job = _job_from_row(_get_row(conn, job_id))
+            job = rows.job(_get_row(conn, job_id))
             if job.state not in (State.QUEUED, State.RUNNING):
                 raise JobStateError(
                     f"job {job_id!r} is {job.state}: only queued or running jobs can be cancelled"
@@ -487,7 +484,7 @@ class SQLiteStore:
                 )
             row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})
             _transition(conn, job_id, now, job.state, State.CANCELLED, "cancelled by an operator", attempt)
-            return _job_from_row(row)
+            return rows.job(row)
 
 
 # -- helpers (run in the worker thread) ---------------------------------------------------------
@@ -508,10 +505,10 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 def _one(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> sqlite3.Row:
     # fetchall() finishes the statement, so COMMIT never meets one still in progress.
-    rows = conn.execute(query, params).fetchall()
-    if not rows:
+    fetched = conn.execute(query, params).fetchall()
+    if not fetched:
         raise StoreError("expected a row, got none")
-    row: sqlite3.Row = rows[0]
+    row: sqlite3.Row = fetched[0]
     return row
 
 
@@ -573,13 +570,10 @@ def _set_attempt_usage(conn: sqlite3.Connection, job_id: str, number: int, usage
 
 
 def _spec_params(spec: JobSpec) -> dict[str, Any]:
-    try:
-        metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
+    messages, metadata = rows.spec_json(spec)
     return {
         "id": spec.id,
-        "messages": json.dumps([{"role": m.role, "content": m.content} for m in spec.messages]),
+        "messages": messages,
         "system": spec.system,
         "model": spec.model,
         "max_tokens": spec.max_tokens,
@@ -589,70 +583,3 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "requested_run_at": spec.run_at,
         "metadata": metadata,
     }
-
-
-def _usage_from_row(row: sqlite3.Row) -> Usage:
-    return Usage.from_dict({name: row[name] for name in _USAGE_FIELDS})
-
-
-def _job_from_row(row: sqlite3.Row) -> Job:
-    spec = JobSpec(
-        id=row["id"],
-        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
-        model=row["model"],
-        max_tokens=row["max_tokens"],
-        output_budget=row["output_budget"],
-        max_attempts=row["max_attempts"],
-        system=row["system"],
-        priority=row["priority"],
-        run_at=row["requested_run_at"],
-        metadata=json.loads(row["metadata"]),
-    )
-    lease = None
-    if row["lease_token"] is not None:
-        lease = Lease(row["lease_owner"], row["lease_token"], row["lease_expires_at"])
-    return Job(
-        spec=spec,
-        state=State(row["state"]),
-        attempts=row["attempts"],
-        failures=row["failures"],
-        committed_chars=row["committed_chars"],
-        usage=_usage_from_row(row),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        lease=lease,
-        last_error=row["last_error"],
-        stop_reason=row["stop_reason"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-def _attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
-    return AttemptRecord(
-        job_id=row["job_id"],
-        number=row["number"],
-        worker=row["worker"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
-        resume_mode=None if row["resume_mode"] is None else ResumeMode(row["resume_mode"]),
-        usage=_usage_from_row(row),
-        requests=row["requests"],
-        chars_at_start=row["chars_at_start"],
-        chars_at_end=row["chars_now"],
-        stop_reason=row["stop_reason"],
-        error=row["error"],
-        time_to_first_token=row["time_to_first_token"],
-    )
-
-
-def _transition_from_row(row: sqlite3.Row) -> Transition:
-    return Transition(
-        job_id=row["job_id"],
-        at=row["at"],
-        from_state=None if row["from_state"] is None else State(row["from_state"]),
-        to_state=State(row["to_state"]),
-        reason=row["reason"],
-        attempt=row["attempt"],
-    )

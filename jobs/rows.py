@@ -1,0 +1,113 @@
+"""Stored rows to and from :mod:`jobs.models`, shared by every backend.
+
+Both backends store a job the same way (its messages and metadata as JSON text, times as epoch
+seconds, usage in four columns), so one set of converters reads rows from either: a
+``sqlite3.Row`` or a psycopg ``dict_row`` both answer ``row["column"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from jobs.errors import InvalidJobError
+from jobs.models import (
+    AttemptRecord,
+    Job,
+    JobSpec,
+    Lease,
+    Message,
+    Outcome,
+    ResumeMode,
+    State,
+    Transition,
+    Usage,
+)
+
+__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition")
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+class Row(Protocol):
+    """A database row read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def spec_json(spec: JobSpec) -> tuple[str, str]:
+    """The spec's messages and metadata as stored (JSON text). Metadata that JSON cannot carry is
+    the user's mistake, reported with the job's id."""
+    try:
+        metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
+    messages = json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
+    return messages, metadata
+
+
+def usage(row: Row) -> Usage:
+    return Usage.from_dict({name: row[name] for name in USAGE_FIELDS})
+
+
+def job(row: Row) -> Job:
+    spec = JobSpec(
+        id=row["id"],
+        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
+        model=row["model"],
+        max_tokens=row["max_tokens"],
+        output_budget=row["output_budget"],
+        max_attempts=row["max_attempts"],
+        system=row["system"],
+        priority=row["priority"],
+        run_at=row["requested_run_at"],
+        metadata=json.loads(row["metadata"]),
+    )
+    lease = None
+    if row["lease_token"] is not None:
+        lease = Lease(row["lease_owner"], row["lease_token"], row["lease_expires_at"])
+    return Job(
+        spec=spec,
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        failures=row["failures"],
+        committed_chars=row["committed_chars"],
+        usage=usage(row),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        lease=lease,
+        last_error=row["last_error"],
+        stop_reason=row["stop_reason"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def attempt(row: Row) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=row["job_id"],
+        number=row["number"],
+        worker=row["worker"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        resume_mode=None if row["resume_mode"] is None else ResumeMode(row["resume_mode"]),
+        usage=usage(row),
+        requests=row["requests"],
+        chars_at_start=row["chars_at_start"],
+        chars_at_end=row["chars_now"],
+        stop_reason=row["stop_reason"],
+        error=row["error"],
+        time_to_first_token=row["time_to_first_token"],
+    )
+
+
+def transition(row: Row) -> Transition:
+    return Transition(
+        job_id=row["job_id"],
+        at=row["at"],
+        from_state=None if row["from_state"] is None else State(row["from_state"]),
+        to_state=State(row["to_state"]),
+        reason=row["reason"],
+        attempt=row["attempt"],
+    )
