@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from jobs import postgres_rows as convert
 from jobs import postgres_sql as sql
+from jobs import rows
 from jobs.buckets import BucketState, Limits
 from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, MissingDependencyError, StoreError
 from jobs.models import (
@@ -275,14 +276,7 @@ class PostgresStore:
                     sql.INSERT_BUCKETS, {"key": key, **convert.bucket_params(BucketState.full(limits, now))}
                 )
                 row = await _fetched(await conn.execute(sql.LOCK_BUCKETS, {"key": key}), key)
-            state = BucketState(
-                row["requests"],
-                row["input_tokens"],
-                row["output_tokens"],
-                row["updated_at"],
-                row["paused_until"],
-            )
-            state, result = change(state, now)
+            state, result = change(rows.bucket_state(row), now)
             await conn.execute(sql.UPDATE_BUCKETS, {"key": key, **convert.bucket_params(state)})
             return result
 

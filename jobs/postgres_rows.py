@@ -19,12 +19,12 @@ from jobs.models import (
     CheckpointWrite,
     Job,
     JobSpec,
-    Outcome,
     State,
     Usage,
     WriteStatus,
 )
 from jobs.rows import Row, attempt, job, spec_json, transition
+from jobs.rules import settle
 
 __all__ = (
     "Row",
@@ -151,23 +151,8 @@ def apply_params(plan: CheckpointPlan, now: float, expires_at: float) -> dict[st
 
 
 def settle_params(job: Job, result: AttemptResult, now: float) -> dict[str, Any]:
-    """The job's next state after its attempt ends, exactly as the SQLite store decides it."""
-    failures, run_at, finished_at, last_error = job.failures, now, None, job.last_error
-    if result.outcome == Outcome.SUCCEEDED:
-        state, reason, finished_at = State.SUCCEEDED, "succeeded", now
-    elif result.outcome == Outcome.RELEASED:
-        state, reason = State.QUEUED, "released by the worker (shutting down)"
-    elif result.outcome == Outcome.FAILED:
-        state, reason, finished_at = State.FAILED, f"failed: {result.error}", now
-        last_error = result.error
-    else:
-        failures += 1
-        last_error = result.error
-        if failures >= job.spec.max_attempts:
-            state, reason, finished_at = State.FAILED, f"attempts exhausted: {result.error}", now
-        else:
-            state, reason = State.QUEUED, f"retry: {result.error}"
-            run_at = result.retry_at if result.retry_at is not None else now
+    """The job's next state after its attempt ends (``jobs.rules.settle``, as in every backend)."""
+    next_ = settle(job, result, now)
     return {
         "id": job.id,
         "number": job.attempts,
@@ -179,12 +164,12 @@ def settle_params(job: Job, result: AttemptResult, now: float) -> dict[str, Any]
         "stop_reason": result.stop_reason,
         "time_to_first_token": result.time_to_first_token,
         "chars": job.committed_chars,
-        "state": state.value,
-        "reason": reason,
-        "failures": failures,
-        "run_at": run_at,
-        "last_error": last_error,
-        "finished_at": finished_at,
+        "state": next_.state.value,
+        "reason": next_.reason,
+        "failures": next_.failures,
+        "run_at": next_.run_at,
+        "last_error": next_.last_error,
+        "finished_at": next_.finished_at,
         **result.usage.as_dict(),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
     AttemptRecord,
@@ -24,7 +25,7 @@ from jobs.models import (
     Usage,
 )
 
-__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition")
+__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -110,4 +111,10 @@ def transition(row: Row) -> Transition:
         to_state=State(row["to_state"]),
         reason=row["reason"],
         attempt=row["attempt"],
+    )
+
+
+def bucket_state(row: Row) -> BucketState:
+    return BucketState(
+        row["requests"], row["input_tokens"], row["output_tokens"], row["updated_at"], row["paused_until"]
     )

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from jobs import rows
+from jobs import rows, rules
 from jobs import sqlite_sql as sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
@@ -336,30 +336,15 @@ class SQLiteStore:
                 | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
                 | {"chars": job.committed_chars},
             )
-            failures, run_at, finished_at = job.failures, now, None
-            last_error = job.last_error
-            if result.outcome == Outcome.SUCCEEDED:
-                state, reason, finished_at = State.SUCCEEDED, "succeeded", now
-            elif result.outcome == Outcome.RELEASED:
-                state, reason = State.QUEUED, "released by the worker (shutting down)"
-            elif result.outcome == Outcome.FAILED:
-                state, reason, finished_at = State.FAILED, f"failed: {result.error}", now
-                last_error = result.error
-            else:
-                failures += 1
-                last_error = result.error
-                if failures >= job.spec.max_attempts:
-                    state, reason, finished_at = State.FAILED, f"attempts exhausted: {result.error}", now
-                else:
-                    state, reason = State.QUEUED, f"retry: {result.error}"
-                    run_at = result.retry_at if result.retry_at is not None else now
+            next_ = rules.settle(job, result, now)
             row = _one(
                 conn,
                 sql.SETTLE_JOB,
-                {"id": job_id, "state": state, "failures": failures, "run_at": run_at, "now": now}
-                | {"last_error": last_error, "stop_reason": result.stop_reason, "finished_at": finished_at},
+                {"id": job_id, "state": next_.state, "failures": next_.failures, "run_at": next_.run_at}
+                | {"now": now, "last_error": next_.last_error, "stop_reason": result.stop_reason}
+                | {"finished_at": next_.finished_at},
             )
-            _transition(conn, job_id, now, State.RUNNING, state, reason, number)
+            _transition(conn, job_id, now, State.RUNNING, next_.state, next_.reason, number)
             return rows.job(row)
 
     async def next_due(self) -> float | None:
@@ -413,16 +398,7 @@ class SQLiteStore:
         with _transaction(conn):
             now = self._now()
             row = conn.execute(sql.SELECT_BUCKETS, {"key": key}).fetchone()
-            if row is None:
-                state = BucketState.full(limits, now)
-            else:
-                state = BucketState(
-                    row["requests"],
-                    row["input_tokens"],
-                    row["output_tokens"],
-                    row["updated_at"],
-                    row["paused_until"],
-                )
+            state = BucketState.full(limits, now) if row is None else rows.bucket_state(row)
             state, result = change(state, now)
             conn.execute(
                 sql.UPSERT_BUCKETS,

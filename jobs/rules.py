@@ -1,0 +1,45 @@
+"""Decisions every backend makes the same way, kept in one place. Pure.
+
+The backends differ in how they lock and write; what a job becomes after an attempt must not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.models import AttemptResult, Job, Outcome, State
+
+__all__ = ("Settlement", "settle")
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A job's next state after its running attempt ends."""
+
+    state: State
+    #: Why, for the job's history.
+    reason: str
+    failures: int
+    #: When it is claimable again (for a re-queued job).
+    run_at: float
+    finished_at: float | None
+    last_error: str | None
+
+
+def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
+    """SUCCEEDED finishes the job; RELEASED re-queues it now without counting a failure; FAILED
+    fails it; RETRY counts a failure and re-queues it at ``retry_at``, unless the failures reach
+    ``max_attempts``, which fails it (the dead-letter)."""
+    if result.outcome == Outcome.SUCCEEDED:
+        return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, job.last_error)
+    if result.outcome == Outcome.RELEASED:
+        reason = "released by the worker (shutting down)"
+        return Settlement(State.QUEUED, reason, job.failures, now, None, job.last_error)
+    if result.outcome == Outcome.FAILED:
+        return Settlement(State.FAILED, f"failed: {result.error}", job.failures, now, now, result.error)
+    failures = job.failures + 1
+    if failures >= job.spec.max_attempts:
+        reason = f"attempts exhausted: {result.error}"
+        return Settlement(State.FAILED, reason, failures, now, now, result.error)
+    run_at = result.retry_at if result.retry_at is not None else now
+    return Settlement(State.QUEUED, f"retry: {result.error}", failures, run_at, None, result.error)
