@@ -135,3 +135,17 @@ async def _job(tmp_path: Path, job_id: str) -> Job:
         return await store.get(job_id)
     finally:
         await store.close()
+
+
+async def test_a_model_that_rejects_prefill_is_switched_to_continuation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our guess from the model id can be wrong (a new model): the 400 answer to a prefill switches
+    the attempt to a continuation turn, without counting a failure, and the text stays exact."""
+    monkeypatch.setattr("worker.attempt.supports_prefill", lambda model: True)
+    jobs = [spec("wrong-guess", tokens=1200, model=CONTINUATION_MODEL, max_tokens=300)]
+    run = await pool_run(tmp_path, jobs, sim_config=SimulatorConfig(repeat_overlap=1.0))
+    run.assert_exact(jobs)
+    attempts = await _attempts(tmp_path, "wrong-guess")
+    assert len(attempts) == 1, "the prefill 400 must not cost an attempt"
+    assert run.simulator.accounting().requests_by_status.get(400) == 1, "remembered after the first 400"

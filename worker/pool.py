@@ -26,7 +26,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from jobs.errors import LeaseLostError, StoreError
-from jobs.models import AttemptResult, Claim, Outcome, ResumeMode, State
+from jobs.models import AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
@@ -283,5 +283,3 @@ class Pool:
         else:
             self.stats.retries += 1
             log.info("job_retry_scheduled", error=result.error, **summary)
-        if result.resume_mode is not ResumeMode.FRESH and result.outcome is Outcome.SUCCEEDED:
-            log.debug("job_resumed_ok", resume_mode=str(result.resume_mode))
