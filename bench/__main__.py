@@ -1,7 +1,7 @@
 """``python -m bench``: run the whole benchmark suite and write BENCHMARKS.md.
 
 Each row compares two things measured side by side in the same run (these machines are noisy:
-compare within a run, not across runs) and says how. About 10 minutes on a 2-core machine;
+compare within a run, not across runs) and says how. About 6 minutes on a 2-core machine;
 ``--quick`` is a smoke run of a minute or two with small parameters (its figures are not the
 report's). Never part of the test suite.
 """

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import anyio
@@ -37,8 +40,26 @@ class Sleeper:
         self.clock.advance(seconds)
 
 
-def limiter(store: SQLiteStore, clock: FakeClock, sleeper: Sleeper, **kwargs: object) -> FleetLimiter:
-    return FleetLimiter(store, LIMITS, clock=clock, sleep=sleeper, **kwargs)  # type: ignore[arg-type]
+@dataclass
+class Fake:
+    """A real SQLite store on a fake clock, and a fake sleep that moves it."""
+
+    store: SQLiteStore
+    clock: FakeClock
+    sleeper: Sleeper
+
+    def limiter(self, **kwargs: Any) -> FleetLimiter:
+        return FleetLimiter(self.store, LIMITS, clock=self.clock, sleep=self.sleeper, **kwargs)
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[Fake]:
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
+    try:
+        yield Fake(store, clock, Sleeper(clock))
+    finally:
+        await store.close()
 
 
 def rate_limit_error(retry_after: str) -> anthropic.RateLimitError:
@@ -48,113 +69,72 @@ def rate_limit_error(retry_after: str) -> anthropic.RateLimitError:
     return anthropic.RateLimitError("slow down", response=response, body=body)
 
 
-async def test_a_reservation_that_does_not_fit_waits_for_the_refill(tmp_path: Path) -> None:
-    clock = FakeClock()
-    sleeper = Sleeper(clock)
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        fleet = limiter(store, clock, sleeper)
-        await fleet.acquire(10, 6000)  # the whole output bucket
-        assert sleeper.waits == []
-        start = clock()
-        await fleet.acquire(10, 1000)  # must wait 10 s for 1000 tokens at 100/s, plus the margin
-        assert clock() - start == pytest.approx(10.0 + CLOCK_MARGIN)
-        assert fleet.stats.waits == 1
-    finally:
-        await store.close()
+async def test_a_reservation_that_does_not_fit_waits_for_the_refill(fake: Fake) -> None:
+    fleet = fake.limiter()
+    await fleet.acquire(10, 6000)  # the whole output bucket
+    assert fake.sleeper.waits == []
+    start = fake.clock()
+    await fleet.acquire(10, 1000)  # must wait 10 s for 1000 tokens at 100/s, plus the margin
+    assert fake.clock() - start == pytest.approx(10.0 + CLOCK_MARGIN)
+    assert fleet.stats.waits == 1
 
 
-async def test_unused_output_is_refunded(tmp_path: Path) -> None:
-    clock = FakeClock()
-    sleeper = Sleeper(clock)
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        fleet = limiter(store, clock, sleeper)
-        ticket = await fleet.acquire(10, 6000)
-        await fleet.release(ticket, Usage(input_tokens=10, output_tokens=500), {}, None)
-        await fleet.acquire(10, 5400)  # fits at once: 5500 of 6000 came back
-        assert sleeper.waits == []
-    finally:
-        await store.close()
+async def test_unused_output_is_refunded(fake: Fake) -> None:
+    fleet = fake.limiter()
+    ticket = await fleet.acquire(10, 6000)
+    await fleet.release(ticket, Usage(input_tokens=10, output_tokens=500), {}, None)
+    await fleet.acquire(10, 5400)  # fits at once: 5500 of 6000 came back
+    assert fake.sleeper.waits == []
 
 
-async def test_without_refund_the_reservation_is_lost(tmp_path: Path) -> None:
-    clock = FakeClock()
-    sleeper = Sleeper(clock)
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        fleet = limiter(store, clock, sleeper, refund=False)
-        ticket = await fleet.acquire(10, 6000)
-        await fleet.release(ticket, Usage(input_tokens=10, output_tokens=500), {}, None)
-        await fleet.acquire(10, 5400)
-        assert sum(sleeper.waits) == pytest.approx(54.0 + CLOCK_MARGIN)
-    finally:
-        await store.close()
+async def test_without_refund_the_reservation_is_lost(fake: Fake) -> None:
+    fleet = fake.limiter(refund=False)
+    ticket = await fleet.acquire(10, 6000)
+    await fleet.release(ticket, Usage(input_tokens=10, output_tokens=500), {}, None)
+    await fleet.acquire(10, 5400)
+    assert sum(fake.sleeper.waits) == pytest.approx(54.0 + CLOCK_MARGIN)
 
 
-async def test_a_stream_that_broke_midway_refunds_no_output(tmp_path: Path) -> None:
-    clock = FakeClock()
-    sleeper = Sleeper(clock)
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        fleet = limiter(store, clock, sleeper)
-        ticket = await fleet.acquire(10, 6000)
-        started = {"content-type": "text/event-stream"}
-        await fleet.release(
-            ticket, Usage(output_tokens=1), started, httpx2.RemoteProtocolError("peer closed")
-        )
-        await fleet.acquire(10, 100)
-        assert sum(sleeper.waits) == pytest.approx(1.0 + CLOCK_MARGIN)
-    finally:
-        await store.close()
+async def test_a_stream_that_broke_midway_refunds_no_output(fake: Fake) -> None:
+    fleet = fake.limiter()
+    ticket = await fleet.acquire(10, 6000)
+    started = {"content-type": "text/event-stream"}
+    await fleet.release(ticket, Usage(output_tokens=1), started, httpx2.RemoteProtocolError("peer closed"))
+    await fleet.acquire(10, 100)
+    assert sum(fake.sleeper.waits) == pytest.approx(1.0 + CLOCK_MARGIN)
 
 
-async def test_a_429_pauses_every_process_sharing_the_store(tmp_path: Path) -> None:
+async def test_a_429_pauses_every_process_sharing_the_store(fake: Fake, tmp_path: Path) -> None:
     """Two limiters on two connections to one file: a 429 seen by one pauses the other."""
-    clock = FakeClock()
-    one, two = (SQLiteStore(tmp_path / "jobs.db", clock=clock) for _ in range(2))
+    other = SQLiteStore(tmp_path / "jobs.db", clock=fake.clock)
     try:
-        first = limiter(one, clock, Sleeper(clock))
-        second_sleeper = Sleeper(clock)
-        second = limiter(two, clock, second_sleeper)
+        first = fake.limiter()
+        second = FleetLimiter(other, LIMITS, clock=fake.clock, sleep=Sleeper(fake.clock))
         ticket = await first.acquire(10, 100)
         await first.release(ticket, Usage(), {}, rate_limit_error("7"))
-        start = clock()
+        start = fake.clock()
         await second.acquire(10, 100)
-        assert clock() - start == pytest.approx(7.0)
+        assert fake.clock() - start == pytest.approx(7.0)
         assert first.stats.pauses == 1
     finally:
-        await one.close()
-        await two.close()
+        await other.close()
 
 
-async def test_the_pause_is_capped(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        sleeper = Sleeper(clock)
-        fleet = limiter(store, clock, sleeper, retry_after_max=5.0)
-        ticket = await fleet.acquire(10, 100)
-        await fleet.release(ticket, Usage(), {}, rate_limit_error("3600"))
-        start = clock()
-        await fleet.acquire(10, 100)
-        assert clock() - start == pytest.approx(5.0)
-    finally:
-        await store.close()
+async def test_the_pause_is_capped(fake: Fake) -> None:
+    fleet = fake.limiter(retry_after_max=5.0)
+    ticket = await fleet.acquire(10, 100)
+    await fleet.release(ticket, Usage(), {}, rate_limit_error("3600"))
+    start = fake.clock()
+    await fleet.acquire(10, 100)
+    assert fake.clock() - start == pytest.approx(5.0)
 
 
-async def test_server_headers_lower_the_buckets(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
-    try:
-        sleeper = Sleeper(clock)
-        fleet = limiter(store, clock, sleeper)
-        ticket = await fleet.acquire(10, 100)
-        await fleet.started(ticket, {"anthropic-ratelimit-output-tokens-remaining": "0"})
-        await fleet.acquire(10, 100)
-        assert sum(sleeper.waits) == pytest.approx(1.0 + CLOCK_MARGIN)
-    finally:
-        await store.close()
+async def test_server_headers_lower_the_buckets(fake: Fake) -> None:
+    fleet = fake.limiter()
+    ticket = await fleet.acquire(10, 100)
+    await fleet.started(ticket, {"anthropic-ratelimit-output-tokens-remaining": "0"})
+    await fleet.acquire(10, 100)
+    assert sum(fake.sleeper.waits) == pytest.approx(1.0 + CLOCK_MARGIN)
 
 
 def test_max_tokens_above_the_output_limit_is_a_config_error() -> None:
@@ -167,7 +147,7 @@ async def test_the_pool_stays_inside_the_simulators_limits(tmp_path: Path) -> No
     """The simulator enforces OTPM by reserving max_tokens at the start, exactly as the API does:
     any request our limiter let start without room would be answered 429."""
     limits = Limits(requests=600, output_tokens=3000)  # 50 output tokens/s
-    jobs = [spec(f"limited-{i}", tokens=300, max_tokens=1000) for i in range(11)]  # 3300 > 3000
+    jobs = [spec(f"limited-{i}", tokens=300, max_tokens=400) for i in range(11)]  # 3300 > 3000
     sim_config = SimulatorConfig(rpm=limits.requests, otpm=limits.output_tokens)
     store = SQLiteStore(tmp_path / "jobs.db")
     try:
@@ -192,14 +172,14 @@ async def test_the_pool_stays_inside_the_simulators_limits(tmp_path: Path) -> No
 
 async def test_three_processes_share_one_limit(tmp_path: Path) -> None:
     otpm = 3000
-    jobs = [spec(f"fleet-{i}", tokens=300, max_tokens=1000) for i in range(12)]
+    jobs = [spec(f"fleet-{i}", tokens=300, max_tokens=400) for i in range(12)]
     async with run_simulator(SimulatorConfig(otpm=otpm)) as sim:
         config = tmp_path / "config.toml"
         config.write_text(
             f"""
 [anthropic]
 base_url = "{sim.base_url}"
-max_tokens = 1000
+max_tokens = 400
 [queue]
 url = "sqlite:///{tmp_path / "jobs.db"}"
 [worker]

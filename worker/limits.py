@@ -102,6 +102,8 @@ class FleetLimiter(Limiter):
         # long-form continuation carry the document on, rather than wait forever.
         self.max_output_tokens = limits.output_tokens or None
         self._rpm = AsyncLimiter(limits.requests, 60) if limits.requests else None
+        # The size of this pool's requests, as last reserved: what "room for one more" means.
+        self._recent: Amounts | None = None
 
     def _cap(self, amounts: Amounts) -> Amounts:
         """A single request can never need more than a whole bucket."""
@@ -116,8 +118,9 @@ class FleetLimiter(Limiter):
 
     async def wait_for_room(self, input_tokens: int, max_tokens: int) -> None:
         """Return once a request of this size would fit (without reserving it): the pool calls this
-        before claiming, so that jobs wait in the queue rather than in a worker."""
-        amounts = self._cap(Amounts(1, input_tokens, max_tokens))
+        before claiming, so that jobs wait in the queue rather than in a worker. Once a request has
+        been reserved, its size is used instead: the next job is most likely like the last."""
+        amounts = self._recent or self._cap(Amounts(1, input_tokens, max_tokens))
         limits = self.limits
 
         def peek(state: BucketState, now: float) -> tuple[BucketState, float]:
@@ -147,6 +150,7 @@ class FleetLimiter(Limiter):
             waited = True
             await self.sleep(min(wait, _MAX_WAIT_STEP))
         self.stats.reservations += 1
+        self._recent = amounts
         if waited:
             self.stats.waits += 1
             self.stats.seconds_waited += self.clock() - started
