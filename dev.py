@@ -41,7 +41,14 @@ def ensure_venv() -> None:
         return
     if not PYTHON.exists():
         print(f"setting up {VENV} (first run only) ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            sys.exit(
+                f"could not create {VENV} with pip in it ({exc}).\n"
+                "On Debian or Ubuntu, Python's venv support is a separate package: "
+                "sudo apt install python3-venv (then remove .venv and run this again)."
+            )
     print("installing the project and its dev tools into .venv ...", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
