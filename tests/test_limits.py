@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -221,3 +222,28 @@ format = "json"
             )
         finally:
             await store.close()
+
+
+async def test_under_rate_limits_the_pool_still_fills_its_slots_at_once(tmp_path: Path) -> None:
+    """Claims go one at a time under limits, but back to back: a long poll interval must not
+    space them out. Every attempt starts before the first one ends."""
+    jobs = [spec(f"slot-{i}", tokens=150) for i in range(4)]
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        async with run_simulator(SimulatorConfig(tokens_per_second=100)) as sim:
+            client = anthropic.AsyncAnthropic(api_key="test", base_url=sim.base_url, max_retries=0)
+            try:
+                await store.enqueue(jobs)
+                fleet = FleetLimiter(store, Limits(requests=6000, output_tokens=1_000_000))
+                settings = dataclasses.replace(FAST_SETTINGS, concurrency=4, poll_seconds=60)
+                stats = await Pool(store, client, settings, limiter=fleet).run(
+                    until_empty=True, handle_signals=False
+                )
+            finally:
+                await client.close()
+        assert stats.succeeded == 4
+        attempts = [a for job in jobs for a in await store.attempts(job.id)]
+        first_end = min(a.ended_at for a in attempts if a.ended_at is not None)
+        assert max(a.started_at for a in attempts) < first_end
+    finally:
+        await store.close()

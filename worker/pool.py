@@ -157,8 +157,8 @@ class Pool:
                 jobs.start_soon(self._run_job, claim)
             if until_empty and not claims and not self._running and await self._store_is_empty():
                 return
-            if claims and len(claims) < free:
-                continue  # there may be more right away (a batch limit, or jobs that became due)
+            if claims and len(claims) == free and len(self._running) < settings.concurrency:
+                continue  # a full batch (one at a time under rate limits) and slots left: claim again
             await self._idle_wait()
 
     async def _idle_wait(self) -> None:
