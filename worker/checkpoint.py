@@ -76,8 +76,7 @@ class CheckpointStats:
     flushes: int = 0
     writes: int = 0
     chars: int = 0
-    #: Seconds between text arriving and being committed, worst seen in the last flush.
-    last_lag: float = 0.0
+    #: Per flush, the longest wait between text arriving and being committed (when recorded).
     lags: list[float] | None = None
 
 
@@ -219,7 +218,6 @@ class CheckpointWriter:
             for event in job.waiters:
                 event.set()
             job.waiters.clear()
-        self.stats.last_lag = worst
         if self.stats.lags is not None and worst:
             self.stats.lags.append(worst)
         return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -71,7 +71,6 @@ class LimiterStats:
     pauses: int = 0
     refunded_output_tokens: float = 0.0
     calibrations: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class FleetLimiter(Limiter):
