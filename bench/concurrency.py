@@ -32,7 +32,7 @@ from worker.simulator import count_tokens, expected_document
 __all__ = ("run", "main")
 
 RATE = 50
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -29,7 +29,7 @@ from worker.pool import Pool, PoolSettings
 
 __all__ = ("run", "main")
 
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 
 
 def _prompt(tokens: int, rep: int) -> str:

@@ -41,7 +41,7 @@ RPM = 120
 OTPM = 30_000
 MAX_TOKENS = 4000
 TOKENS_PER_SECOND = 200
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 #: The last minute of the run: by then the initial full bucket is spent and only the refill counts.
 STEADY_SECONDS = 60.0
 

@@ -66,7 +66,7 @@ async def _one(run: int, sim: SimulatorProcess, folder: Path, lease: float) -> d
     command = [sys.executable, "-m", "worker", "run", "--config", str(config)]
     try:
         await store.enqueue(
-            [JobSpec(f"k{run}", (Message("user", prompt),), "claude-opus-4-5", 8000, 20000, 5)]
+            [JobSpec(f"k{run}", (Message("user", prompt),), "claude-haiku-4-5", 8000, 20000, 5)]
         )
         job_id = f"k{run}"
 

@@ -31,7 +31,7 @@ from worker.simulator import count_tokens, expected_document
 __all__ = ("run", "main", "FAULTS")
 
 FAULTS = "midstream_error=0.1,drop=0.05,malformed=0.05,seed=11"
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 
 
 def _prompt(i: int, tokens: int) -> str:

@@ -253,6 +253,9 @@ class PostgresStore:
         found = {State(row["state"]): int(row["n"]) for row in await self._rows(sql.SELECT_COUNTS)}
         return {state: found.get(state, 0) for state in State}
 
+    async def model_counts(self) -> dict[str, int]:
+        return {str(row["model"]): int(row["n"]) for row in await self._rows(sql.SELECT_MODEL_COUNTS)}
+
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
     ) -> list[Job]:

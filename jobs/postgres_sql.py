@@ -26,6 +26,7 @@ __all__ = (
     "SELECT_ATTEMPTS",
     "SELECT_HISTORY",
     "SELECT_COUNTS",
+    "SELECT_MODEL_COUNTS",
     "SELECT_NEXT_DUE",
     "LIST_JOBS",
     "LOCK_BUCKETS",
@@ -357,6 +358,9 @@ ORDER BY a.number
 SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = %(id)s ORDER BY id"
 
 SELECT_COUNTS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
+SELECT_MODEL_COUNTS = (
+    "SELECT model, count(*) AS n FROM jobs WHERE state IN ('queued', 'running') GROUP BY model ORDER BY model"
+)
 
 SELECT_NEXT_DUE = """
 SELECT LEAST(

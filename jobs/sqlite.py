@@ -371,6 +371,10 @@ class SQLiteStore:
         found = {State(row["state"]): int(row["n"]) for row in counted}
         return {state: found.get(state, 0) for state in State}
 
+    async def model_counts(self) -> dict[str, int]:
+        counted = await self._run(_select, sql.SELECT_MODEL_COUNTS, {})
+        return {str(row["model"]): int(row["n"]) for row in counted}
+
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
     ) -> list[Job]:

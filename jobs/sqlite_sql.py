@@ -320,6 +320,9 @@ ORDER BY a.number
 SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = :job_id ORDER BY id"
 
 SELECT_COUNTS = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"
+SELECT_MODEL_COUNTS = (
+    "SELECT model, COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running') GROUP BY model ORDER BY model"
+)
 
 SELECT_NEXT_DUE = """
 SELECT MIN(due) FROM (

@@ -98,6 +98,10 @@ class Store(Protocol):
         """Jobs per state (every state present, zero included)."""
         ...
 
+    async def model_counts(self) -> dict[str, int]:
+        """Jobs still to run (queued or running) per model: one grouped query, for start-up checks."""
+        ...
+
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
     ) -> list[Job]:

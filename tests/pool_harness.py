@@ -27,8 +27,8 @@ __all__ = (
     "simulated",
 )
 
-#: A model of the 4.5 generation: resumes by prefill.
-PREFILL_MODEL = "claude-opus-4-5"
+#: A current model of the 4.5 generation (not deprecated in the locked SDK): resumes by prefill.
+PREFILL_MODEL = "claude-haiku-4-5"
 #: A 4.6+ model: rejects prefill, resumes by a continuation turn.
 CONTINUATION_MODEL = "claude-opus-4-6"
 

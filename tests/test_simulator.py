@@ -25,7 +25,7 @@ from worker.simulator import FaultConfig, Simulator, count_tokens, document_key,
 
 ROOT = Path(__file__).resolve().parent.parent
 MODERN = "claude-opus-4-6"
-LEGACY = "claude-opus-4-5"
+LEGACY = "claude-haiku-4-5"
 PREFILL_ERROR = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
 )
@@ -283,8 +283,7 @@ class TestValidation:
 
 
 class TestContinuation:
-    @pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-5' is deprecated:DeprecationWarning")
-    async def test_max_tokens_then_prefill_reassembles_on_sonnet_4_5(self, simulator: Simulator) -> None:
+    async def test_max_tokens_then_prefill_reassembles_on_haiku_4_5(self, simulator: Simulator) -> None:
         """max_tokens chunks, continued by prefill with trailing whitespace trimmed, rebuild it."""
         prompt = "prefill chain [sim:tokens=500]"
         document = expected_document(None, prompt)
@@ -296,7 +295,7 @@ class TestContinuation:
                 if prefill:
                     messages.append({"role": "assistant", "content": prefill})
 
-                text, stop = await stream_text(client, messages, model="claude-sonnet-4-5", max_tokens=60)
+                text, stop = await stream_text(client, messages, model=LEGACY, max_tokens=60)
                 so_far = prefill + text
                 stops.append(stop)
                 if stop != "max_tokens":

@@ -19,6 +19,7 @@ from worker.simulator import (
     TokenBucket,
     document_key,
     expected_document,
+    model_retired,
     model_supports_prefill,
     parse_directives,
     tokenize,
@@ -122,6 +123,7 @@ class TestModels:
     @pytest.mark.parametrize(
         "model",
         [
+            "claude-haiku-4-5",
             "claude-sonnet-4-5",
             "claude-sonnet-4-5-20250929",
             "claude-opus-4-5",
@@ -157,6 +159,33 @@ class TestModels:
     def test_no_prefill_models(self, model: str) -> None:
         """Claude 4.6 and later, Mythos and Fable reject prefill."""
         assert model_supports_prefill(model) is False
+
+    @pytest.mark.parametrize(
+        ("model", "retired"),
+        [
+            ("claude-sonnet-4-5", True),
+            ("claude-sonnet-4-5-20250929", True),
+            ("claude-mythos-preview", True),
+            ("claude-opus-4-1", True),
+            ("claude-opus-4-20250514", True),
+            ("claude-sonnet-4-0", True),
+            ("claude-3-7-sonnet-latest", True),
+            ("claude-3-5-haiku-20241022", True),
+            ("claude-3-opus-20240229", True),
+            ("claude-2.1", True),
+            ("claude-instant-1.2", True),
+            ("claude-haiku-4-5", False),
+            ("claude-haiku-4-5-20251001", False),
+            ("claude-opus-4-5", False),
+            ("claude-opus-4-6", False),
+            ("claude-sonnet-4-6", False),
+            ("claude-sonnet-5-5", False),
+            ("claude-mythos-5-1", False),
+        ],
+    )
+    def test_retired_models(self, model: str, retired: bool) -> None:
+        """Models past their end of life are answered with a 404, like an unknown id."""
+        assert model_retired(model) is retired
 
     @pytest.mark.parametrize("model", ["gpt-4", "claude-opus-9000", "claude", ""])
     def test_unknown_models(self, model: str) -> None:

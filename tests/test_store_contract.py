@@ -446,6 +446,17 @@ async def test_counts_list_every_state(make_store: StoreFactory) -> None:
     }
 
 
+async def test_model_counts_cover_jobs_still_to_run(make_store: StoreFactory) -> None:
+    store = await make_store()
+    assert await store.model_counts() == {}
+    await store.enqueue([make_spec("a", model="m-one"), make_spec("b", model="m-one")])
+    await store.enqueue([make_spec("c", model="m-two")])
+    await store.enqueue([make_spec("d", model="m-three")])
+    await claim_one(store)
+    await store.cancel("d")
+    assert await store.model_counts() == {"m-one": 2, "m-two": 1}
+
+
 async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory) -> None:
     store = await make_store()
     ids = [f"job-{i:02}" for i in range(25)]

@@ -37,17 +37,17 @@ __all__ = ("register", "TOPICS", "SIM_FAULTS")
 #: (id, subject, length in tokens for the simulator, model). Some are longer than max_tokens, so
 #: they are continued seamlessly; the models alternate between the two resume modes.
 TOPICS: tuple[tuple[str, str, int, str], ...] = (
-    ("lighthouses", "the history of lighthouse keeping", 2400, "claude-opus-4-5"),
+    ("lighthouses", "the history of lighthouse keeping", 2400, "claude-haiku-4-5"),
     ("tides", "how tides work, for sailors", 1800, "claude-sonnet-5-5"),
-    ("sourdough", "a practical guide to sourdough starters", 3200, "claude-opus-4-5"),
+    ("sourdough", "a practical guide to sourdough starters", 3200, "claude-haiku-4-5"),
     ("glaciers", "how glaciers shape valleys", 2600, "claude-sonnet-5-5"),
-    ("bridges", "the engineering of suspension bridges", 4200, "claude-opus-4-5"),
+    ("bridges", "the engineering of suspension bridges", 4200, "claude-haiku-4-5"),
     ("beekeeping", "a first year of beekeeping", 2000, "claude-sonnet-5-5"),
-    ("typography", "a short history of typefaces", 2800, "claude-opus-4-5"),
+    ("typography", "a short history of typefaces", 2800, "claude-haiku-4-5"),
     ("rivers", "why rivers meander", 1600, "claude-sonnet-5-5"),
-    ("clocks", "the mechanics of pendulum clocks", 3600, "claude-opus-4-5"),
+    ("clocks", "the mechanics of pendulum clocks", 3600, "claude-haiku-4-5"),
     ("mapmaking", "how maps were made before satellites", 2200, "claude-sonnet-5-5"),
-    ("volcanoes", "reading the signs of a waking volcano", 3000, "claude-opus-4-5"),
+    ("volcanoes", "reading the signs of a waking volcano", 3000, "claude-haiku-4-5"),
     ("libraries", "the architecture of great libraries", 5000, "claude-sonnet-5-5"),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from jobs.jsonl import parse_jobs
 from jobs.models import AttemptRecord, Job, State, Transition, Usage
 from jobs.store import Store, open_store
 from worker.config import Config
+from worker.lifecycle import log_deprecated
 
 __all__ = ("register", "opened_store")
 
@@ -124,6 +126,7 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
             file=sys.stderr,
         )
         return 1
+    log_deprecated(Counter(spec.model for spec in specs), where="enqueue")
     async with opened_store(config) as store:
         result = await store.enqueue(specs)
     print(f"enqueued {len(result.inserted)} jobs ({len(result.existing)} already existed)")

@@ -30,6 +30,7 @@ from jobs.models import AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.lifecycle import ignore_request_warnings, log_deprecated
 
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
 
@@ -114,6 +115,8 @@ class Pool:
     async def run(self, *, until_empty: bool = False, handle_signals: bool = True) -> PoolStats:
         """Run until stopped (or, with ``until_empty``, until nothing is queued or running)."""
         log.info("pool_started", worker=self.worker_id, concurrency=self.settings.concurrency)
+        ignore_request_warnings()
+        log_deprecated(await self.store.model_counts(), where="worker_start")
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.writer.run)
             try:

@@ -10,6 +10,8 @@ or during its stream, comes here. The classification follows what the SDK really
   (a JSON decode error); a stall detected by our idle watchdog;
 * terminal: HTTP 400, 401, 402, 403, 404, 413, 422 and any other 4xx; a refusal; anything we do
   not recognise (a bug must not loop forever: the job fails with the reason, the pool goes on).
+  A 404 (or 400) that names the model is a retired or unknown model: kind ``model_retired``, with a
+  reason that says so (``worker.lifecycle``).
 
 A 400 that says the model rejects assistant prefill is terminal *for that request shape* only: the
 attempt switches to a continuation turn (see ``is_prefill_rejection``).
@@ -27,6 +29,7 @@ import anthropic
 import httpx2
 
 from jobs.errors import RefusalError
+from worker.lifecycle import retired_model_reason
 
 __all__ = (
     "StallError",
@@ -96,6 +99,9 @@ def _classify_status(exc: anthropic.APIStatusError) -> Decision:
     message = f"HTTP {status} {error_type}: {_api_message(exc)}"
     if status in _RETRYABLE_STATUS or status >= 500:
         return Decision(True, f"http_{status}", message, retry_after)
+    retired = retired_model_reason(status, _api_message(exc))
+    if retired is not None:
+        return Decision(False, "model_retired", retired)
     return Decision(False, f"http_{status}", message)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from worker.simulator.accounting import AccountingSnapshot, DocumentStats
 from worker.simulator.faults import FaultConfig, FaultKind
-from worker.simulator.protocol import model_supports_prefill
+from worker.simulator.protocol import model_retired, model_supports_prefill
 from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
 from worker.simulator.server import Simulator, SimulatorConfig, run_simulator
 from worker.simulator.text import (
@@ -42,4 +42,5 @@ __all__ = (
     "AccountingSnapshot",
     "DocumentStats",
     "model_supports_prefill",
+    "model_retired",
 )

@@ -26,6 +26,7 @@ __all__ = (
     "MessagesRequest",
     "SseWriter",
     "model_supports_prefill",
+    "model_retired",
     "parse_messages_request",
     "new_id",
     "usage",
@@ -49,6 +50,20 @@ _PREFILL_MODEL_RE = re.compile(
 _MODERN_MODEL_RE = re.compile(
     r"claude-(?:[a-z]+-5(?:-\d+)?|(?:opus|sonnet|haiku)-4-[6-9]|(?:mythos|fable)-[a-z0-9-]+)(?:-\d{8})?"
 )
+
+
+# Models past their end of life on the simulated date (late 2026): the API answers them with a 404,
+# exactly as it does an id that never existed. Claude 3.x and 2.x, Opus/Sonnet 4.0 and Opus 4.1,
+# Sonnet 4.5 (retired 2026-11-30) and Mythos Preview (2026-06-30).
+_RETIRED_MODEL_RE = re.compile(
+    r"claude-(?:[23](?:\.\d)?(?:-[0-9a-z.]+)*|instant-[0-9a-z.-]+|(?:opus|sonnet)-4(?:-[01])?(?:-\d{8})?"
+    r"|sonnet-4-5(?:-\d{8})?|mythos-preview)"
+)
+
+
+def model_retired(model: str) -> bool:
+    """True for a model the API no longer serves (it answers 404 ``not_found_error``)."""
+    return _RETIRED_MODEL_RE.fullmatch(model) is not None
 
 
 def model_supports_prefill(model: str) -> bool | None:

@@ -30,6 +30,7 @@ from worker.simulator.protocol import (
     SseWriter,
     error_response,
     message_body,
+    model_retired,
     model_supports_prefill,
     new_id,
     parse_messages_request,
@@ -188,7 +189,7 @@ class Simulator:
             self._authenticate(request)
             parsed = parse_messages_request(await request.read())
             supports_prefill = model_supports_prefill(parsed.model)
-            if supports_prefill is None:
+            if supports_prefill is None or model_retired(parsed.model):
                 raise ApiError(404, "not_found_error", f"model: {parsed.model}")
 
             if parsed.ends_with_assistant and not supports_prefill:
