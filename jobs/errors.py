@@ -10,8 +10,10 @@ The tree::
     │   ├── JobNotFoundError   no job with that id
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
-    └── GenerationError        a generation ended in a way that is not a transport fault
-        └── RefusalError       the model refused (stop_reason "refusal"): terminal
+    ├── GenerationError        a generation ended in a way that is not a transport fault
+    │   └── RefusalError       the model refused (stop_reason "refusal"): terminal
+    ├── AccountError           the API rejected the key, the bill or the permission: run stops
+    └── OutageLimitError       the store stayed unavailable longer than the outage limit
 
 Each class's docstring is its default message, as procrastinate does.
 """
@@ -29,6 +31,8 @@ __all__ = (
     "LeaseLostError",
     "GenerationError",
     "RefusalError",
+    "AccountError",
+    "OutageLimitError",
 )
 
 
@@ -73,3 +77,11 @@ class GenerationError(PoolError):
 
 class RefusalError(GenerationError):
     """The model refused to continue (stop_reason "refusal")."""
+
+
+class AccountError(PoolError):
+    """The API account cannot be used (authentication, billing or permission): no job was charged."""
+
+
+class OutageLimitError(PoolError):
+    """The job store stayed unavailable longer than [worker] outage_limit."""

@@ -9,6 +9,12 @@ text. All writes for a job go through this one task, so chunks always commit in 
 
 A write refused for a lost lease marks the job lost and cancels its scope: the attempt stops at
 once and never writes again.
+
+While the store is down, text stays pending in memory and is committed once it is back, so an
+outage loses nothing. The pending text of all jobs together is bounded (``max_pending_chars``):
+past it, the job holding the most is *held* (its scope cancelled, its text kept for the next
+commit), so memory stops growing while the others stream on. Each commit is shielded with a
+deadline, so no flush can hang a shutdown.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import structlog
 from jobs.errors import StoreError
 from jobs.models import CheckpointWrite, Usage, WriteStatus
 from jobs.store import Store
+from worker.outage import StoreGuard
 
 __all__ = ("JobText", "CheckpointWriter", "CheckpointStats")
 
@@ -35,6 +42,7 @@ class JobText:
     __slots__ = (
         "committed",
         "first_pending_at",
+        "held",
         "job_id",
         "last_commit_at",
         "lost",
@@ -42,6 +50,7 @@ class JobText:
         "pending",
         "pending_len",
         "scope",
+        "start_len",
         "token",
         "usage",
         "waiters",
@@ -52,12 +61,15 @@ class JobText:
         self.token = token
         self.parts: list[str] = [text] if text else []
         self.committed = len(text)
+        self.start_len = len(text)
         self.pending: list[str] = []
         self.pending_len = 0
         self.first_pending_at = math.inf
         self.last_commit_at = now
         self.scope = scope
         self.lost = False
+        #: Stopped because the pending text of all jobs reached the bound during an outage.
+        self.held = False
         self.usage: Usage | None = None
         self.waiters: list[anyio.Event] = []
 
@@ -78,6 +90,10 @@ class CheckpointStats:
     chars: int = 0
     #: Per flush, the longest wait between text arriving and being committed (when recorded).
     lags: list[float] | None = None
+    #: Text dropped from memory without being committed (a shutdown deadline during an outage).
+    unsaved_chars: int = 0
+    #: Jobs held because pending text reached ``max_pending_chars``.
+    held: int = 0
 
 
 class CheckpointWriter:
@@ -91,6 +107,8 @@ class CheckpointWriter:
         checkpoint_seconds: float,
         lease_seconds: float,
         record_lags: bool = False,
+        guard: StoreGuard | None = None,
+        max_pending_chars: int = 50_000_000,
     ) -> None:
         self._store = store
         self._chars = checkpoint_chars
@@ -104,6 +122,11 @@ class CheckpointWriter:
         self._urgent: set[str] = set()
         self._wake = anyio.Event()
         self._stopping = False
+        self._guard = guard or StoreGuard()
+        self._max_pending = max_pending_chars
+        self._pending_total = 0
+        #: A commit waits at most this long (shielded) before its result is treated as a failure.
+        self._commit_deadline = max(5.0, lease_seconds)
         self.stats = CheckpointStats(lags=[] if record_lags else None)
 
     # -- called by the job tasks -----------------------------------------------------------
@@ -122,8 +145,36 @@ class CheckpointWriter:
         job.parts.append(text)
         job.pending.append(text)
         job.pending_len += len(text)
+        self._pending_total += len(text)
         if job.pending_len >= self._chars:
             self._wake.set()
+        if self._pending_total > self._max_pending:
+            self._hold_largest()
+
+    def _hold_largest(self) -> None:
+        """Stop the stream holding the most pending text; its text stays, for the next commit."""
+        live = [j for j in self._jobs.values() if not j.held and not j.lost]
+        if not live:
+            return
+        job = max(live, key=lambda j: j.pending_len)
+        job.held = True
+        self.stats.held += 1
+        log.warning(
+            "pending_text_bound_reached",
+            pending_chars=self._pending_total,
+            bound=self._max_pending,
+            held_job=job.job_id,
+        )
+        job.scope.cancel()
+
+    def streaming_chars(self) -> int:
+        """Characters the running attempts have produced so far (not counting resumed text)."""
+        return sum(job.length() - job.start_len for job in self._jobs.values())
+
+    async def flush_all(self) -> None:
+        """Commit every job now (after an outage, before claiming: leases are refreshed first)."""
+        for job in list(self._jobs.values()):
+            await self.flush(job)
 
     async def flush(self, job: JobText, usage: Usage | None = None) -> bool:
         """Commit everything pending for ``job`` now; True if it is committed, False if the lease
@@ -139,7 +190,11 @@ class CheckpointWriter:
         return not job.lost
 
     def unregister(self, job: JobText) -> None:
-        self._jobs.pop(job.job_id, None)
+        if self._jobs.pop(job.job_id, None) is not None:
+            self._pending_total -= job.pending_len
+            if job.pending_len and not job.lost:
+                self.stats.unsaved_chars += job.pending_len
+                log.error("text_not_saved", job_id=job.job_id, chars=job.pending_len)
         self._urgent.discard(job.job_id)
 
     # -- the writer task -------------------------------------------------------------------
@@ -190,20 +245,26 @@ class CheckpointWriter:
             batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, job.usage))
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
+        statuses: list[WriteStatus] | None = None
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self._commit_deadline
                 statuses = await self._store.commit(batch, self._lease)
         except StoreError as exc:
             log.warning("checkpoint_failed", jobs=len(batch), error=str(exc))
+            self._guard.failed(exc, "checkpoint")
+        if statuses is None:
             for job, (pending, length, since) in zip(jobs, taken, strict=True):
                 job.pending = pending + job.pending
                 job.pending_len += length
                 job.first_pending_at = min(since, job.first_pending_at)
             return False
+        self._guard.ok()
         done = anyio.current_time()
         self.stats.flushes += 1
         worst = 0.0
         for job, write, status, (_, length, since) in zip(jobs, batch, statuses, taken, strict=True):
+            self._pending_total -= length
             if status is WriteStatus.OK:
                 job.committed += length
                 job.last_commit_at = done

@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--api-key", default=None, help="require this API key (default: accept any)")
     parser.add_argument("--seed", type=int, default=0, help="seed for delta sizes, overlaps and faults")
+    parser.add_argument(
+        "--overload-seconds",
+        type=float,
+        default=0.0,
+        help="answer every Messages request 529 for this many seconds from the first (default 0)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -99,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         otpm=args.otpm,
         repeat_overlap=args.repeat_overlap,
         seed=args.seed,
+        overload_seconds=args.overload_seconds,
     )
 
 
