@@ -93,8 +93,12 @@ class Pauses:
 
     def _weathered(self, verdict: Verdict, result: AttemptResult) -> AttemptResult:
         now = anyio.current_time()
+        if result.usage.output_tokens:
+            # The stream got going before the overload hit: the service is working, so the spell
+            # (and the backoff) start again from here.
+            self._weather, self._hits = self._weather.clear(), 0
         self._weather = self._weather.hit(now)
-        self._hits += 1
+        self._hits = min(self._hits + 1, 32)  # the backoff is capped long before 2**32
         delay = backoff_delay(
             self._hits,
             base=self._attempt.backoff_base,

@@ -15,7 +15,9 @@ is never charged an attempt for it. Authentication, billing and permission error
 the run (they do not clear by themselves); a store outage pauses the worker until it clears.
 
 429 and 529 are the account's *weather*: attempt-scoped, but they pause the fleet and use up a
-patience measured in time (``overload_patience``) instead of the job's attempts.
+patience measured in time (``overload_patience``) instead of the job's attempts. An overload
+*inside* a started stream (``event: error``) is an ordinary attempt failure: the request was
+accepted, and a job that fails that way every time must still reach its dead-letter.
 
 ``worker.retry`` keeps the HTTP details (which status is retryable, ``retry-after``, backoff);
 this module adds the scope on top, so there is still one place that decides.
@@ -52,7 +54,6 @@ _ACCOUNT_STATUS = frozenset({401, 402, 403})
 _ACCOUNT_ERROR_TYPES = frozenset({"authentication_error", "billing_error", "permission_error"})
 #: The account's weather: the fleet should slow down.
 _WEATHER_STATUS = frozenset({429, 529})
-_WEATHER_KINDS = frozenset({"stream_overloaded_error", "stream_rate_limit_error"})
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
@@ -97,7 +98,7 @@ def judge(exc: BaseException) -> Verdict:
     error_type = decision.kind.removeprefix("stream_")
     if status in _ACCOUNT_STATUS or (status == 200 and error_type in _ACCOUNT_ERROR_TYPES):
         return Verdict(Scope.ACCOUNT, decision.kind, decision.reason, stop=True)
-    if status in _WEATHER_STATUS or decision.kind in _WEATHER_KINDS:
+    if status in _WEATHER_STATUS:
         return Verdict(Scope.ATTEMPT, decision.kind, decision.reason, decision.retry_after, weather=True)
     scope = Scope.ATTEMPT if decision.retryable else Scope.JOB
     return Verdict(scope, decision.kind, decision.reason, decision.retry_after)

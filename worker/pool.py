@@ -192,6 +192,8 @@ class Pool:
         while not self._stopping:
             self._changed = anyio.Event()
             free = settings.concurrency - len(self._running)
+            if free > 0 and self.limiter is not None and self.limiter.limited:
+                free = 1  # one at a time, each after its room is there: waiting jobs stay queued
             claims: list[Claim] = []
             with anyio.CancelScope() as self._claim_wait:
                 claims = await self._claim(free)
@@ -220,7 +222,6 @@ class Pool:
                 self._outages_flushed = self.guard.outages
                 await self.writer.flush_all()
             if self.limiter is not None and self.limiter.limited:
-                free = 1  # one at a time, each after its room is there: waiting jobs stay queued
                 await self.guard.call(
                     "wait_for_room", self.limiter.wait_for_room, 256, self.settings.typical_max_tokens
                 )
