@@ -182,6 +182,8 @@ class CheckpointWriter:
         job.usage = usage if usage is not None else job.usage
         if job.lost:
             return False
+        if self._jobs.get(job.job_id) is not job:
+            return True  # unregistered meanwhile: its flush happened before it was
         done = anyio.Event()
         job.waiters.append(done)
         self._urgent.add(job.job_id)
@@ -196,6 +198,9 @@ class CheckpointWriter:
                 self.stats.unsaved_chars += job.pending_len
                 log.error("text_not_saved", job_id=job.job_id, chars=job.pending_len)
         self._urgent.discard(job.job_id)
+        for event in job.waiters:
+            event.set()
+        job.waiters.clear()
 
     # -- the writer task -------------------------------------------------------------------
 
@@ -226,15 +231,18 @@ class CheckpointWriter:
                 due.append(job)
         urgent = self._urgent
         self._urgent = set()
+        # Only the flushes asked for before this batch was taken are answered by it: a flush asked
+        # for while the commit runs waits for the next batch, which carries its text.
+        answered = {job.job_id: list(job.waiters) for job in due if job.job_id in urgent}
         if due and not await self._commit(due, now):
             self._urgent |= urgent  # nothing was written: owed flushes wait for the next try
             return
-        for job_id in urgent:
+        for job_id, events in answered.items():
             waiting = self._jobs.get(job_id)
-            if waiting is not None:
-                for event in waiting.waiters:
-                    event.set()
-                waiting.waiters.clear()
+            for event in events:
+                event.set()
+                if waiting is not None and event in waiting.waiters:
+                    waiting.waiters.remove(event)
 
     async def _commit(self, jobs: Sequence[JobText], now: float) -> bool:
         """Commit one batch; False if the store failed (the text stays pending, for the next try)."""

@@ -161,7 +161,10 @@ class Pool:
         """Run until stopped (or, with ``until_empty``, until nothing is queued or running)."""
         log.info("pool_started", worker=self.worker_id, concurrency=self.settings.concurrency)
         ignore_request_warnings()
-        log_deprecated(await self.store.model_counts(), where="worker_start")
+        try:
+            log_deprecated(await self.store.model_counts(), where="worker_start")
+        except StoreError as exc:
+            log.warning("model_check_skipped", error=str(exc))
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.writer.run)
             try:
