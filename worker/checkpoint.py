@@ -194,9 +194,11 @@ class CheckpointWriter:
     def unregister(self, job: JobText) -> None:
         if self._jobs.pop(job.job_id, None) is not None:
             self._pending_total -= job.pending_len
-            if job.pending_len and not job.lost:
-                self.stats.unsaved_chars += job.pending_len
-                log.error("text_not_saved", job_id=job.job_id, chars=job.pending_len)
+            # Everything produced but not known committed (pending, or in a commit still in flight).
+            unsaved = len(job.text()) - job.committed
+            if unsaved and not job.lost:
+                self.stats.unsaved_chars += unsaved
+                log.error("text_not_saved", job_id=job.job_id, chars=unsaved)
         self._urgent.discard(job.job_id)
         for event in job.waiters:
             event.set()
