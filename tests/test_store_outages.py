@@ -93,6 +93,20 @@ async def test_a_blip_anywhere_in_the_pool_crashes_nothing(tmp_path: Path, metho
         await assert_untouched_or_exact(faulty, jobs, done=True)
 
 
+@pytest.mark.parametrize("nth", [1, 3])
+async def test_a_commit_whose_answer_was_lost_is_reconciled(tmp_path: Path, nth: int) -> None:
+    """The commit went through but the worker saw an error: the retry's offset mismatch is
+    recognised as our own write (same lease) instead of a lost lease."""
+    jobs = [spec(f"ambiguous-{i}", tokens=1500, max_attempts=1) for i in range(2)]
+    async with rig(tmp_path, jobs, SimulatorConfig(tokens_per_second=3000)) as (faulty, client):
+        faulty.fail_nth("commit", nth, after=True)
+        pool = Pool(faulty.store, client, SETTINGS, guard=StoreGuard(limit=60, retry_seconds=0.01))
+        stats = await pool.run(until_empty=True, handle_signals=False)
+        assert faulty.injected["commit"] == 1
+        assert stats.lease_lost == 0 and stats.failed == 0
+        await assert_untouched_or_exact(faulty, jobs, done=True)
+
+
 async def test_an_outage_mid_stream_loses_nothing_and_charges_nothing(tmp_path: Path) -> None:
     jobs = [spec(f"out-{i}", tokens=1500) for i in range(4)]
     async with rig(tmp_path, jobs, SimulatorConfig(tokens_per_second=1500)) as (faulty, client):

@@ -52,6 +52,7 @@ class JobText:
         "scope",
         "start_len",
         "token",
+        "uncertain",
         "usage",
         "waiters",
     )
@@ -70,6 +71,8 @@ class JobText:
         self.lost = False
         #: Stopped because the pending text of all jobs reached the bound during an outage.
         self.held = False
+        #: A commit of this job failed without an answer: it may have been applied anyway.
+        self.uncertain = False
         self.usage: Usage | None = None
         self.waiters: list[anyio.Event] = []
 
@@ -265,6 +268,7 @@ class CheckpointWriter:
             self._guard.failed(exc, "checkpoint")
         if statuses is None:
             for job, (pending, length, since) in zip(jobs, taken, strict=True):
+                job.uncertain = True
                 job.pending = pending + job.pending
                 job.pending_len += length
                 job.first_pending_at = min(since, job.first_pending_at)
@@ -275,6 +279,9 @@ class CheckpointWriter:
         worst = 0.0
         for job, write, status, (_, length, since) in zip(jobs, batch, statuses, taken, strict=True):
             self._pending_total -= length
+            if status is WriteStatus.OFFSET_MISMATCH and job.uncertain:
+                status = await self._reconcile(job, write)
+            job.uncertain = False
             if status is WriteStatus.OK:
                 job.committed += length
                 job.last_commit_at = done
@@ -292,3 +299,32 @@ class CheckpointWriter:
         if self.stats.lags is not None and worst:
             self.stats.lags.append(worst)
         return True
+
+    async def _reconcile(self, job: JobText, write: CheckpointWrite) -> WriteStatus:
+        """An offset mismatch right after a commit that failed without an answer: that commit
+        went through after all. If the lease is still ours, take the store's committed length and
+        put back the part of this write it lacks (for the next flush); else the lease is lost."""
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self._commit_deadline
+                stored = await self._store.get(job.job_id)
+        except StoreError:
+            stored = None
+        end = write.offset + len(write.text)
+        if (
+            stored is None
+            or stored.lease is None
+            or stored.lease.token != job.token
+            or not write.offset <= stored.committed_chars <= end
+        ):
+            return WriteStatus.OFFSET_MISMATCH
+        applied = stored.committed_chars - write.offset
+        rest = write.text[applied:]
+        log.info("checkpoint_reconciled", job_id=job.job_id, applied=applied, resent=len(rest))
+        if rest:
+            job.pending.insert(0, rest)
+            job.pending_len += len(rest)
+            self._pending_total += len(rest)
+            job.first_pending_at = min(job.first_pending_at, anyio.current_time())
+        job.committed += applied - len(write.text)  # the caller adds the whole write back
+        return WriteStatus.OK
