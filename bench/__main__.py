@@ -22,6 +22,7 @@ import anyio
 
 from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, sigkill, waste
 from bench.common import Row
+from worker.config import QueueSettings
 from worker.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("cpu", lambda: cpu_per_token.run([2000] if quick else [10_000, 100_000], 1 if quick else 3)),
         ("waste", lambda: waste.run(10 if quick else 60, 500 if quick else 2000)),
         ("rate limits", lambda: rate_limits.run(70.0 if quick else 150.0)),
-        ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
+        ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else QueueSettings().lease_seconds)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
     ]
