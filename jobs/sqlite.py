@@ -114,7 +114,7 @@ class SQLiteStore:
         the schema exists before anything is read."""
         if self.path == ":memory:":
             return await self._run(fn, *args)
-        if self._read_conn is None:
+        if self._read_conn is None and self._conn is None:
             await self._run(_no_op)
         return await anyio.to_thread.run_sync(self._call_read, fn, args, limiter=self._read_limiter)
 
