@@ -57,6 +57,8 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
             "priorities",
             "run_ats",
             "metadata",
+            "max_costs",
+            "prompt_caches",
         )
     }
     seen: set[str] = set()
@@ -75,6 +77,8 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
         columns["priorities"].append(spec.priority)
         columns["run_ats"].append(spec.run_at)
         columns["metadata"].append(metadata)
+        columns["max_costs"].append(spec.max_cost_usd)
+        columns["prompt_caches"].append(spec.prompt_cache)
     return columns, [spec.id for spec in specs]
 
 
@@ -145,6 +149,9 @@ def apply_params(plan: CheckpointPlan, now: float, expires_at: float) -> dict[st
         "usage_output": [u[2].output_tokens for u in usages],
         "usage_cache_creation": [u[2].cache_creation_input_tokens for u in usages],
         "usage_cache_read": [u[2].cache_read_input_tokens for u in usages],
+        "usage_estimated": [u[2].estimated_output_tokens for u in usages],
+        "usage_document": [u[2].document_tokens for u in usages],
+        "usage_repeated": [u[2].repeated_tokens for u in usages],
         "ids": list(plan.chars),
         "chars": list(plan.chars.values()),
     }
