@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
+    USAGE_FIELDS,
     AttemptRecord,
     Job,
     JobSpec,
@@ -21,13 +22,11 @@ from jobs.models import (
     Outcome,
     ResumeMode,
     State,
-    USAGE_FIELDS,
     Transition,
     Usage,
 )
 
 __all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
-
 
 
 class Row(Protocol):
