@@ -12,9 +12,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = (
+    "BILLED_FIELDS",
     "DocumentStats",
     "AccountingSnapshot",
     "Accounting",
+)
+
+
+#: What the simulator bills per model, in tokens: the prompt's parts (uncached input, cache writes
+#: by TTL, cache reads) for every response that began, and every output token it sent.
+BILLED_FIELDS = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
 )
 
 
@@ -51,6 +63,8 @@ class AccountingSnapshot:
     failed_output_tokens: int = 0
     mismatched_continuations: int = 0
     documents: dict[str, DocumentStats] = field(default_factory=dict)
+    #: Tokens billed per model (``BILLED_FIELDS``), the ground truth for cost.
+    billed: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -83,6 +97,7 @@ class AccountingSnapshot:
                 "in_failed_streams": self.failed_output_tokens,
             },
             "mismatched_continuations": self.mismatched_continuations,
+            "billed": {model: dict(counts) for model, counts in sorted(self.billed.items())},
             "documents": {
                 key: {
                     "requests": stats.requests,
@@ -126,6 +141,12 @@ class Accounting:
         self._failed_output_tokens = 0
         self._mismatched = 0
         self._documents: dict[str, _DocumentCounters] = {}
+        self._billed: dict[str, Counter[str]] = {}
+
+    def bill(self, model: str, **tokens: int) -> None:
+        """Add billed tokens for ``model`` (keywords from ``BILLED_FIELDS``)."""
+        counts = self._billed.setdefault(model, Counter(dict.fromkeys(BILLED_FIELDS, 0)))
+        counts.update(tokens)
 
     def _document(self, key: str) -> _DocumentCounters:
         counters = self._documents.get(key)
@@ -200,6 +221,7 @@ class Accounting:
             output_tokens=self._output_tokens,
             failed_output_tokens=self._failed_output_tokens,
             mismatched_continuations=self._mismatched,
+            billed={model: dict(counts) for model, counts in self._billed.items()},
             documents={
                 key: DocumentStats(
                     requests=c.requests,

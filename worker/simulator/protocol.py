@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.simulator.cache import MAX_BREAKPOINTS, CachePlan, PromptBlock
 from worker.simulator.text import count_tokens
 
 __all__ = (
@@ -105,6 +106,43 @@ class MessagesRequest:
     text_so_far: str
     ends_with_assistant: bool
     input_tokens: int
+    #: The prompt as rendered blocks, with their ``cache_control`` breakpoints.
+    blocks: tuple[PromptBlock, ...] = ()
+
+
+def _cache_ttl(block: dict[str, Any], where: str) -> str | None:
+    """The block's ``cache_control`` TTL (``5m`` by default), or None without one."""
+    control = block.get("cache_control")
+    if control is None:
+        return None
+    if not isinstance(control, dict) or control.get("type") != "ephemeral":
+        raise _invalid(f"{where}.cache_control.type: Input should be 'ephemeral'")
+    ttl = control.get("ttl", "5m")
+    if ttl not in ("5m", "1h"):
+        raise _invalid(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+    return str(ttl)
+
+
+def _blocks_of(content: object, where: str, role: str) -> list[PromptBlock]:
+    """The rendered blocks of a string or a list of text blocks (a string is one block)."""
+    if isinstance(content, str):
+        return [PromptBlock(role, content, count_tokens(content))] if content else []
+    if not isinstance(content, list):
+        return []
+    return [
+        PromptBlock(role, block["text"], count_tokens(block["text"]), _cache_ttl(block, f"{where}.{index}"))
+        for index, block in enumerate(content)
+    ]
+
+
+def _check_breakpoints(blocks: list[PromptBlock]) -> None:
+    ttls = [block.ttl for block in blocks if block.ttl is not None]
+    if len(ttls) > MAX_BREAKPOINTS:
+        raise _invalid(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(ttls)}."
+        )
+    if "1h" in ttls and "5m" in ttls[: len(ttls) - ttls[::-1].index("1h")]:
+        raise _invalid("a ttl='1h' cache_control block must not come after a ttl='5m' one")
 
 
 def _text_of(content: object, where: str, joiner: str) -> str:
@@ -165,6 +203,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
 
     system = body.get("system")
     system_text = None if system is None else _text_of(system, "system", "\n")
+    blocks = [] if system is None else _blocks_of(system, "system", "system")
     if not isinstance(messages, list):
         raise _invalid("messages: Input should be a valid list")
 
@@ -186,10 +225,12 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
             )
 
         turns.append((role, text))
+        blocks.extend(_blocks_of(message.get("content"), f"messages.{index}.content", role))
 
     if turns[0][0] != "user":
         raise _invalid('messages: first message must use the "user" role')
 
+    _check_breakpoints(blocks)
     input_tokens = count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns)
     return MessagesRequest(
         model=model,
@@ -200,6 +241,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         text_so_far="".join(text for role, text in turns if role == "assistant"),
         ends_with_assistant=turns[-1][0] == "assistant",
         input_tokens=input_tokens,
+        blocks=tuple(blocks),
     )
 
 
@@ -285,12 +327,18 @@ def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """The usage object; the simulator never caches, so cache counts are always 0."""
+def usage(input_tokens: int, output_tokens: int, cache: CachePlan | None = None) -> dict[str, Any]:
+    """The usage object: ``input_tokens`` is the prompt less what was read from or written to the
+    cache (``cache`` is the request's plan; None = nothing cached)."""
+    cache = cache or CachePlan()
     return {
-        "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": max(0, input_tokens - cache.read - cache.written),
+        "cache_creation_input_tokens": cache.written,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
         "output_tokens": output_tokens,
     }
 
@@ -305,7 +353,11 @@ def stop_delta(stop_reason: str) -> dict[str, Any]:
 
 
 def message_body(
-    parsed: MessagesRequest, text: str, stop_reason: str | None, output_tokens: int
+    parsed: MessagesRequest,
+    text: str,
+    stop_reason: str | None,
+    output_tokens: int,
+    cache: CachePlan | None = None,
 ) -> dict[str, Any]:
     """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``."""
     message: dict[str, Any] = {
@@ -316,7 +368,7 @@ def message_body(
         "content": [] if stop_reason is None else [{"type": "text", "text": text}],
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {**usage(parsed.input_tokens, output_tokens), "service_tier": "standard"},
+        "usage": {**usage(parsed.input_tokens, output_tokens, cache), "service_tier": "standard"},
     }
     if stop_reason is not None:
         message.update(stop_delta(stop_reason))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from worker.simulator.accounting import Accounting, AccountingSnapshot
+from worker.simulator.cache import CachePlan, PromptCache
 from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
 from worker.simulator.protocol import (
     PREFILL_UNSUPPORTED,
@@ -77,8 +78,10 @@ class SimulatorConfig:
     repeat_overlap: float = 0.0
     #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
     seed: int = 0
-    #: Monotonic clock for the rate limiter, injectable for tests.
+    #: Monotonic clock for the rate limiter and the prompt cache's TTLs, injectable for tests.
     clock: Clock = time.monotonic
+    #: The shortest prefix (tokens) the prompt cache stores; shorter ones are silently not cached.
+    cache_min_tokens: int = 1024
 
     def __post_init__(self) -> None:
         low, high = self.tokens_per_delta
@@ -104,6 +107,7 @@ class _Generation:
     stop_reason: str
     reached_end: bool
     fault: FaultPlan
+    cache: CachePlan = field(default_factory=CachePlan)
 
     @property
     def text(self) -> str:
@@ -143,6 +147,7 @@ class Simulator:
             config.clock,
         )
         self._request_numbers: dict[str, int] = {}
+        self._cache = PromptCache(config.clock, config.cache_min_tokens)
         self._closing = asyncio.Event()
 
     def accounting(self) -> AccountingSnapshot:
@@ -150,9 +155,11 @@ class Simulator:
         return self._accounting.snapshot()
 
     def reset(self) -> None:
-        """Clear accounting and the per-document request numbers (so ``fail_first`` fires again)."""
+        """Clear accounting, the per-document request numbers (so ``fail_first`` fires again) and
+        the prompt cache."""
         self._accounting.reset()
         self._request_numbers.clear()
+        self._cache.clear()
 
     def make_app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
@@ -209,8 +216,10 @@ class Simulator:
             return self._answer_error(request, error)
 
         self._accounting.document_request(document.key)
+        cache = self._cache.plan(parsed.model, parsed.blocks)
         try:
-            reservation = self._limiter.reserve(parsed.input_tokens, parsed.max_tokens)
+            # Cache reads do not count against input tokens per minute; writes do.
+            reservation = self._limiter.reserve(parsed.input_tokens - cache.read, parsed.max_tokens)
         except RateLimitExceeded as exc:
             self._accounting.rate_limited()
             limited = ApiError(429, "rate_limit_error", str(exc), retry_after=str(exc.retry_after))
@@ -218,7 +227,7 @@ class Simulator:
 
         progress = _Progress(self._limiter, reservation)
         try:
-            generation = self._plan(parsed, document, directives, faults)
+            generation = self._plan(parsed, document, directives, faults, cache)
             kind = generation.fault.kind
             if kind is not None:
                 self._accounting.fault_injected(kind.value)
@@ -244,7 +253,12 @@ class Simulator:
         return error_response(request, error)
 
     def _plan(
-        self, parsed: MessagesRequest, document: Document, directives: Directives, faults: FaultConfig
+        self,
+        parsed: MessagesRequest,
+        document: Document,
+        directives: Directives,
+        faults: FaultConfig,
+        cache: CachePlan,
     ) -> _Generation:
         """Work out what this request outputs: continuation offset, overlap, stop reason, fault."""
         key = document.key
@@ -284,13 +298,23 @@ class Simulator:
             source, start, ends = document.text, offset, document.ends[first : first + count]
 
         fault = plan_fault(faults, self.config.seed, key, number, count)
-        return _Generation(key, number, source, start, ends, stop_reason, stop_reason == "end_turn", fault)
+        reached_end = stop_reason == "end_turn"
+        return _Generation(key, number, source, start, ends, stop_reason, reached_end, fault, cache)
 
     async def _generate(
         self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
     ) -> web.StreamResponse:
         streaming = parsed.stream
         self._accounting.response_started(streaming)
+        cache = generation.cache
+        self._cache.commit(cache)
+        self._accounting.bill(
+            parsed.model,
+            input_tokens=max(0, parsed.input_tokens - cache.read - cache.written),
+            cache_write_5m_tokens=cache.write_5m,
+            cache_write_1h_tokens=cache.write_1h,
+            cache_read_tokens=cache.read,
+        )
         log.debug(
             "simulator_generation request_id=%s document=%s request_number=%d tokens=%d fault=%s",
             request[REQUEST_ID],
@@ -308,6 +332,7 @@ class Simulator:
             progress.failure = progress.failure or "client_disconnect"
             raise
         finally:
+            self._accounting.bill(parsed.model, output_tokens=progress.tokens)
             self._accounting.response_finished(
                 generation.key, streaming, progress.tokens, progress.failure, generation.reached_end
             )
@@ -338,7 +363,9 @@ class Simulator:
 
         progress.tokens = len(generation.ends)
         self._accounting.response_status(200)
-        body = message_body(parsed, generation.text, generation.stop_reason, progress.tokens)
+        body = message_body(
+            parsed, generation.text, generation.stop_reason, progress.tokens, generation.cache
+        )
         return web.json_response(body)
 
     async def _stream(
@@ -351,7 +378,10 @@ class Simulator:
         self._accounting.response_status(200)
         await response.prepare(request)
         writer = SseWriter(response, self.config.ping_interval)
-        start_event = {"type": "message_start", "message": message_body(parsed, "", None, 1)}
+        start_event = {
+            "type": "message_start",
+            "message": message_body(parsed, "", None, 1, generation.cache),
+        }
         writer.event("message_start", start_event)
         writer.event(
             "content_block_start",
@@ -389,7 +419,7 @@ class Simulator:
             {
                 "type": "message_delta",
                 "delta": stop_delta(generation.stop_reason),
-                "usage": usage(parsed.input_tokens, max(1, sent)),
+                "usage": usage(parsed.input_tokens, max(1, sent), generation.cache),
             },
         )
         writer.event("message_stop", {"type": "message_stop"})
