@@ -30,6 +30,7 @@ from jobs.models import AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
@@ -67,6 +68,8 @@ class PoolStats:
     released: int = 0
     lease_lost: int = 0
     output_tokens: int = 0
+    #: What this run spent (USD), for jobs whose model has a price.
+    cost_usd: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -80,12 +83,15 @@ class Pool:
         worker_id: str | None = None,
         limiter: Limiter | None = None,
         record_lags: bool = False,
+        economy: Economy | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self.worker_id = worker_id or new_worker_id()
         self.limiter = limiter
+        #: Prices, caching knowledge and the run's budget, shared by this pool's attempts.
+        self.economy = economy or Economy()
         self.stats = PoolStats()
         self.writer = CheckpointWriter(
             store,
@@ -224,6 +230,7 @@ class Pool:
                 settings=self.settings.attempt,
                 no_prefill=self._no_prefill,
                 limiter=self.limiter,
+                economy=self.economy,
             )
             self.stats.claimed += 1
             if claim.text:
@@ -259,7 +266,12 @@ class Pool:
             log.error("settle_failed", error=str(exc), note="the lease will expire and the job resume")
             return
         self.stats.output_tokens += result.usage.output_tokens
+        self.stats.cost_usd = self.economy.budget.spent_usd
+        if self.economy.budget.exhausted and not self._stopping:
+            log.warning("run_budget_reached", spent_usd=round(self.economy.budget.spent_usd, 6))
+            self.request_stop()
         chars = text.length()
+        cost = self.economy.prices.cost(claim.job.spec.model, job.usage, claim.job.spec.prompt_cache)
         summary = {
             "state": str(job.state),
             "attempt_outcome": str(result.outcome),
@@ -269,6 +281,10 @@ class Pool:
             "resume_mode": str(result.resume_mode),
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_input_tokens,
+            "cache_write_tokens": result.usage.cache_creation_input_tokens,
+            "wasted_output_tokens": result.usage.wasted_output_tokens,
+            "job_cost_usd": None if cost is None else round(cost, 6),
             "stop_reason": result.stop_reason,
             "seconds": round(elapsed, 3),
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
