@@ -6,8 +6,10 @@ the ``message_start`` usage, whose ``output_tokens`` is a placeholder. Those tok
 generated and billed, so they are estimated:
 
     **estimate** = characters streamed × tokens per character, where tokens per character is
-    learned per model from this process's requests that did report their usage (the sums, so
-    long requests weigh more); 1 token per 4 characters until one has.
+    learned per model from this process's requests that did report their output (the sums, so
+    long requests weigh more); until one has, from the prompts sent (their characters against the
+    input tokens ``message_start`` reported, the same tokenizer); 1 token per 4 characters before
+    any response at all.
 
 The estimate is marked as such (``Usage.estimated_output_tokens``). The same ratio, per request,
 splits the output into what landed in the document (characters kept by the joiner), what was
@@ -30,10 +32,17 @@ DEFAULT_CHARS_PER_TOKEN = 4.0
 class OutputEstimator:
     """Tokens per streamed character, learned per model; shared by one process's attempts."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_prompts", "_seen")
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[int, int]] = {}
+        self._prompts: dict[str, tuple[int, int]] = {}
+
+    def learn_prompt(self, model: str, chars: int, tokens: int) -> None:
+        """Record a prompt of ``chars`` characters that the API counted as ``tokens``."""
+        if chars > 0 and tokens > 0:
+            seen_chars, seen_tokens = self._prompts.get(model, (0, 0))
+            self._prompts[model] = (seen_chars + chars, seen_tokens + tokens)
 
     def learn(self, model: str, chars: int, tokens: int) -> None:
         """Record a request that streamed ``chars`` characters and reported ``tokens``."""
@@ -43,7 +52,7 @@ class OutputEstimator:
         self._seen[model] = (seen_chars + chars, seen_tokens + tokens)
 
     def tokens_per_char(self, model: str) -> float:
-        seen_chars, seen_tokens = self._seen.get(model, (0, 0))
+        seen_chars, seen_tokens = self._seen.get(model) or self._prompts.get(model) or (0, 0)
         return seen_tokens / seen_chars if seen_chars else 1 / DEFAULT_CHARS_PER_TOKEN
 
     def estimate(self, model: str, chars: int) -> int:

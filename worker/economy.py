@@ -59,6 +59,7 @@ class AttemptEconomy:
         self._result: StreamResult | None = None
         self._chars = RequestChars()
         self._marked_prefix = 0
+        self._prompt_chars = 0
         self._cached_last = 0
 
     def cost(self, usage: Usage) -> float | None:
@@ -70,7 +71,7 @@ class AttemptEconomy:
         Raises ``BudgetError`` when the job's cap leaves no room, ``RunBudgetSpent`` when the run's
         does not."""
         model = self.spec.model
-        chars = _prompt_chars(params)
+        chars = self._prompt_chars = _prompt_chars(params)
         per_char = max(self.economy.estimator.tokens_per_char(model), 0.25)
         prompt_tokens = math.ceil(chars * per_char) + 16
         params["max_tokens"] = self._afford(prompt_tokens, max_tokens)
@@ -134,6 +135,7 @@ class AttemptEconomy:
         result = self._result
         if result is None:
             return so_far
+        self._learn_prompt(result)
         self._chars.streamed = result.chars
         estimator = self.economy.estimator
         usage = request_usage(
@@ -149,6 +151,7 @@ class AttemptEconomy:
         if not self.segments[-1]:
             self.segments.pop()
         chars.streamed = result.chars
+        self._learn_prompt(result)
         usage = request_usage(
             self.spec.model,
             result.usage,
@@ -167,6 +170,14 @@ class AttemptEconomy:
         if cost is not None:
             self.economy.budget.charge(cost)
         return usage
+
+    def _learn_prompt(self, result: StreamResult) -> None:
+        """Once per request, as soon as ``message_start`` told the prompt's size in tokens."""
+        if self._prompt_chars and result.usage.prompt_tokens:
+            self.economy.estimator.learn_prompt(
+                self.spec.model, self._prompt_chars, result.usage.prompt_tokens
+            )
+            self._prompt_chars = 0
 
 
 def _prompt_chars(params: dict[str, Any]) -> int:
