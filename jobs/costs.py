@@ -23,9 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import ConfigError
-from jobs.models import Usage
+from jobs.models import Job, JobSpec, Usage
 
-__all__ = ("Price", "PriceTable", "Spend", "load_prices", "parse_prices", "format_usd", "PER_TOKENS")
+__all__ = (
+    "Price",
+    "PriceTable",
+    "Spend",
+    "load_prices",
+    "parse_prices",
+    "format_usd",
+    "job_spend",
+    "token_accounting",
+    "worst_case_usd",
+    "PER_TOKENS",
+)
 
 #: Prices are quoted per this many tokens (USD per million tokens, "MTok").
 PER_TOKENS = 1_000_000
@@ -162,3 +173,40 @@ def load_prices(override: Path | None = None) -> PriceTable:
     if override is None:
         return table
     return table.merged(parse_prices(_read(override), str(override)))
+
+
+def job_spend(table: PriceTable, job: Job) -> Spend:
+    """A job's cost so far and the part of it spent on waste (see :meth:`PriceTable.spend`)."""
+    return table.spend(job.spec.model, job.usage, job.spec.prompt_cache)
+
+
+def token_accounting(usage: Usage) -> dict[str, int]:
+    """The output tokens of a job, split the way ``show`` and the manifest report them."""
+    return {
+        "billed": usage.output_tokens,
+        "in_document": usage.document_tokens,
+        "wasted": usage.wasted_output_tokens,
+        "generated_twice": usage.repeated_tokens,
+        "estimated": usage.estimated_output_tokens,
+    }
+
+
+#: Characters per token assumed for a prompt at ``enqueue --dry-run``: fewer than the usual 4, so
+#: the estimate leans high (newer tokenizers use up to ~35 % more tokens for the same text).
+DRY_RUN_CHARS_PER_TOKEN = 3.0
+
+
+def worst_case_usd(table: PriceTable, spec: JobSpec) -> float | None:
+    """The most ``spec`` can cost without faults: its whole ``output_budget`` generated, in
+    requests of ``max_tokens``, each re-sending the prompt and the text so far at the dearest input
+    rate (no cache reads); capped by its ``max_cost_usd``. None if the model has no price."""
+    price = table.price(spec.model)
+    if price is None:
+        return None
+    chars = len(spec.system or "") + sum(len(m.content) for m in spec.messages)
+    prompt = math.ceil(chars / DRY_RUN_CHARS_PER_TOKEN)
+    requests = math.ceil(spec.output_budget / spec.max_tokens)
+    resent = spec.max_tokens * requests * (requests - 1) // 2  # text so far, summed over requests
+    dearest = max(price.input, price.cache_write_5m, price.cache_write_1h)
+    usd = ((prompt * requests + resent) * dearest + spec.output_budget * price.output) / PER_TOKENS
+    return usd if spec.max_cost_usd is None else min(usd, spec.max_cost_usd)
