@@ -130,6 +130,8 @@ class Attempt:
             return self.result(Outcome.RELEASED, error=str(exc))
         except Exception as exc:
             return self._failed(exc)
+        finally:
+            self.economy.release()
         return self.result(Outcome.SUCCEEDED)
 
     def _failed(self, exc: Exception) -> AttemptResult:

@@ -41,19 +41,34 @@ def affordable_max_tokens(price: Price, prompt_tokens: int, left_usd: float) -> 
 
 @dataclass(slots=True)
 class RunBudget:
-    """What one run (a pool's life) may spend, and has spent; shared by its attempts."""
+    """What one run (a pool's life) may spend, has spent, and has promised to requests in flight.
+
+    Requests run concurrently, so each reserves its worst case before it starts and settles for
+    its real cost when it ends: together they can never pass the cap."""
 
     cap_usd: float | None = None
     spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+    #: Set once a request did not fit in what is left: the run stops claiming.
+    reached: bool = False
+
+    def reserve(self, usd: float) -> None:
+        self.reserved_usd += usd
+
+    def settle(self, reserved: float, usd: float) -> None:
+        """A request that reserved ``reserved`` ended, having cost ``usd``."""
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved)
+        self.spent_usd += usd
 
     def charge(self, usd: float) -> None:
         self.spent_usd += usd
 
     @property
     def left_usd(self) -> float | None:
-        return None if self.cap_usd is None else max(0.0, self.cap_usd - self.spent_usd)
+        if self.cap_usd is None:
+            return None
+        return max(0.0, self.cap_usd - self.spent_usd - self.reserved_usd)
 
     @property
     def exhausted(self) -> bool:
-        left = self.left_usd
-        return left is not None and left <= 0
+        return self.reached or (self.cap_usd is not None and self.spent_usd >= self.cap_usd)

@@ -21,7 +21,7 @@ from jobs.costs import PriceTable, format_usd, load_prices
 from jobs.errors import BudgetError
 from jobs.models import JobSpec, Usage
 from worker.accounting import OutputEstimator, RequestChars, request_usage
-from worker.budget import MIN_REQUEST_TOKENS, RunBudget, affordable_max_tokens
+from worker.budget import MIN_REQUEST_TOKENS, RunBudget, affordable_max_tokens, worst_case_cost
 from worker.caching import MinimumLearner, cache_reads_count_for_itpm, mark_request
 from worker.stream import StreamResult
 
@@ -61,6 +61,7 @@ class AttemptEconomy:
         self._marked_prefix = 0
         self._prompt_chars = 0
         self._cached_last = 0
+        self._reserved = 0.0
 
     def cost(self, usage: Usage) -> float | None:
         return self.economy.prices.cost(self.spec.model, usage, self.ttl)
@@ -93,31 +94,39 @@ class AttemptEconomy:
     def _afford(self, prompt_tokens: int, max_tokens: int) -> int:
         price = self.economy.prices.price(self.spec.model)
         cap = self.spec.max_cost_usd
-        run_left = self.economy.budget.left_usd
-        if cap is None and run_left is None:
+        budget = self.economy.budget
+        if cap is None and budget.cap_usd is None:
             return max_tokens
         if price is None:
             raise BudgetError(
                 f"budget: no price for model {self.spec.model!r}, so a cost cap cannot be kept "
                 "(add the model to a [costs] prices_file)"
             )
-        if run_left is not None:
-            run_fits = affordable_max_tokens(price, prompt_tokens, run_left)
-            if run_fits < MIN_REQUEST_TOKENS:
-                raise RunBudgetSpent(
-                    f"the run's cost cap is spent ({format_usd(self.economy.budget.spent_usd)})"
-                )
-            max_tokens = min(max_tokens, run_fits)
         if cap is not None:
             spent = price.cost(self.spent_before, self.ttl)
             fits = affordable_max_tokens(price, prompt_tokens, cap - spent)
             if fits < MIN_REQUEST_TOKENS:
                 raise BudgetError(
                     f"budget: spent {format_usd(spent)} of max_cost_usd {format_usd(cap)}; "
-                    f"the next request could cost more than is left"
+                    "the next request could cost more than is left"
                 )
             max_tokens = min(max_tokens, fits)
+        run_left = budget.left_usd
+        if run_left is not None:
+            run_fits = affordable_max_tokens(price, prompt_tokens, run_left)
+            if run_fits < MIN_REQUEST_TOKENS:
+                budget.reached = True
+                raise RunBudgetSpent(f"the run's cost cap is reached ({format_usd(budget.spent_usd)} spent)")
+            max_tokens = min(max_tokens, run_fits)
+            self._reserved = worst_case_cost(price, prompt_tokens, max_tokens)
+            budget.reserve(self._reserved)
         return max_tokens
+
+    def release(self) -> None:
+        """Give back a reservation no request used (the attempt ended before sending it)."""
+        if self._reserved:
+            self.economy.budget.settle(self._reserved, 0.0)
+            self._reserved = 0.0
 
     def begin(self, result: StreamResult) -> RequestChars:
         """A request starts; ``result`` fills in as it streams (read by ``live``)."""
@@ -167,8 +176,8 @@ class AttemptEconomy:
         self._cached_last = usage.cache_read_input_tokens + usage.cache_creation_input_tokens
         self.spent_before = self.spent_before + usage
         cost = self.cost(usage)
-        if cost is not None:
-            self.economy.budget.charge(cost)
+        self.economy.budget.settle(self._reserved, cost or 0.0)
+        self._reserved = 0.0
         return usage
 
     def _learn_prompt(self, result: StreamResult) -> None:
