@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, sigkill, waste
+from bench import concurrency, cpu_per_token, economy, queue_throughput, rate_limits, sigkill, waste
 from bench.common import Row
 from worker.logs import configure_logging
 
@@ -63,6 +63,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
     plan: list[tuple[str, Callable[[], Awaitable[list[Row]]]]] = [
         ("cpu", lambda: cpu_per_token.run([2000] if quick else [10_000, 100_000], 1 if quick else 3)),
         ("waste", lambda: waste.run(10 if quick else 60, 500 if quick else 2000)),
+        ("economy", lambda: economy.run(10 if quick else 100, 4000, 3000)),
         ("rate limits", lambda: rate_limits.run(70.0 if quick else 150.0)),
         ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
@@ -105,7 +106,8 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
     lines += [
         "",
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
-        "`python -m bench.rate_limits`, `python -m bench.sigkill`, `python -m bench.concurrency`, "
+        "`python -m bench.economy`, `python -m bench.rate_limits`, `python -m bench.sigkill`, "
+        "`python -m bench.concurrency`, "
         "`python -m bench.queue_throughput` (each `--help` shows its parameters).",
         "",
     ]

@@ -19,9 +19,10 @@ __all__ = (
 )
 
 
-#: What the simulator bills per model, in tokens: the prompt's parts (uncached input, cache writes
-#: by TTL, cache reads) for every response that began, and every output token it sent.
+#: What the simulator bills per model: responses that began (``requests``), the prompt's parts in
+#: tokens (uncached input, cache writes by TTL, cache reads) and every output token it sent.
 BILLED_FIELDS = (
+    "requests",
     "input_tokens",
     "cache_write_5m_tokens",
     "cache_write_1h_tokens",
@@ -65,6 +66,8 @@ class AccountingSnapshot:
     documents: dict[str, DocumentStats] = field(default_factory=dict)
     #: Tokens billed per model (``BILLED_FIELDS``), the ground truth for cost.
     billed: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The part of ``billed`` for requests that carried text so far (continuations and resumes).
+    billed_continuations: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -98,6 +101,9 @@ class AccountingSnapshot:
             },
             "mismatched_continuations": self.mismatched_continuations,
             "billed": {model: dict(counts) for model, counts in sorted(self.billed.items())},
+            "billed_continuations": {
+                model: dict(counts) for model, counts in sorted(self.billed_continuations.items())
+            },
             "documents": {
                 key: {
                     "requests": stats.requests,
@@ -142,11 +148,14 @@ class Accounting:
         self._mismatched = 0
         self._documents: dict[str, _DocumentCounters] = {}
         self._billed: dict[str, Counter[str]] = {}
+        self._billed_continuations: dict[str, Counter[str]] = {}
 
-    def bill(self, model: str, **tokens: int) -> None:
-        """Add billed tokens for ``model`` (keywords from ``BILLED_FIELDS``)."""
-        counts = self._billed.setdefault(model, Counter(dict.fromkeys(BILLED_FIELDS, 0)))
-        counts.update(tokens)
+    def bill(self, model: str, continuation: bool, **tokens: int) -> None:
+        """Add billed tokens for ``model`` (keywords from ``BILLED_FIELDS``); ``continuation``:
+        the request carried text so far."""
+        books = [self._billed, self._billed_continuations] if continuation else [self._billed]
+        for book in books:
+            book.setdefault(model, Counter(dict.fromkeys(BILLED_FIELDS, 0))).update(tokens)
 
     def _document(self, key: str) -> _DocumentCounters:
         counters = self._documents.get(key)
@@ -222,6 +231,7 @@ class Accounting:
             failed_output_tokens=self._failed_output_tokens,
             mismatched_continuations=self._mismatched,
             billed={model: dict(counts) for model, counts in self._billed.items()},
+            billed_continuations={model: dict(c) for model, c in self._billed_continuations.items()},
             documents={
                 key: DocumentStats(
                     requests=c.requests,

@@ -308,8 +308,11 @@ class Simulator:
         self._accounting.response_started(streaming)
         cache = generation.cache
         self._cache.commit(cache)
+        continuation = bool(parsed.text_so_far)
         self._accounting.bill(
             parsed.model,
+            continuation,
+            requests=1,
             input_tokens=max(0, parsed.input_tokens - cache.read - cache.written),
             cache_write_5m_tokens=cache.write_5m,
             cache_write_1h_tokens=cache.write_1h,
@@ -332,7 +335,7 @@ class Simulator:
             progress.failure = progress.failure or "client_disconnect"
             raise
         finally:
-            self._accounting.bill(parsed.model, output_tokens=progress.tokens)
+            self._accounting.bill(parsed.model, continuation, output_tokens=progress.tokens)
             self._accounting.response_finished(
                 generation.key, streaming, progress.tokens, progress.failure, generation.reached_end
             )
