@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 
+import anthropic
 import pytest
 
 from jobs.costs import load_prices
 from jobs.models import State
 from jobs.sqlite import SQLiteStore
-from tests.pool_harness import CONTINUATION_MODEL, pool_run, spec
+from tests.pool_harness import CONTINUATION_MODEL, FAST_SETTINGS, pool_run, simulated, spec
+from tests.store_fixtures import FakeClock
 from worker.budget import RunBudget, affordable_max_tokens, worst_case_cost
+from worker.daily_cap import DailyCap
 from worker.economy import Economy
+from worker.pool import Pool
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
 
 PRICES = load_prices()
 PRICE = PRICES.price(CONTINUATION_MODEL)
@@ -77,3 +87,39 @@ async def test_a_run_stops_at_its_cap_and_hands_its_jobs_back(tmp_path: Path) ->
     assert set(run.states.values()) <= {State.QUEUED, State.SUCCEEDED}
     assert State.QUEUED in run.states.values(), "unfinished jobs wait for the next run"
     assert run.stats.failed == 0
+
+
+async def test_the_daily_cap_is_one_counter_per_utc_day_in_the_store(tmp_path: Path) -> None:
+    clock = FakeClock(at("2026-12-02T23:59:00"))
+    first = SQLiteStore(tmp_path / "jobs.db")
+    second = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        caps = [DailyCap(first, 1.0, clock=clock), DailyCap(second, 1.0, clock=clock)]
+        await caps[0].add(0.6)
+        assert not await caps[1].reached()
+        assert await caps[1].add(0.5) == pytest.approx(1.1), "both processes add to one counter"
+        assert await caps[0].reached()
+        clock.advance(120)
+        assert not await caps[0].reached(), "a new UTC day starts from zero"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_pool_claims_nothing_once_the_days_cap_is_spent(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        await store.enqueue([spec("waiting", model=CONTINUATION_MODEL)])
+        cap = DailyCap(store, 0.5)
+        await cap.add(0.5)
+        async with simulated() as sim:
+            client = anthropic.AsyncAnthropic(api_key="t", base_url=sim.base_url, max_retries=0)
+            try:
+                pool = Pool(store, client, FAST_SETTINGS, daily_cap=cap)
+                stats = await pool.run(until_empty=True, handle_signals=False)
+            finally:
+                await client.close()
+        assert stats.claimed == 0
+        assert (await store.get("waiting")).state is State.QUEUED
+    finally:
+        await store.close()

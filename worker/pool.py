@@ -30,6 +30,7 @@ from jobs.models import AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.daily_cap import DailyCap
 from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 
@@ -84,6 +85,7 @@ class Pool:
         limiter: Limiter | None = None,
         record_lags: bool = False,
         economy: Economy | None = None,
+        daily_cap: DailyCap | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -92,6 +94,7 @@ class Pool:
         self.limiter = limiter
         #: Prices, caching knowledge and the run's budget, shared by this pool's attempts.
         self.economy = economy or Economy()
+        self.daily_cap = daily_cap
         self.stats = PoolStats()
         self.writer = CheckpointWriter(
             store,
@@ -156,6 +159,11 @@ class Pool:
                     await self.limiter.wait_for_room(256, settings.typical_max_tokens)
                 if self._waiting_for_room.cancel_called:
                     break  # a stop was requested while waiting
+            if free > 0 and await self._daily_cap_reached():
+                if until_empty:
+                    self.request_stop()
+                    break
+                free = 0  # claim again tomorrow (UTC); running jobs carry on
             if free > 0:
                 try:
                     claims = await self.store.claim(self.worker_id, settings.lease_seconds, limit=free)
@@ -169,6 +177,15 @@ class Pool:
             if claims and len(claims) == free and len(self._running) < settings.concurrency:
                 continue  # a full batch (one at a time under rate limits) and slots left: claim again
             await self._idle_wait()
+
+    async def _daily_cap_reached(self) -> bool:
+        if self.daily_cap is None:
+            return False
+        try:
+            return await self.daily_cap.reached()
+        except StoreError as exc:
+            log.warning("daily_cap_check_failed", error=str(exc))
+            return True  # unknown: do not start new spending
 
     async def _idle_wait(self) -> None:
         """Until one of our jobs ends, new work is notified (PostgreSQL LISTEN), or poll_seconds
@@ -267,6 +284,14 @@ class Pool:
             return
         self.stats.output_tokens += result.usage.output_tokens
         self.stats.cost_usd = self.economy.budget.spent_usd
+        attempt_cost = self.economy.prices.cost(
+            claim.job.spec.model, result.usage, claim.job.spec.prompt_cache
+        )
+        if self.daily_cap is not None and attempt_cost:
+            try:
+                await self.daily_cap.add(attempt_cost)
+            except StoreError as exc:
+                log.warning("daily_cap_add_failed", error=str(exc))
         if self.economy.budget.exhausted and not self._stopping:
             log.warning("run_budget_reached", spent_usd=round(self.economy.budget.spent_usd, 6))
             self.request_stop()

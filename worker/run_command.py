@@ -18,6 +18,7 @@ from jobs.store import open_store
 from worker.attempt import AttemptSettings
 from worker.budget import RunBudget
 from worker.config import Config
+from worker.daily_cap import DailyCap
 from worker.economy import Economy
 from worker.limits import FleetLimiter, check_limits
 from worker.pool import Pool, PoolSettings
@@ -132,7 +133,8 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
         limiter = None
         if not limits.unlimited:
             limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
-        pool = Pool(store, client, pool_settings(config), limiter=limiter, economy=economy)
+        daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
+        pool = Pool(store, client, pool_settings(config), limiter=limiter, economy=economy, daily_cap=daily)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
