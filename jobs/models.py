@@ -290,7 +290,8 @@ class CheckpointWrite:
 
     Fenced by ``token``. An empty ``text`` is a pure heartbeat. ``offset`` must equal the
     committed length, so a chunk can never be written twice or out of order.
-    ``usage`` is the attempt's usage so far, so a crash still leaves an honest account.
+    ``usage`` is the attempt's usage so far, and ``requests`` its requests so far, so a crash
+    still leaves an honest account.
     """
 
     job_id: str
@@ -298,6 +299,7 @@ class CheckpointWrite:
     offset: int
     text: str
     usage: Usage | None = None
+    requests: int | None = None
 
 
 class WriteStatus(enum.StrEnum):

@@ -206,9 +206,10 @@ usage AS (
     FROM unnest(
         %(usage_jobs)s::text[], %(usage_numbers)s::bigint[], %(usage_input)s::bigint[],
         %(usage_output)s::bigint[], %(usage_cache_creation)s::bigint[], %(usage_cache_read)s::bigint[],
-        %(usage_estimated)s::bigint[], %(usage_document)s::bigint[], %(usage_repeated)s::bigint[]
+        %(usage_estimated)s::bigint[], %(usage_document)s::bigint[], %(usage_repeated)s::bigint[],
+        %(usage_requests)s::bigint[]
     ) AS u (job_id, number, input_tokens, output_tokens, cache_creation_input_tokens,
-            cache_read_input_tokens, estimated_output_tokens, document_tokens, repeated_tokens)
+            cache_read_input_tokens, estimated_output_tokens, document_tokens, repeated_tokens, requests)
 ),
 old_usage AS (
     SELECT u.job_id,
@@ -227,7 +228,7 @@ set_usage AS (
         cache_creation_input_tokens = u.cache_creation_input_tokens,
         cache_read_input_tokens = u.cache_read_input_tokens,
         estimated_output_tokens = u.estimated_output_tokens, document_tokens = u.document_tokens,
-        repeated_tokens = u.repeated_tokens
+        repeated_tokens = u.repeated_tokens, requests = COALESCE(u.requests, a.requests)
     FROM usage AS u
     WHERE a.job_id = u.job_id AND a.number = u.number
 )

@@ -321,6 +321,10 @@ class SQLiteStore:
             usage = writes[position].usage
             if usage is not None:
                 _set_attempt_usage(conn, writes[position].job_id, attempt, usage)
+            requests = writes[position].requests
+            if requests is not None:
+                key = {"job_id": writes[position].job_id, "number": attempt, "requests": requests}
+                conn.execute(sql.SET_ATTEMPT_REQUESTS, key)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
         if result.outcome not in _SETTLE_OUTCOMES:

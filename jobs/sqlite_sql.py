@@ -273,6 +273,8 @@ SET input_tokens = :input_tokens, output_tokens = :output_tokens,
 WHERE job_id = :job_id AND number = :number
 """
 
+SET_ATTEMPT_REQUESTS = "UPDATE attempts SET requests = :requests WHERE job_id = :job_id AND number = :number"
+
 #: Adds a (possibly negative) delta, so the job's usage is always the sum of its attempts' latest.
 ADD_JOB_USAGE = """
 UPDATE jobs

@@ -114,6 +114,7 @@ async def test_a_sigkilled_worker_loses_no_usage(tmp_path: Path) -> None:
                 attempts = await store.attempts(job.id)
                 assert attempts[0].outcome is Outcome.LEASE_EXPIRED
                 assert attempts[0].usage.output_tokens > 0, "the killed attempt's usage was committed"
+                assert attempts[0].requests > 0, "and its requests"
                 assert await store.read_text(job.id) == expected(job)
             assert_within_one_percent(await recorded(store, specs), billed(sim.accounting()), specs)
         finally:

@@ -377,6 +377,21 @@ async def test_output_accounting_is_summed_like_the_billed_usage(make_store: Sto
     assert job.usage.wasted_output_tokens == 65 - 50
 
 
+async def test_a_checkpoint_records_the_attempts_requests_so_far(make_store: StoreFactory) -> None:
+    """A killed attempt keeps the request count of its last checkpoint (not 0)."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    lost = await claim_one(store, lease=10)
+    await store.commit([CheckpointWrite("a", lost.token, 0, "x", Usage(5, 5), requests=2)], 10)
+    await store.commit([CheckpointWrite("a", lost.token, 1, "y", Usage(9, 9), requests=3)], 10)
+    await store.commit([CheckpointWrite("a", lost.token, 2, "z", Usage(9, 10))], 10)
+    clock.advance(11)
+    await claim_one(store)
+    first = (await store.attempts("a"))[0]
+    assert (first.outcome, first.requests, first.usage) == (Outcome.LEASE_EXPIRED, 3, Usage(9, 10))
+
+
 async def test_settle_retry_requeues_at_retry_at_then_exhausts(make_store: StoreFactory) -> None:
     clock = FakeClock()
     store = await make_store(clock)

@@ -215,6 +215,7 @@ class Attempt:
         result = StreamResult()
         ticket = await self.limiter.acquire(reserve, int(params["max_tokens"]))
         self.requests += 1
+        job.requests = self.requests
         error: BaseException | None = None
 
         def append(text: str) -> None:

@@ -41,6 +41,7 @@ class JobText:
         "parts",
         "pending",
         "pending_len",
+        "requests",
         "scope",
         "token",
         "usage",
@@ -63,6 +64,8 @@ class JobText:
         #: The running attempt's usage so far, read at each commit, so that the usage committed
         #: always covers the text committed with it (a killed worker loses neither).
         self.usage_fn: Callable[[], Usage] | None = None
+        #: The running attempt's requests so far (committed beside its usage).
+        self.requests: int | None = None
         self.waiters: list[anyio.Event] = []
 
     def text(self) -> str:
@@ -193,7 +196,7 @@ class CheckpointWriter:
         for job in jobs:
             text = "".join(job.pending)
             usage = job.usage_fn() if job.usage_fn is not None else job.usage
-            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, usage))
+            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, usage, job.requests))
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
         try:
