@@ -11,7 +11,11 @@ prompt. Continuations past ``max_tokens``, resumes and retries all re-send it, s
    that wrote it, with a breakpoint on the last: the next continuation then reads everything but
    the newest part from the cache. A resume's first request cannot reuse any of it (the blocks of
    a new attempt differ from the old ones), so this only pays with several continuations per
-   attempt; ``bench/economy`` measures it.
+   attempt. Measured (``bench/economy``, 3,000-token shared system prompt, 4,000-token documents,
+   20 % mid-stream faults): with ``max_tokens`` 1,500 (3 requests a document) the input cost of
+   continuations and resumes is 47 % of uncached against 49 % for the prefix alone; with
+   ``max_tokens`` 500 (8 requests) 29 % against 47 %. Off by default (``[costs]
+   cache_checkpoint``) until multi-block assistant turns are verified against the real API.
 
 At most 4 breakpoints per request (the API's limit); we use at most 3. The minimum cacheable
 length is model-dependent and the sources disagree (512 to 4,096 tokens), so it is not hard-coded:

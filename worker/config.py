@@ -124,6 +124,9 @@ class CostSettings:
     max_cost_per_run: float = 0.0
     #: The whole fleet's spending cap per UTC day (USD), held in the store; 0 = no cap.
     daily_cap_usd: float = 0.0
+    #: Also cache the document so far, one block per request (on/off). Pays with several
+    #: continuations per attempt (bench/economy); off until verified against the real API.
+    cache_checkpoint: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
+    "costs.cache_checkpoint": ("off", "on"),
 }
 
 

@@ -113,7 +113,11 @@ def make_economy(config: Config, max_cost: float | None = None) -> Economy:
     cap = config.costs.max_cost_per_run if max_cost is None else max_cost
     if cap < 0:
         raise ConfigError(f"run --max-cost must be at least 0, got {cap}")
-    return Economy(prices=load_prices(config.prices_path()), budget=RunBudget(cap or None))
+    return Economy(
+        prices=load_prices(config.prices_path()),
+        budget=RunBudget(cap or None),
+        cache_checkpoint=config.costs.cache_checkpoint == "on",
+    )
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
