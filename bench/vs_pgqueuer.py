@@ -25,10 +25,11 @@ from typing import Any
 
 import anyio
 
+from bench.common import Row
 from bench.queue_throughput import run as run_ours
 from bench.queue_throughput import scratch_postgres
 
-__all__ = ("PGQUEUER", "main", "run_pgqueuer")
+__all__ = ("PGQUEUER", "main", "rows", "run_pgqueuer")
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / ".venv-bench-peers"
@@ -61,6 +62,28 @@ async def run_both(server_url: str, jobs: int, batch: int, concurrency: int) -> 
     async with scratch_postgres(server_url) as url:
         ours = await run_ours(url, jobs, concurrency, batch)
     return peer, ours
+
+
+async def rows(server_url: str, jobs: int, batch: int = 10, concurrency: int = 4) -> list[Row]:
+    """The suite's row; a server or an index that cannot be reached gives a row that says so."""
+    name = f"No-op claim + complete vs pgqueuer, batches of {batch}"
+    try:
+        peer, ours = await run_both(server_url, jobs, batch, concurrency)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return [Row(name, f"skipped: {exc}", "", "", "pgqueuer could not be installed or run")]
+    return [
+        Row(
+            name=name,
+            ours=f"{ours['jobs_per_second']} jobs/s (leases, fencing, attempts and history kept)",
+            baseline=f"{peer['jobs_per_second']} jobs/s ({PGQUEUER.replace('[asyncpg]==', ' ')}, asyncpg)",
+            ratio=f"{ours['jobs_per_second'] / peer['jobs_per_second']:.2f}× pgqueuer",
+            method=(
+                f"{jobs} no-op jobs each on a fresh database of the same local PostgreSQL; pgqueuer's "
+                f"QueueManager in drain mode, batch_size {batch}, in a benchmark-only environment; ours "
+                f"{concurrency} claimers looping claim(limit={batch}) + settle per job"
+            ),
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
