@@ -50,6 +50,10 @@ class AccountingSnapshot:
     output_tokens: int = 0
     failed_output_tokens: int = 0
     mismatched_continuations: int = 0
+    #: Message Batches: requests that ended ``succeeded``, and their tokens (billed at batch price).
+    batch_succeeded: int = 0
+    batch_input_tokens: int = 0
+    batch_output_tokens: int = 0
     documents: dict[str, DocumentStats] = field(default_factory=dict)
 
     @property
@@ -83,6 +87,11 @@ class AccountingSnapshot:
                 "in_failed_streams": self.failed_output_tokens,
             },
             "mismatched_continuations": self.mismatched_continuations,
+            "batches": {
+                "succeeded": self.batch_succeeded,
+                "input_tokens": self.batch_input_tokens,
+                "output_tokens": self.batch_output_tokens,
+            },
             "documents": {
                 key: {
                     "requests": stats.requests,
@@ -125,6 +134,7 @@ class Accounting:
         self._output_tokens = 0
         self._failed_output_tokens = 0
         self._mismatched = 0
+        self._batch = [0, 0, 0]  # succeeded, input tokens, output tokens
         self._documents: dict[str, _DocumentCounters] = {}
 
     def _document(self, key: str) -> _DocumentCounters:
@@ -185,6 +195,17 @@ class Accounting:
         else:
             self._messages_completed += 1
 
+    def batch_result(self, key: str, input_tokens: int, output_tokens: int, reached_end: bool) -> None:
+        """Count one batch request that succeeded: a whole response, never a failed stream."""
+        document = self._document(key)
+        document.requests += 1
+        document.output_tokens += output_tokens
+        document.responses_completed += 1
+        document.completed = document.completed or reached_end
+        self._batch[0] += 1
+        self._batch[1] += input_tokens
+        self._batch[2] += output_tokens
+
     def snapshot(self) -> AccountingSnapshot:
         """An immutable copy of every counter."""
         return AccountingSnapshot(
@@ -200,6 +221,9 @@ class Accounting:
             output_tokens=self._output_tokens,
             failed_output_tokens=self._failed_output_tokens,
             mismatched_continuations=self._mismatched,
+            batch_succeeded=self._batch[0],
+            batch_input_tokens=self._batch[1],
+            batch_output_tokens=self._batch[2],
             documents={
                 key: DocumentStats(
                     requests=c.requests,

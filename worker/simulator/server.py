@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from worker.simulator.accounting import Accounting, AccountingSnapshot
+from worker.simulator.batches import MAX_BYTES as MAX_BATCH_BYTES
+from worker.simulator.batches import BatchConfig, Batches
 from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
 from worker.simulator.protocol import (
     PREFILL_UNSUPPORTED,
@@ -77,8 +81,10 @@ class SimulatorConfig:
     repeat_overlap: float = 0.0
     #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
     seed: int = 0
-    #: Monotonic clock for the rate limiter, injectable for tests.
+    #: Monotonic clock for the rate limiter and batch processing, injectable for tests.
     clock: Clock = time.monotonic
+    #: How Message Batches are processed (timing, expiry, seeded request errors).
+    batches: BatchConfig = field(default_factory=BatchConfig)
 
     def __post_init__(self) -> None:
         low, high = self.tokens_per_delta
@@ -144,6 +150,7 @@ class Simulator:
         )
         self._request_numbers: dict[str, int] = {}
         self._closing = asyncio.Event()
+        self.batches = Batches(config.batches, config.clock, self.batch_result)
 
     def accounting(self) -> AccountingSnapshot:
         """A snapshot of what has been served since start or the last reset."""
@@ -156,8 +163,9 @@ class Simulator:
 
     def make_app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BATCH_BYTES + 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        self.batches.add_routes(app, self._authenticate)
         app.router.add_get("/_sim/accounting", self._get_accounting)
         app.router.add_post("/_sim/reset", self._post_reset)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -187,24 +195,7 @@ class Simulator:
         request[REQUEST_ID] = new_id("req_")
         try:
             self._authenticate(request)
-            parsed = parse_messages_request(await request.read())
-            supports_prefill = model_supports_prefill(parsed.model)
-            if supports_prefill is None or model_retired(parsed.model):
-                raise ApiError(404, "not_found_error", f"model: {parsed.model}")
-
-            if parsed.ends_with_assistant and not supports_prefill:
-                raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
-
-            if parsed.ends_with_assistant and parsed.text_so_far != parsed.text_so_far.rstrip():
-                raise ApiError(400, "invalid_request_error", TRAILING_WHITESPACE)
-
-            try:
-                document = load_document(parsed.system, parsed.first_user_text)
-                directives = parse_directives(parsed.system, parsed.first_user_text)
-                faults = self.config.faults.for_document(directives.faults, directives.fail_first)
-            except ValueError as exc:
-                raise ApiError(400, "invalid_request_error", str(exc)) from exc
-
+            parsed, document, directives, faults = self._validate(await request.read())
         except ApiError as error:
             return self._answer_error(request, error)
 
@@ -228,6 +219,48 @@ class Simulator:
             return await self._generate(request, parsed, generation, progress)
         finally:
             progress.settle()
+
+    def _validate(self, raw: bytes) -> tuple[MessagesRequest, Document, Directives, FaultConfig]:
+        """Parse and check one Messages request body as the API does; raises ``ApiError``."""
+        parsed = parse_messages_request(raw)
+        supports_prefill = model_supports_prefill(parsed.model)
+        if supports_prefill is None or model_retired(parsed.model):
+            raise ApiError(404, "not_found_error", f"model: {parsed.model}")
+
+        if parsed.ends_with_assistant and not supports_prefill:
+            raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
+
+        if parsed.ends_with_assistant and parsed.text_so_far != parsed.text_so_far.rstrip():
+            raise ApiError(400, "invalid_request_error", TRAILING_WHITESPACE)
+
+        try:
+            document = load_document(parsed.system, parsed.first_user_text)
+            directives = parse_directives(parsed.system, parsed.first_user_text)
+            faults = self.config.faults.for_document(directives.faults, directives.fail_first)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request_error", str(exc)) from exc
+        return parsed, document, directives, faults
+
+    def batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The ``result`` of one batch request: ``succeeded`` with a full Message, or ``errored``.
+
+        Validation errors inside ``params`` surface here, when the batch ends, as they do from the
+        API. A batch never streams, never draws the streaming faults, and is not charged against
+        the streaming rate limits; it does advance the document's request number, like any request.
+        """
+        try:
+            if params.get("stream"):
+                raise ApiError(400, "invalid_request_error", "stream: streaming is not supported in batches")
+            parsed, document, directives, _ = self._validate(json.dumps(params).encode())
+        except ApiError as error:
+            request_id = new_id("req_")
+            body = {"type": "error", "error": {"type": error.error_type, "message": error.message}}
+            return {"type": "errored", "error": {**body, "request_id": request_id}}
+        generation = self._plan(parsed, document, directives, FaultConfig())
+        tokens = len(generation.ends)
+        self._accounting.batch_result(document.key, parsed.input_tokens, tokens, generation.reached_end)
+        message = message_body(parsed, generation.text, generation.stop_reason, max(1, tokens))
+        return {"type": "succeeded", "message": message}
 
     def _authenticate(self, request: web.Request) -> None:
         authorization = request.headers.get("authorization", "")
