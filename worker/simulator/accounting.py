@@ -51,6 +51,8 @@ class AccountingSnapshot:
     failed_output_tokens: int = 0
     mismatched_continuations: int = 0
     #: Message Batches: requests that ended ``succeeded``, and their tokens (billed at batch price).
+    #: Thinking tokens generated (billed as output, never part of a document's text).
+    thinking_tokens: int = 0
     batch_succeeded: int = 0
     batch_input_tokens: int = 0
     batch_output_tokens: int = 0
@@ -87,6 +89,7 @@ class AccountingSnapshot:
                 "in_failed_streams": self.failed_output_tokens,
             },
             "mismatched_continuations": self.mismatched_continuations,
+            "thinking_tokens": self.thinking_tokens,
             "batches": {
                 "succeeded": self.batch_succeeded,
                 "input_tokens": self.batch_input_tokens,
@@ -135,6 +138,7 @@ class Accounting:
         self._failed_output_tokens = 0
         self._mismatched = 0
         self._batch = [0, 0, 0]  # succeeded, input tokens, output tokens
+        self._thinking = 0
         self._documents: dict[str, _DocumentCounters] = {}
 
     def _document(self, key: str) -> _DocumentCounters:
@@ -195,6 +199,10 @@ class Accounting:
         else:
             self._messages_completed += 1
 
+    def thinking(self, tokens: int) -> None:
+        """Count the thinking tokens of one response."""
+        self._thinking += tokens
+
     def batch_result(self, key: str, input_tokens: int, output_tokens: int, reached_end: bool) -> None:
         """Count one batch request that succeeded: a whole response, never a failed stream."""
         document = self._document(key)
@@ -221,6 +229,7 @@ class Accounting:
             output_tokens=self._output_tokens,
             failed_output_tokens=self._failed_output_tokens,
             mismatched_continuations=self._mismatched,
+            thinking_tokens=self._thinking,
             batch_succeeded=self._batch[0],
             batch_input_tokens=self._batch[1],
             batch_output_tokens=self._batch[2],
