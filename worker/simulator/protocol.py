@@ -11,12 +11,13 @@ import contextlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from worker.simulator.cache import MAX_BREAKPOINTS, CachePlan, PromptBlock
+from worker.simulator.options import OptionError, RequestOptions, parse_options
 from worker.simulator.text import count_tokens
 
 __all__ = (
@@ -33,6 +34,8 @@ __all__ = (
     "usage",
     "stop_delta",
     "message_body",
+    "thinking_text",
+    "THINKING_SIGNATURE",
     "error_response",
 )
 
@@ -108,6 +111,7 @@ class MessagesRequest:
     input_tokens: int
     #: The prompt as rendered blocks, with their ``cache_control`` breakpoints.
     blocks: tuple[PromptBlock, ...] = ()
+    options: RequestOptions = field(default_factory=RequestOptions)
 
 
 def _cache_ttl(block: dict[str, Any], where: str) -> str | None:
@@ -232,6 +236,10 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
 
     _check_breakpoints(blocks)
     input_tokens = count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns)
+    try:
+        options = parse_options(body, model, max_tokens, turns[-1][0] == "assistant")
+    except OptionError as exc:
+        raise _invalid(str(exc)) from None
     return MessagesRequest(
         model=model,
         max_tokens=max_tokens,
@@ -242,6 +250,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         ends_with_assistant=turns[-1][0] == "assistant",
         input_tokens=input_tokens,
         blocks=tuple(blocks),
+        options=options,
     )
 
 
@@ -253,13 +262,13 @@ class SseWriter:
     """
 
     _FLUSH_BYTES = 16_384
-    _DELTA_HEAD = (
-        'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
-        '"delta": {"type": "text_delta", "text": '
-    )
 
-    def __init__(self, response: web.StreamResponse, ping_interval: float) -> None:
+    def __init__(self, response: web.StreamResponse, ping_interval: float, text_index: int = 0) -> None:
         self.response = response
+        self._delta_head = (
+            f'event: content_block_delta\ndata: {{"type": "content_block_delta", "index": {text_index}, '
+            '"delta": {"type": "text_delta", "text": '
+        )
         self._interval = ping_interval
         self._loop = asyncio.get_running_loop()
         self._chunks: list[str] = []
@@ -281,7 +290,7 @@ class SseWriter:
 
     def text_delta(self, text: str) -> None:
         """Queue a ``text_delta``; the fixed part is pre-encoded since this runs per delta."""
-        self.raw(f"{self._DELTA_HEAD}{json.dumps(text)}}}}}\n\n")
+        self.raw(f"{self._delta_head}{json.dumps(text)}}}}}\n\n")
 
     async def flush(self) -> None:
         """Write everything queued in one chunk (waits for the socket to drain if it must)."""
@@ -322,6 +331,22 @@ class SseWriter:
                 await self.flush()
 
 
+#: The simulator's thinking blocks are signed with this opaque value.
+THINKING_SIGNATURE = "c2ltdWxhdGVkLXNpZ25hdHVyZQ=="
+
+
+def thinking_text(parsed: MessagesRequest) -> str:
+    """The deterministic thinking of a request: a few dozen tokens, within its budget."""
+    words = parsed.first_user_text.split()[:6]
+    plan = f"Planning the next part of {' '.join(words)!r}: keep the structure, continue the text. "
+    budget = min(parsed.options.budget_tokens or 64, 64, max(1, parsed.max_tokens // 4))
+    text, tokens = "", 0
+    while tokens < budget:
+        text += plan
+        tokens = count_tokens(text)
+    return text
+
+
 def new_id(prefix: str) -> str:
     """A fresh ``req_``/``msg_`` style identifier."""
     return prefix + uuid.uuid4().hex[:24]
@@ -343,9 +368,9 @@ def usage(input_tokens: int, output_tokens: int, cache: CachePlan | None = None)
     }
 
 
-def stop_delta(stop_reason: str) -> dict[str, Any]:
+def stop_delta(stop_reason: str, stop_sequence: str | None = None) -> dict[str, Any]:
     """The ``delta`` of ``message_delta``; refusals carry ``stop_details`` like the API's."""
-    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": None}
+    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
     if stop_reason == "refusal":
         delta["stop_details"] = {"type": "refusal", "category": None, "explanation": None}
 
@@ -358,20 +383,32 @@ def message_body(
     stop_reason: str | None,
     output_tokens: int,
     cache: CachePlan | None = None,
+    *,
+    thinking: str = "",
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
-    """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``."""
+    """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``.
+
+    ``thinking`` (when the request thinks) comes first, as a signed thinking block; its tokens are
+    part of ``output_tokens``, as the API bills them.
+    """
+    content: list[dict[str, Any]] = []
+    if stop_reason is not None:
+        if parsed.options.thinking is not None:
+            content.append({"type": "thinking", "thinking": thinking, "signature": THINKING_SIGNATURE})
+        content.append({"type": "text", "text": text})
     message: dict[str, Any] = {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": parsed.model,
-        "content": [] if stop_reason is None else [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {**usage(parsed.input_tokens, output_tokens, cache), "service_tier": "standard"},
     }
     if stop_reason is not None:
-        message.update(stop_delta(stop_reason))
+        message.update(stop_delta(stop_reason, stop_sequence))
 
     return message
 
