@@ -137,7 +137,7 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
     if getattr(args, "dry_run", False):
         for line in dry_run_lines(specs, load_prices(config.prices_path())):
             print(line)
-        return 1 if errors and not args.skip_invalid else 0
+        return 0
     async with opened_store(config) as store:
         result = await store.enqueue(specs)
     print(f"enqueued {len(result.inserted)} jobs ({len(result.existing)} already existed)")
