@@ -20,7 +20,7 @@ deadline, so no flush can hang a shutdown.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -49,11 +49,13 @@ class JobText:
         "parts",
         "pending",
         "pending_len",
+        "requests",
         "scope",
         "start_len",
         "token",
         "uncertain",
         "usage",
+        "usage_fn",
         "waiters",
     )
 
@@ -74,6 +76,11 @@ class JobText:
         #: A commit of this job failed without an answer: it may have been applied anyway.
         self.uncertain = False
         self.usage: Usage | None = None
+        #: The running attempt's usage so far, read at each commit, so that the usage committed
+        #: always covers the text committed with it (a killed worker loses neither).
+        self.usage_fn: Callable[[], Usage] | None = None
+        #: The running attempt's requests so far (committed beside its usage).
+        self.requests: int | None = None
         self.waiters: list[anyio.Event] = []
 
     def text(self) -> str:
@@ -182,7 +189,8 @@ class CheckpointWriter:
     async def flush(self, job: JobText, usage: Usage | None = None) -> bool:
         """Commit everything pending for ``job`` now; True if it is committed, False if the lease
         was lost. Call under a shielded scope when an attempt ends."""
-        job.usage = usage if usage is not None else job.usage
+        if usage is not None:
+            job.usage, job.usage_fn = usage, None
         if job.lost:
             return False
         if self._jobs.get(job.job_id) is not job:
@@ -255,7 +263,8 @@ class CheckpointWriter:
         taken: list[tuple[list[str], int, float]] = []
         for job in jobs:
             text = "".join(job.pending)
-            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, job.usage))
+            usage = job.usage_fn() if job.usage_fn is not None else job.usage
+            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, usage, job.requests))
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
         statuses: list[WriteStatus] | None = None

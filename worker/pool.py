@@ -38,6 +38,8 @@ from jobs.models import AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.daily_cap import DailyCap
+from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 from worker.outage import StoreGuard
 from worker.pauses import Pauses
@@ -86,6 +88,8 @@ class PoolStats:
     released: int = 0
     lease_lost: int = 0
     output_tokens: int = 0
+    #: What this run spent (USD), for jobs whose model has a price.
+    cost_usd: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -100,12 +104,17 @@ class Pool:
         limiter: Limiter | None = None,
         record_lags: bool = False,
         guard: StoreGuard | None = None,
+        economy: Economy | None = None,
+        daily_cap: DailyCap | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self.worker_id = worker_id or new_worker_id()
         self.limiter = limiter
+        #: Prices, caching knowledge and the run's budget, shared by this pool's attempts.
+        self.economy = economy or Economy()
+        self.daily_cap = daily_cap
         self.stats = PoolStats()
         self.guard = guard or StoreGuard(limit=settings.outage_limit)
         self.writer = CheckpointWriter(
@@ -199,7 +208,7 @@ class Pool:
                 free = 1  # one at a time, each after its room is there: waiting jobs stay queued
             claims: list[Claim] = []
             with anyio.CancelScope() as self._claim_wait:
-                claims = await self._claim(free)
+                claims = await self._claim(free, until_empty)
             if self._claim_wait.cancel_called:
                 break  # a stop was requested while waiting
             for claim in claims:
@@ -211,7 +220,7 @@ class Pool:
                 continue  # a full batch (one at a time under rate limits) and slots left: claim again
             await self._idle_wait()
 
-    async def _claim(self, free: int) -> list[Claim]:
+    async def _claim(self, free: int, until_empty: bool) -> list[Claim]:
         """Claim up to ``free`` jobs once nothing forbids it: an overload pause, a store outage, or
         (under rate limits) no room for one more request. [] when the outage limit is passed."""
         if free <= 0:
@@ -228,6 +237,10 @@ class Pool:
                 await self.guard.call(
                     "wait_for_room", self.limiter.wait_for_room, 256, self.settings.typical_max_tokens
                 )
+            if await self._daily_cap_reached():
+                if until_empty:
+                    self.request_stop()
+                return []  # claim again tomorrow (UTC); running jobs carry on
             return await self.guard.call(
                 "claim", self.store.claim, self.worker_id, self.settings.lease_seconds, limit=free
             )
@@ -239,6 +252,15 @@ class Pool:
                 )
             )
             return []
+
+    async def _daily_cap_reached(self) -> bool:
+        if self.daily_cap is None:
+            return False
+        try:
+            return await self.daily_cap.reached()
+        except StoreError as exc:
+            log.warning("daily_cap_check_failed", error=str(exc))
+            return True  # unknown: do not start new spending
 
     async def _idle_wait(self) -> None:
         """Until one of our jobs ends, new work is notified (PostgreSQL LISTEN), or poll_seconds
@@ -304,6 +326,7 @@ class Pool:
                 settings=self.settings.attempt,
                 no_prefill=self._no_prefill,
                 limiter=self.limiter,
+                economy=self.economy,
             )
             self.stats.claimed += 1
             if claim.text:
@@ -355,7 +378,20 @@ class Pool:
             log.error("settle_failed", error=str(exc), note="the lease will expire and the job resume")
             return
         self.stats.output_tokens += result.usage.output_tokens
+        self.stats.cost_usd = self.economy.budget.spent_usd
+        attempt_cost = self.economy.prices.cost(
+            claim.job.spec.model, result.usage, claim.job.spec.prompt_cache
+        )
+        if self.daily_cap is not None and attempt_cost:
+            try:
+                await self.daily_cap.add(attempt_cost)
+            except StoreError as exc:
+                log.warning("daily_cap_add_failed", error=str(exc))
+        if self.economy.budget.exhausted and not self._stopping:
+            log.warning("run_budget_reached", spent_usd=round(self.economy.budget.spent_usd, 6))
+            self.request_stop()
         chars = text.length()
+        cost = self.economy.prices.cost(claim.job.spec.model, job.usage, claim.job.spec.prompt_cache)
         summary = {
             "state": str(job.state),
             "attempt_outcome": str(result.outcome),
@@ -365,6 +401,10 @@ class Pool:
             "resume_mode": str(result.resume_mode),
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_input_tokens,
+            "cache_write_tokens": result.usage.cache_creation_input_tokens,
+            "wasted_output_tokens": result.usage.wasted_output_tokens,
+            "job_cost_usd": None if cost is None else round(cost, 6),
             "stop_reason": result.stop_reason,
             "seconds": round(elapsed, 3),
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
