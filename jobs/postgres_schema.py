@@ -194,6 +194,11 @@ _V1 = (
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
+    Migration(
+        2,
+        "attempts.joins: which join rule placed each resume",
+        ("ALTER TABLE attempts ADD COLUMN joins text",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

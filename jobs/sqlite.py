@@ -55,6 +55,7 @@ from jobs.models import (
     Transition,
     Usage,
     WriteStatus,
+    format_joins,
 )
 from jobs.store import Clock
 
@@ -168,7 +169,11 @@ class SQLiteStore:
             if version == 0:
                 for statement in sql.SCHEMA:
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+                version = 1
+            for step in range(version + 1, sql.SCHEMA_VERSION + 1):
+                for statement in sql.MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
         return float(self._clock())
@@ -333,6 +338,7 @@ class SQLiteStore:
                 sql.CLOSE_ATTEMPT,
                 {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
                 | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
+                | {"joins": format_joins(result.joins)}
                 | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
                 | {"chars": job.committed_chars},
             )
@@ -460,6 +466,7 @@ class SQLiteStore:
                     sql.CLOSE_ATTEMPT,
                     {"job_id": job_id, "number": attempt, "now": now, "outcome": Outcome.LEASE_LOST}
                     | {"resume_mode": None, "requests": None, "error": "cancelled", "stop_reason": None}
+                    | {"joins": None}
                     | {"time_to_first_token": None, "chars": job.committed_chars},
                 )
             row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})

@@ -20,10 +20,10 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
 
 from __future__ import annotations
 
-__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA")
+__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA", "MIGRATIONS")
 
-#: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 1
+#: Bump this and add a step to :data:`MIGRATIONS` when the schema changes.
+SCHEMA_VERSION = 2
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -132,6 +132,12 @@ SCHEMA = (
     )
     """,
 )
+
+#: Steps from each version to the next, applied in order after :data:`SCHEMA` (version 1).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    #: Which join rule placed each resume of the attempt (``rule=count,...``; ``worker.join``).
+    2: ("ALTER TABLE attempts ADD COLUMN joins TEXT",),
+}
 
 # -- producers ---------------------------------------------------------------------------------
 
@@ -273,6 +279,7 @@ CLOSE_ATTEMPT = """
 UPDATE attempts
 SET ended_at = :now, outcome = :outcome, resume_mode = COALESCE(:resume_mode, resume_mode),
     requests = COALESCE(:requests, requests), stop_reason = :stop_reason, error = :error,
+    joins = COALESCE(:joins, joins),
     time_to_first_token = :time_to_first_token, chars_at_end = :chars
 WHERE job_id = :job_id AND number = :number AND ended_at IS NULL
 """

@@ -1,4 +1,4 @@
-"""Resuming a document from its committed text, exactly. Pure and unit-tested.
+"""Resuming a document from its committed text, exactly. Unit- and property-tested.
 
 Two modes (../shared/ANTHROPIC.md §6, ../shared/PEERS.md §6):
 
@@ -6,38 +6,77 @@ Two modes (../shared/ANTHROPIC.md §6, ../shared/PEERS.md §6):
   message, and the model continues right after it. The API rejects a prefill that ends in
   whitespace, so trailing whitespace is trimmed off and remembered (the *carry*); the model's
   continuation usually starts with that whitespace, and the joiner drops what is already committed.
+  This join is exact by construction and is unchanged.
 * **continuation** (4.6 and later reject prefill with a 400): the text so far as an assistant turn,
-  then a user turn asking to continue. Such models sometimes repeat a few words at the join; the
-  joiner holds back the start of the new text until it can find and drop the longest repeat.
+  then a user turn asking to continue. The model's reply may start with a repeat, a restart, a
+  preamble or a restated heading; ``worker.join`` decides where the join is. Two choices made
+  together, by measurement (``python -m bench.joins``, 10,000 joins over the simulator's mix):
 
-The joiner works on a stream of deltas, holding back at most ``OVERLAP_WINDOW`` characters at the
-start of a request, so its cost per delta stays flat however long the document grows.
+  - **Ask for an anchor.** The user turn quotes the last words of the text (``anchor_for``) and
+    asks the model to begin by repeating them. A reply that starts with the anchor is cut exactly
+    after it, whatever follows: that is the only way to tell a repeated "that" from a genuine
+    "that that", which no rule over the text alone can. Without the anchor, short repeats and
+    clean continuations that begin with the tail's words are indistinguishable, and the measured
+    exact-join rate stays well under the goal.
+  - **Commit whole words only** (for models that resume by continuation, from their first
+    request): a trailing partial word is held back until the next whitespace, so a checkpoint,
+    and hence a resume, never ends mid-word and the anchor is made of whole words. A stream that
+    stops at ``max_tokens`` drops its partial word too: the next request rewrites it.
+
+  When the rules cannot tell (a repeat shorter than the anchor), the join cuts, since doubled
+  words are the failure readers see, and logs ``join_uncertain`` with both sides; the attempt
+  counts it. Every join records its rule (:class:`worker.join.JoinRule`).
+
+The joiner works on a stream of deltas, holding back ``OVERLAP_WINDOW`` characters at the start of
+a request (longer while the reply is still an echo of the committed text, up to ``MAX_HOLD``), so
+its cost per delta stays flat however long the document grows.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+
+import structlog
 
 from jobs.models import JobSpec, ResumeMode
+from worker.join import TAIL_CHARS, Join, JoinRule, decide, needs_more
 
 __all__ = (
     "CONTINUE_INSTRUCTION",
     "OVERLAP_WINDOW",
-    "MIN_OVERLAP",
+    "MAX_HOLD",
+    "ANCHOR_WORDS",
     "supports_prefill",
+    "anchor_for",
+    "continue_instruction",
     "build_messages",
     "Joiner",
-    "remove_overlap",
 )
 
+log = structlog.get_logger("worker.resume")
+
+#: The continuation turn when no anchor can be quoted.
 CONTINUE_INSTRUCTION = (
     "Your previous response was interrupted. Continue it exactly where it stopped, from the very next "
     "character. Do not repeat any text, do not summarise, and add no preamble or commentary."
 )
-#: Characters of new text held back at the start of a continuation, to find a repeated join.
+_ANCHORED_INSTRUCTION = (
+    "Your previous response was interrupted. It ended with these words:\n"
+    "<last_words>{anchor}</last_words>\n"
+    "Begin your reply by repeating those words exactly, then continue the response from there as "
+    "if it had never stopped. Do not summarise, and add no preamble or commentary."
+)
+#: Characters of new text held back at the start of a continuation, to find where it joins.
 OVERLAP_WINDOW = 400
-#: A repeat shorter than this is not removed: too likely to be a coincidence.
-MIN_OVERLAP = 8
+#: The most held back while the reply still repeats committed text (a restarted paragraph).
+MAX_HOLD = 4000
+#: Words quoted as the anchor (fewer if they exceed ``_ANCHOR_CHARS``).
+ANCHOR_WORDS = 6
+_ANCHOR_CHARS = 80
+#: A partial word longer than this is committed anyway (a URL, a long CJK run without breaks).
+_WORD_HOLD_MAX = 200
+_WORD_RE = re.compile(r"\w+")
 
 # 4.6 and later, every 5.x, and the Mythos/Fable families reject prefill.
 _NO_PREFILL = re.compile(
@@ -74,32 +113,34 @@ def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dic
     return [
         *base,
         {"role": "assistant", "content": head + text},
-        {"role": "user", "content": CONTINUE_INSTRUCTION},
+        {"role": "user", "content": continue_instruction(anchor_for(text))},
     ], ""
 
 
-def remove_overlap(committed: str, new: str) -> int:
-    """How many leading characters of ``new`` repeat text already at the end of ``committed``.
 
-    Looks for the longest repeat of at least ``MIN_OVERLAP`` characters, starting at a word
-    boundary of ``committed``, after the whitespace at the join is set aside; then drops whatever
-    leading whitespace of the rest is already committed. Returns 0 when nothing repeats.
+
+def anchor_for(text: str) -> str:
+    """The last ``ANCHOR_WORDS`` words of ``text`` (without trailing whitespace), or "".
+
+    At most ``_ANCHOR_CHARS`` characters, starting at a word; "" when the tail would not quote
+    cleanly (it contains the closing tag).
     """
-    stem = committed.rstrip()
-    tail_ws = committed[len(stem) :]
-    lead = len(new) - len(new.lstrip())
-    body = new[lead:]
-    best = 0
-    limit = min(len(body), len(stem), OVERLAP_WINDOW)
-    for size in range(limit, MIN_OVERLAP - 1, -1):
-        start = len(stem) - size
-        if (start == 0 or not stem[start - 1].isalnum()) and body.startswith(stem[start:]):
-            best = size
-            break
-    if best == 0:
-        return _skip_committed_whitespace(tail_ws, new)
-    rest = new[lead + best :]
-    return lead + best + _skip_committed_whitespace(tail_ws, rest)
+    stem = text.rstrip()
+    tail = stem[-(_ANCHOR_CHARS * 2) :]
+    starts = [m.start() for m in _WORD_RE.finditer(tail)]
+    if not starts:
+        return ""
+    anchor = tail[starts[max(0, len(starts) - ANCHOR_WORDS)] :]
+    if len(anchor) > _ANCHOR_CHARS:
+        anchor = anchor[-_ANCHOR_CHARS:]
+        space = anchor.find(" ")
+        anchor = anchor[space + 1 :] if 0 <= space < len(anchor) - 1 else anchor
+    return "" if "</last_words>" in anchor or not anchor.strip() else anchor
+
+
+def continue_instruction(anchor: str) -> str:
+    """The continuation turn, quoting ``anchor`` when there is one."""
+    return _ANCHORED_INSTRUCTION.format(anchor=anchor) if anchor else CONTINUE_INSTRUCTION
 
 
 def _skip_committed_whitespace(carry: str, new: str) -> int:
@@ -110,52 +151,120 @@ def _skip_committed_whitespace(carry: str, new: str) -> int:
     return count
 
 
+def _word_boundary(text: str) -> int:
+    """The end of the last whole word of ``text``: after its last whitespace or wide character."""
+    for index in range(len(text) - 1, -1, -1):
+        char = text[index]
+        if char.isspace() or (char > "\u10ff" and unicodedata.east_asian_width(char) in "WF"):
+            return index + 1
+    return 0
+
+
 class Joiner:
     """Turns one request's stream of deltas into the exact text to append to the document.
 
     ``feed`` returns what can be appended now; ``finish`` what is left once the stream ended well.
     If the stream fails instead, whatever is still held back is simply dropped: it was not
-    resolved, and the next request regenerates it.
+    resolved, and the next request regenerates it. ``join`` is the decision, once made (None for
+    a fresh request).
     """
 
-    __slots__ = ("_committed_tail", "_decided", "_held", "_held_len", "_limit", "_mode")
+    __slots__ = (
+        "_anchor",
+        "_committed_tail",
+        "_decided",
+        "_held",
+        "_held_len",
+        "_limit",
+        "_mode",
+        "_partial",
+        "_whole_words",
+        "join",
+    )
 
-    def __init__(self, mode: ResumeMode, committed: str, carry: str = "") -> None:
+    def __init__(
+        self, mode: ResumeMode, committed: str, carry: str = "", *, whole_words: bool = False
+    ) -> None:
         self._mode = mode
         self._held: list[str] = []
         self._held_len = 0
+        self._anchor = ""
+        self._partial = ""
+        self._whole_words = whole_words
+        self.join: Join | None = None
         if mode is ResumeMode.PREFILL:
             # Only the carried whitespace can be repeated: hold back at most that much.
             self._committed_tail = carry
             self._limit = len(carry)
+            if not carry:
+                self.join = Join(0, JoinRule.PREFILL)
+        elif mode is ResumeMode.CONTINUATION and committed:
+            self._committed_tail = committed[-TAIL_CHARS:]
+            self._anchor = anchor_for(committed)
+            self._limit = OVERLAP_WINDOW
         else:
-            self._committed_tail = committed[-(OVERLAP_WINDOW + 64) :]
-            self._limit = OVERLAP_WINDOW if committed else 0
+            self._committed_tail = ""
+            self._limit = 0
         self._decided = self._limit == 0
 
     def feed(self, delta: str) -> str:
-        if self._decided:
-            return delta
-        self._held.append(delta)
-        self._held_len += len(delta)
-        if self._held_len <= self._limit and not self._can_decide_early():
-            return ""
-        return self._resolve()
+        if not self._decided:
+            self._held.append(delta)
+            self._held_len += len(delta)
+            if not self._ready():
+                return ""
+            delta = self._resolve()
+        return self._gate(delta) if self._whole_words else delta
 
-    def finish(self) -> str:
-        """The rest of the text, once the stream ended normally."""
-        return "" if self._decided else self._resolve()
+    def finish(self, complete: bool = True) -> str:
+        """The rest of the text, once the stream ended normally.
 
-    def _can_decide_early(self) -> bool:
-        # In prefill mode, any non-whitespace character ends the carried whitespace.
-        return self._mode is ResumeMode.PREFILL and not "".join(self._held).isspace()
+        ``complete`` is False when the stream stopped at ``max_tokens``: with whole-word commits,
+        the partial word at its end is then dropped, for the next request to rewrite.
+        """
+        out = "" if self._decided else self._resolve()
+        if not self._whole_words:
+            return out
+        out = self._gate(out)
+        if complete:
+            out, self._partial = out + self._partial, ""
+        return out
+
+    def _ready(self) -> bool:
+        if self._mode is ResumeMode.PREFILL:
+            # Any non-whitespace character ends the carried whitespace.
+            return self._held_len > self._limit or not "".join(self._held).isspace()
+        if self._held_len < self._limit:
+            return False
+        if self._held_len >= MAX_HOLD:
+            return True
+        return not needs_more(self._committed_tail, "".join(self._held), self._anchor)
 
     def _resolve(self) -> str:
         held = "".join(self._held)
         self._held.clear()
         self._decided = True
         if self._mode is ResumeMode.PREFILL:
-            skip = _skip_committed_whitespace(self._committed_tail, held)
+            self.join = Join(_skip_committed_whitespace(self._committed_tail, held), JoinRule.PREFILL)
         else:
-            skip = remove_overlap(self._committed_tail, held)
-        return held[skip:]
+            self.join = decide(self._committed_tail, held, self._anchor)
+            if self.join.uncertain:
+                log.warning(
+                    "join_uncertain",
+                    rule=str(self.join.rule),
+                    committed_tail=self._committed_tail[-60:],
+                    reply_head=held[:80],
+                    cut=self.join.skip,
+                )
+        return held[self.join.skip :]
+
+    def _gate(self, text: str) -> str:
+        """With whole-word commits: release text up to its last word boundary."""
+        whole = self._partial + text
+        cut = _word_boundary(whole)
+        if cut == 0 and len(whole) <= _WORD_HOLD_MAX:
+            self._partial = whole
+            return ""
+        cut = cut or len(whole)
+        self._partial = whole[cut:]
+        return whole[:cut]

@@ -1,0 +1,201 @@
+"""Where a continuation joins the committed text: the pure rules, in the order they are tried.
+
+A model asked to continue (``worker.resume``, continuation mode) starts its reply in one of a few
+ways: it repeats the anchor it was asked to repeat; it restarts further back (the sentence, the
+line, a split word, the last 40 words); it repeats fewer words than asked; it opens with a
+one-line preamble; it restates the section heading or the list marker of the current line; or it
+just continues. :func:`decide` looks at the start of the reply (``held``) and the end of the
+committed text and says how many leading characters of the reply to drop, and which rule said so.
+
+The rules, most certain first (measured by ``python -m bench.joins``):
+
+1. **preamble**: a first line that is not document text (it ends in a newline, and either reads
+   like "Continuing from where I left off:" or is followed by the anchor) is dropped, with the
+   blank lines after it; the other rules then apply to what follows.
+2. **anchor**: the reply starts with the anchor (the last words of the committed text, quoted in
+   the request): cut exactly after it. This is what makes short repeats decidable: whatever the
+   next words are (a genuine "that that", a refrain, a table row), the anchor marks the join.
+3. **restart**: the reply starts with a longer suffix of the committed text (the sentence, the
+   line, a longer repeat): cut after the longest such suffix that starts at a word boundary and
+   ends at one (or, when the committed text ends mid-word, the split word restarted).
+4. **short_repeat**: the reply repeats fewer words than the anchor. Either the model repeated a
+   little, or the document genuinely continues with those words; the cut is made (a doubled word
+   is the failure users see) and marked *uncertain*, so it is logged and counted.
+5. **heading** / **marker**: the reply restates the last markdown heading (followed by the
+   continuation of the paragraph under it) or the list or heading marker of the current line.
+6. **clean**: none of the above; the reply is appended as it is, less any whitespace that only
+   repeats the committed trailing whitespace.
+
+Without an anchor (an older request) rules 2 and 3 merge: any repeat of the tail is cut, and a
+repeat shorter than ``MIN_CERTAIN`` characters is marked uncertain.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = ("JoinRule", "Join", "decide", "needs_more", "MIN_CERTAIN", "TAIL_CHARS")
+
+#: Characters of committed text the rules look at (the longest echo they can cut).
+TAIL_CHARS = 4000
+#: Without an anchor, a repeat shorter than this is cut but marked uncertain.
+MIN_CERTAIN = 12
+
+_PREAMBLE_RE = re.compile(
+    r"(?i)^[^\n]{0,40}\b(?:continu\w*|left off|pick(?:ing)? up|resum\w*|where (?:i|it|we|you) "
+    r"(?:stopped|left)|rest of|remainder)\b[^\n]{0,80}(?::|\.\.\.|…)\s*$"
+)
+_HEADING_RE = re.compile(r"(?m)^#{1,6} [^\n]*$")
+_MARKER_RE = re.compile(r"(?:[-*+]|\d{1,3}[.)]|#{1,6}|>) ")
+
+
+class JoinRule(enum.StrEnum):
+    """Which rule placed the join (recorded per resume in the attempt's history)."""
+
+    PREFILL = "prefill"
+    ANCHOR = "anchor"
+    RESTART = "restart"
+    SHORT_REPEAT = "short_repeat"
+    HEADING = "heading"
+    MARKER = "marker"
+    CLEAN = "clean"
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """The decision: drop ``skip`` leading characters of the reply."""
+
+    skip: int
+    rule: JoinRule
+    preamble: bool = False
+    #: The rule could not tell a repeat from genuine text: log ``join_uncertain`` and count it.
+    uncertain: bool = False
+
+
+def _is_word_start(text: str, index: int) -> bool:
+    return index == 0 or not text[index - 1].isalnum() or not text[index].isalnum()
+
+
+def _longest_echo(stem: str, body: str, mid_word: bool) -> int:
+    """Length of the longest suffix of ``stem`` that ``body`` starts with, at word boundaries.
+
+    The suffix must start at a word boundary of ``stem``; unless ``stem`` ends mid-word (a split
+    word the model restarts), the echo must also end at a word boundary of ``body``.
+    """
+    limit = min(len(body), len(stem))
+    for size in range(limit, 0, -1):
+        start = len(stem) - size
+        if not _is_word_start(stem, start) or not body.startswith(stem[start:]):
+            continue
+        if mid_word or size == len(body) or not (body[size].isalnum() and stem[-1].isalnum()):
+            return size
+    return 0
+
+
+def _skip_whitespace(carry: str, new: str, start: int) -> int:
+    """Leading characters of ``new[start:]`` that repeat the committed trailing whitespace."""
+    count = 0
+    while count < len(carry) and start + count < len(new) and new[start + count] == carry[count]:
+        count += 1
+    return start + count
+
+
+def _echo_join(committed: str, body: str, anchor: str) -> Join | None:
+    """Rules 2-4 on ``body`` (the reply without a preamble); None when nothing repeats."""
+    stem = committed.rstrip()
+    tail_ws = committed[len(stem) :]
+    lead = len(body) - len(body.lstrip())
+    text = body[lead:]
+    if anchor and text.startswith(anchor) and stem.endswith(anchor):
+        return Join(_skip_whitespace(tail_ws, body, lead + len(anchor)), JoinRule.ANCHOR)
+    mid_word = not tail_ws and not lead and bool(stem) and stem[-1].isalnum()
+    size = _longest_echo(stem, text, mid_word)
+    if size == 0:
+        return None
+    skip = _skip_whitespace(tail_ws, body, lead + size)
+    if anchor and size >= len(anchor):
+        return Join(skip, JoinRule.RESTART)
+    if not anchor and size >= MIN_CERTAIN:
+        return Join(skip, JoinRule.RESTART)
+    return Join(skip, JoinRule.SHORT_REPEAT, uncertain=True)
+
+
+def _restated_join(committed: str, body: str) -> Join | None:
+    """Rule 5: a restated heading line, or the marker of the current line."""
+    line_start = committed.rfind("\n") + 1
+    line = committed[line_start:]
+    marker = _MARKER_RE.match(line)
+    if marker and not committed.endswith("\n") and len(line.strip()) > len(marker.group().strip()):
+        if body.startswith(marker.group()) and not body.startswith(line.rstrip()):
+            return Join(len(marker.group()), JoinRule.MARKER)
+    headings = _HEADING_RE.findall(committed)
+    if not headings:
+        return None
+    heading = headings[-1]
+    if committed.rstrip().endswith(heading) or not body.startswith(heading + "\n"):
+        return None
+    skip = len(heading)
+    while skip < len(body) and body[skip] == "\n":
+        skip += 1
+    return Join(skip, JoinRule.HEADING)
+
+
+def _after_preamble(body: str) -> int:
+    """Where the text after a first line ending in a newline starts (0 if there is none)."""
+    newline = body.find("\n")
+    if newline <= 0:
+        return 0
+    end = newline
+    while end < len(body) and body[end] == "\n":
+        end += 1
+    return end
+
+
+def decide(committed: str, held: str, anchor: str = "") -> Join:
+    """The join of ``held`` (the start of a reply) onto ``committed``.
+
+    ``committed`` need only be the end of the committed text (``TAIL_CHARS`` is plenty);
+    ``anchor`` is the quoted tail the request asked the model to repeat, or "".
+    """
+    stem = committed.rstrip()
+    if not stem:
+        return Join(_skip_whitespace(committed, held, 0), JoinRule.CLEAN)
+    first = _after_preamble(held)
+    if first and len(held) > first:
+        line = held[:first].strip()
+        rest = held[first:]
+        after = _echo_join(committed, rest, anchor) or _restated_join(committed, rest)
+        anchored = after is not None and after.rule in (JoinRule.ANCHOR, JoinRule.RESTART)
+        own = _echo_join(committed, held, anchor)
+        if (anchored or _PREAMBLE_RE.match(line)) and not (own and own.rule is not JoinRule.SHORT_REPEAT):
+            inner = after or Join(_skip_whitespace(committed[len(stem) :], rest, 0), JoinRule.CLEAN)
+            return Join(first + inner.skip, inner.rule, preamble=True, uncertain=inner.uncertain)
+    join = _echo_join(committed, held, anchor) or _restated_join(committed, held)
+    if join is not None:
+        return join
+    return Join(_skip_whitespace(committed[len(stem) :], held, 0), JoinRule.CLEAN)
+
+
+def needs_more(committed: str, held: str, anchor: str = "") -> bool:
+    """Whether more of the reply could change the decision (``held`` may be an echo's start).
+
+    True while the reply, less leading whitespace and any first line, could still grow into the
+    anchor or into a longer suffix of the committed text.
+    """
+    stem = committed.rstrip()
+    if not stem:
+        return False
+    for body in (held, held[_after_preamble(held) :]):
+        text = body.lstrip()
+        if not text:
+            return True
+        if len(text) < len(anchor) and anchor.startswith(text):
+            return True
+        index = stem.find(text)
+        while index != -1:
+            if _is_word_start(stem, index) and index + len(text) < len(stem):
+                return True
+            index = stem.find(text, index + 1)
+    return False
