@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,8 @@ class Attempt:
         self.first_mode: ResumeMode | None = None
         self.time_to_first_token: float | None = None
         self.stop_reason: str | None = None
+        #: Which rule placed each resume's join (``worker.join.JoinRule``), plus "uncertain".
+        self.joins: Counter[str] = Counter()
 
     def result(
         self, outcome: Outcome, *, error: str | None = None, retry_at: float | None = None
@@ -116,6 +119,7 @@ class Attempt:
             error=error,
             retry_at=retry_at,
             time_to_first_token=self.time_to_first_token,
+            joins=tuple(sorted(self.joins.items())),
         )
 
     async def run(self) -> AttemptResult:
@@ -148,13 +152,15 @@ class Attempt:
         )
         return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)
 
+    def _continues(self) -> bool:
+        """Whether this model resumes by a continuation turn (and so commits whole words only)."""
+        model = self.spec.model
+        return model in self.no_prefill or not supports_prefill(model)
+
     def _mode(self, text: str) -> ResumeMode:
         if not text:
             return ResumeMode.FRESH
-        model = self.spec.model
-        if model in self.no_prefill or not supports_prefill(model):
-            return ResumeMode.CONTINUATION
-        return ResumeMode.PREFILL
+        return ResumeMode.CONTINUATION if self._continues() else ResumeMode.PREFILL
 
     async def _generate(self) -> None:
         spec = self.spec
@@ -179,7 +185,8 @@ class Attempt:
             if spec.system is not None:
                 params["system"] = spec.system
             try:
-                stop = await self._request(params, Joiner(mode, text, carry))
+                joiner = Joiner(mode, text, carry, safe_commits=self._continues())
+                stop = await self._request(params, joiner)
             except anthropic.BadRequestError as exc:
                 if mode is ResumeMode.PREFILL and is_prefill_rejection(exc):
                     log.info("prefill_rejected", model=spec.model)
@@ -215,11 +222,15 @@ class Attempt:
                 on_response=lambda headers: self.limiter.started(ticket, headers),
                 result=result,
             )
-            writer.add(job, joiner.finish())
+            writer.add(job, joiner.finish(complete=result.stop_reason != "max_tokens"))
         except BaseException as exc:
             error = exc
             raise
         finally:
+            if joiner.join is not None:
+                self.joins[str(joiner.join.rule)] += 1
+                if joiner.join.uncertain:
+                    self.joins["uncertain"] += 1
             self.usage = self.usage + result.usage
             if self.time_to_first_token is None:
                 self.time_to_first_token = result.time_to_first_token

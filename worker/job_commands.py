@@ -24,7 +24,7 @@ import anyio.to_thread
 from jobs.errors import InvalidJobError
 from jobs.export import export_jobs, manifest_entry
 from jobs.jsonl import parse_jobs
-from jobs.models import AttemptRecord, Job, State, Transition, Usage
+from jobs.models import AttemptRecord, Job, State, Transition, Usage, format_joins
 from jobs.store import Store, open_store
 from worker.config import Config
 from worker.lifecycle import log_deprecated
@@ -234,6 +234,7 @@ def _attempt_json(record: AttemptRecord) -> dict[str, Any]:
         "stop_reason": record.stop_reason,
         "error": record.error,
         "time_to_first_token": record.time_to_first_token,
+        "joins": dict(record.joins),
     }
 
 
@@ -284,6 +285,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             f"  #{a.number} {a.worker} {_when(a.started_at)} {a.outcome or 'running'} {mode} "
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
+            + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )
     print("history")

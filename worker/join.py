@@ -34,12 +34,31 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from dataclasses import dataclass
 
-__all__ = ("JoinRule", "Join", "decide", "needs_more", "MIN_CERTAIN", "TAIL_CHARS")
+__all__ = (
+    "JoinRule",
+    "Join",
+    "decide",
+    "needs_more",
+    "clean_after",
+    "safe_cut",
+    "anchor_for",
+    "MIN_CERTAIN",
+    "TAIL_CHARS",
+    "ECHO_CHARS",
+)
 
-#: Characters of committed text the rules look at (the longest echo they can cut).
+#: Characters of committed text the rules look at.
 TAIL_CHARS = 4000
+#: The longest echo of the committed text the rules cut (a restarted paragraph fits).
+ECHO_CHARS = 3000
+#: The longest first line taken for a preamble on the anchor's evidence alone.
+PREAMBLE_CHARS = 100
+#: Words quoted as the anchor (fewer if they exceed ``_ANCHOR_CHARS``).
+ANCHOR_WORDS = 6
+_ANCHOR_CHARS = 80
 #: Without an anchor, a repeat shorter than this is cut but marked uncertain.
 MIN_CERTAIN = 12
 
@@ -49,6 +68,8 @@ _PREAMBLE_RE = re.compile(
 )
 _HEADING_RE = re.compile(r"(?m)^#{1,6} [^\n]*$")
 _MARKER_RE = re.compile(r"(?:[-*+]|\d{1,3}[.)]|#{1,6}|>) ")
+_FIRST_RE = re.compile(r"\w+")
+_RESTATE_CHARS = frozenset("#-*+>0123456789")
 
 
 class JoinRule(enum.StrEnum):
@@ -84,7 +105,7 @@ def _longest_echo(stem: str, body: str, mid_word: bool) -> int:
     The suffix must start at a word boundary of ``stem``; unless ``stem`` ends mid-word (a split
     word the model restarts), the echo must also end at a word boundary of ``body``.
     """
-    limit = min(len(body), len(stem))
+    limit = min(len(body), len(stem), ECHO_CHARS)
     for size in range(limit, 0, -1):
         start = len(stem) - size
         if not _is_word_start(stem, start) or not body.startswith(stem[start:]):
@@ -108,18 +129,19 @@ def _echo_join(committed: str, body: str, anchor: str) -> Join | None:
     tail_ws = committed[len(stem) :]
     lead = len(body) - len(body.lstrip())
     text = body[lead:]
-    if anchor and text.startswith(anchor) and stem.endswith(anchor):
-        return Join(_skip_whitespace(tail_ws, body, lead + len(anchor)), JoinRule.ANCHOR)
     mid_word = not tail_ws and not lead and bool(stem) and stem[-1].isalnum()
     size = _longest_echo(stem, text, mid_word)
+    if anchor and size <= len(anchor) and text.startswith(anchor) and stem.endswith(anchor):
+        return Join(_skip_whitespace(tail_ws, body, lead + len(anchor)), JoinRule.ANCHOR)
     if size == 0:
         return None
     skip = _skip_whitespace(tail_ws, body, lead + size)
-    if anchor and size >= len(anchor):
+    if size >= (len(anchor) if anchor else MIN_CERTAIN):
         return Join(skip, JoinRule.RESTART)
-    if not anchor and size >= MIN_CERTAIN:
-        return Join(skip, JoinRule.RESTART)
-    return Join(skip, JoinRule.SHORT_REPEAT, uncertain=True)
+    # Certain when the text was committed at a safe point (``safe_cut``: after whitespace or a
+    # wide character), since its true continuation then never starts with its tail.
+    safe = bool(committed) and _is_boundary(committed, len(committed))
+    return Join(skip, JoinRule.SHORT_REPEAT, uncertain=not safe)
 
 
 def _restated_join(committed: str, body: str) -> Join | None:
@@ -127,9 +149,14 @@ def _restated_join(committed: str, body: str) -> Join | None:
     line_start = committed.rfind("\n") + 1
     line = committed[line_start:]
     marker = _MARKER_RE.match(line)
-    if marker and not committed.endswith("\n") and len(line.strip()) > len(marker.group().strip()):
-        if body.startswith(marker.group()) and not body.startswith(line.rstrip()):
-            return Join(len(marker.group()), JoinRule.MARKER)
+    if (
+        marker
+        and not committed.endswith("\n")
+        and len(line.strip()) > len(marker.group().strip())
+        and body.startswith(marker.group())
+        and not body.startswith(line.rstrip())
+    ):
+        return Join(len(marker.group()), JoinRule.MARKER)
     headings = _HEADING_RE.findall(committed)
     if not headings:
         return None
@@ -153,6 +180,33 @@ def _after_preamble(body: str) -> int:
     return end
 
 
+def anchor_for(text: str) -> str:
+    """The last ``ANCHOR_WORDS`` words of ``text`` (without trailing whitespace), or "".
+
+    At most ``_ANCHOR_CHARS`` characters, starting at a word; "" when the tail would not quote
+    cleanly (it contains the closing tag of the quote).
+    """
+    stem = text.rstrip()
+    tail = stem[-(_ANCHOR_CHARS * 2) :]
+    starts = [m.start() for m in _FIRST_RE.finditer(tail)]
+    if not starts:
+        return ""
+    anchor = tail[starts[max(0, len(starts) - ANCHOR_WORDS)] :]
+    if len(anchor) > _ANCHOR_CHARS:
+        anchor = anchor[-_ANCHOR_CHARS:]
+        space = anchor.find(" ")
+        anchor = anchor[space + 1 :] if 0 <= space < len(anchor) - 1 else anchor
+    return "" if "</last_words>" in anchor or not anchor.strip() else anchor
+
+
+def _is_preamble(line: str, rest: str, anchor: str) -> bool:
+    """A first line (without its newline) that is not document text: it reads like a preamble,
+    or it is short and what follows it repeats the anchor."""
+    if _PREAMBLE_RE.match(line):
+        return True
+    return bool(anchor) and len(line) <= PREAMBLE_CHARS and rest.lstrip().startswith(anchor)
+
+
 def decide(committed: str, held: str, anchor: str = "") -> Join:
     """The join of ``held`` (the start of a reply) onto ``committed``.
 
@@ -167,9 +221,8 @@ def decide(committed: str, held: str, anchor: str = "") -> Join:
         line = held[:first].strip()
         rest = held[first:]
         after = _echo_join(committed, rest, anchor) or _restated_join(committed, rest)
-        anchored = after is not None and after.rule in (JoinRule.ANCHOR, JoinRule.RESTART)
         own = _echo_join(committed, held, anchor)
-        if (anchored or _PREAMBLE_RE.match(line)) and not (own and own.rule is not JoinRule.SHORT_REPEAT):
+        if _is_preamble(line, rest, anchor) and not (own and own.rule is not JoinRule.SHORT_REPEAT):
             inner = after or Join(_skip_whitespace(committed[len(stem) :], rest, 0), JoinRule.CLEAN)
             return Join(first + inner.skip, inner.rule, preamble=True, uncertain=inner.uncertain)
     join = _echo_join(committed, held, anchor) or _restated_join(committed, held)
@@ -199,3 +252,61 @@ def needs_more(committed: str, held: str, anchor: str = "") -> bool:
                 return True
             index = stem.find(text, index + 1)
     return False
+
+
+def _is_boundary(text: str, index: int) -> bool:
+    """Whether a commit may end at ``index``: right after whitespace or a wide (CJK) character."""
+    char = text[index - 1]
+    return char.isspace() or (char > "\u10ff" and unicodedata.east_asian_width(char) in "WF")
+
+
+def clean_after(committed: str, truth: str) -> bool:
+    """Whether ``truth``, appended to ``committed`` unchanged, could never be mistaken for an echo.
+
+    False when ``truth`` (less leading whitespace) starts with a word-bounded suffix of the
+    committed text, or could still grow into one, or starts like a restated heading, marker or a
+    preamble line. A resume from such a point would be ambiguous: a reply starting with those
+    words may be a repeat or the text itself. See :func:`safe_cut`.
+    """
+    stem = committed.rstrip()[-ECHO_CHARS:]
+    text = truth.lstrip()
+    if not text or not stem:
+        return bool(text)
+    first = _FIRST_RE.match(text)
+    probe = first.group() if first else text[0]
+    index = stem.find(probe)
+    while index != -1:
+        if _is_word_start(stem, index):
+            suffix = stem[index:]
+            if text.startswith(suffix) or suffix.startswith(text):
+                return False
+        index = stem.find(probe, index + 1)
+    if text[0] in _RESTATE_CHARS and _restated_join(committed[-TAIL_CHARS:], text) is not None:
+        return False
+    newline = text.find("\n")
+    if newline == -1:
+        return len(text) > PREAMBLE_CHARS  # until then, the first line may still be a preamble
+    line, rest, anchor = text[:newline].strip(), text[newline:].lstrip(), anchor_for(committed)
+    if anchor and len(line) <= PREAMBLE_CHARS and anchor.startswith(rest):
+        return False  # what follows the line may still grow into the anchor
+    return not _is_preamble(line, rest, anchor)
+
+
+def safe_cut(context: str, pending: str, tries: int = 24) -> int:
+    """How much of ``pending`` (text after ``context``) may be committed now: the latest boundary
+    from which the rest of ``pending`` continues unambiguously (0 if none is known yet).
+
+    Committing only at such points is what makes a continuation's join decidable: whatever the
+    model repeats when it resumes, the committed text's true continuation never starts with the
+    committed tail, so any repeat of the tail in the reply is an echo to cut. A candidate needs
+    enough text after it to show that its next line is no preamble (a newline, or more than
+    ``PREAMBLE_CHARS``); up to ``tries`` candidates are checked, latest first.
+    """
+    index = max(pending.rfind("\n"), len(pending) - PREAMBLE_CHARS - 1)
+    while index > 0 and tries > 0:
+        if _is_boundary(pending, index):
+            tries -= 1
+            if clean_after(context + pending[:index], pending[index:]):
+                return index
+        index -= 1
+    return 0

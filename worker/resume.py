@@ -40,7 +40,17 @@ import unicodedata
 import structlog
 
 from jobs.models import JobSpec, ResumeMode
-from worker.join import TAIL_CHARS, Join, JoinRule, decide, needs_more
+from worker.join import (
+    ANCHOR_WORDS,
+    ECHO_CHARS,
+    TAIL_CHARS,
+    Join,
+    JoinRule,
+    anchor_for,
+    decide,
+    needs_more,
+    safe_cut,
+)
 
 __all__ = (
     "CONTINUE_INSTRUCTION",
@@ -71,12 +81,9 @@ _ANCHORED_INSTRUCTION = (
 OVERLAP_WINDOW = 400
 #: The most held back while the reply still repeats committed text (a restarted paragraph).
 MAX_HOLD = 4000
-#: Words quoted as the anchor (fewer if they exceed ``_ANCHOR_CHARS``).
-ANCHOR_WORDS = 6
-_ANCHOR_CHARS = 80
-#: A partial word longer than this is committed anyway (a URL, a long CJK run without breaks).
-_WORD_HOLD_MAX = 200
-_WORD_RE = re.compile(r"\w+")
+#: Text held back longer than this is committed anyway, up to its last word boundary.
+_PENDING_MAX = 1000
+_CONTEXT_CHARS = 2 * ECHO_CHARS
 
 # 4.6 and later, every 5.x, and the Mythos/Fable families reject prefill.
 _NO_PREFILL = re.compile(
@@ -117,27 +124,6 @@ def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dic
     ], ""
 
 
-
-
-def anchor_for(text: str) -> str:
-    """The last ``ANCHOR_WORDS`` words of ``text`` (without trailing whitespace), or "".
-
-    At most ``_ANCHOR_CHARS`` characters, starting at a word; "" when the tail would not quote
-    cleanly (it contains the closing tag).
-    """
-    stem = text.rstrip()
-    tail = stem[-(_ANCHOR_CHARS * 2) :]
-    starts = [m.start() for m in _WORD_RE.finditer(tail)]
-    if not starts:
-        return ""
-    anchor = tail[starts[max(0, len(starts) - ANCHOR_WORDS)] :]
-    if len(anchor) > _ANCHOR_CHARS:
-        anchor = anchor[-_ANCHOR_CHARS:]
-        space = anchor.find(" ")
-        anchor = anchor[space + 1 :] if 0 <= space < len(anchor) - 1 else anchor
-    return "" if "</last_words>" in anchor or not anchor.strip() else anchor
-
-
 def continue_instruction(anchor: str) -> str:
     """The continuation turn, quoting ``anchor`` when there is one."""
     return _ANCHORED_INSTRUCTION.format(anchor=anchor) if anchor else CONTINUE_INSTRUCTION
@@ -172,25 +158,33 @@ class Joiner:
     __slots__ = (
         "_anchor",
         "_committed_tail",
+        "_context",
         "_decided",
         "_held",
         "_held_len",
         "_limit",
         "_mode",
         "_partial",
-        "_whole_words",
+        "_safe_commits",
         "join",
     )
 
     def __init__(
-        self, mode: ResumeMode, committed: str, carry: str = "", *, whole_words: bool = False
+        self,
+        mode: ResumeMode,
+        committed: str,
+        carry: str = "",
+        *,
+        safe_commits: bool = False,
+        anchor: bool = True,
     ) -> None:
         self._mode = mode
         self._held: list[str] = []
         self._held_len = 0
         self._anchor = ""
         self._partial = ""
-        self._whole_words = whole_words
+        self._context = committed[-_CONTEXT_CHARS:]
+        self._safe_commits = safe_commits
         self.join: Join | None = None
         if mode is ResumeMode.PREFILL:
             # Only the carried whitespace can be repeated: hold back at most that much.
@@ -200,7 +194,7 @@ class Joiner:
                 self.join = Join(0, JoinRule.PREFILL)
         elif mode is ResumeMode.CONTINUATION and committed:
             self._committed_tail = committed[-TAIL_CHARS:]
-            self._anchor = anchor_for(committed)
+            self._anchor = anchor_for(committed) if anchor else ""
             self._limit = OVERLAP_WINDOW
         else:
             self._committed_tail = ""
@@ -214,7 +208,7 @@ class Joiner:
             if not self._ready():
                 return ""
             delta = self._resolve()
-        return self._gate(delta) if self._whole_words else delta
+        return self._gate(delta) if self._safe_commits else delta
 
     def finish(self, complete: bool = True) -> str:
         """The rest of the text, once the stream ended normally.
@@ -223,7 +217,7 @@ class Joiner:
         the partial word at its end is then dropped, for the next request to rewrite.
         """
         out = "" if self._decided else self._resolve()
-        if not self._whole_words:
+        if not self._safe_commits:
             return out
         out = self._gate(out)
         if complete:
@@ -259,12 +253,12 @@ class Joiner:
         return held[self.join.skip :]
 
     def _gate(self, text: str) -> str:
-        """With whole-word commits: release text up to its last word boundary."""
-        whole = self._partial + text
-        cut = _word_boundary(whole)
-        if cut == 0 and len(whole) <= _WORD_HOLD_MAX:
-            self._partial = whole
-            return ""
-        cut = cut or len(whole)
-        self._partial = whole[cut:]
-        return whole[:cut]
+        """With safe commits: release text up to the latest point it continues unambiguously."""
+        pending = self._partial + text
+        cut = safe_cut(self._context, pending)
+        if cut == 0 and len(pending) > _PENDING_MAX:
+            cut = _word_boundary(pending[:-1]) or len(pending)
+        self._partial = pending[cut:]
+        if cut:
+            self._context = (self._context + pending[:cut])[-_CONTEXT_CHARS:]
+        return pending[:cut]

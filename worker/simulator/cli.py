@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--echo",
         default=None,
-        help="how continuations start: mixed, none, repeat:N, or KIND:WEIGHT,... (overrides --repeat-overlap)",
+        help="how continuations start: mixed, none, repeat:N or KIND:WEIGHT,... (replaces --repeat-overlap)",
     )
     parser.add_argument("--api-key", default=None, help="require this API key (default: accept any)")
     parser.add_argument("--seed", type=int, default=0, help="seed for delta sizes, overlaps and faults")

@@ -66,10 +66,13 @@ def _block(rng: random.Random, vocabulary: Sequence[str], refrain: str) -> str:
         return "```python\n" + "\n".join(lines) + "\n```\n\n"
     if roll < 0.38:
         sentences = rng.randint(1, 3)
-        return "".join(
-            "".join(rng.choice(_CJK) for _ in range(rng.randint(4, 12))) + rng.choice(_CJK_END)
-            for _ in range(sentences)
-        ) + "\n\n"
+        return (
+            "".join(
+                "".join(rng.choice(_CJK) for _ in range(rng.randint(4, 12))) + rng.choice(_CJK_END)
+                for _ in range(sentences)
+            )
+            + "\n\n"
+        )
     if roll < 0.45:
         return "## " + " ".join(rng.choice(vocabulary).capitalize() for _ in range(2)) + "\n\n"
     if roll < 0.52:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from worker.simulator.continuation import draw_echo, parse_echo, requested_anchor
 from worker.simulator.accounting import Accounting, AccountingSnapshot
+from worker.simulator.continuation import draw_echo, parse_echo, requested_anchor
 from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
 from worker.simulator.protocol import (
     PREFILL_UNSUPPORTED,
