@@ -268,28 +268,62 @@ def clean_after(committed: str, truth: str) -> bool:
     preamble line. A resume from such a point would be ambiguous: a reply starting with those
     words may be a repeat or the text itself. See :func:`safe_cut`.
     """
-    stem = committed.rstrip()[-ECHO_CHARS:]
-    text = truth.lstrip()
-    if not text or not stem:
+    return _clean_at(committed + truth, len(committed))
+
+
+def _clean_at(whole: str, end: int) -> bool:
+    """:func:`clean_after` for ``whole[:end]`` and ``whole[end:]``, copying only the lookahead."""
+    stem_end = end
+    while stem_end > 0 and whole[stem_end - 1].isspace():
+        stem_end -= 1
+    start = end
+    while start < len(whole) and whole[start].isspace():
+        start += 1
+    text = whole[start:]
+    if not text or stem_end == 0:
         return bool(text)
-    first = _FIRST_RE.match(text)
-    probe = first.group() if first else text[0]
-    index = stem.find(probe)
-    while index != -1:
-        if _is_word_start(stem, index):
-            suffix = stem[index:]
-            if text.startswith(suffix) or suffix.startswith(text):
-                return False
-        index = stem.find(probe, index + 1)
-    if text[0] in _RESTATE_CHARS and _restated_join(committed[-TAIL_CHARS:], text) is not None:
+    low = max(0, stem_end - ECHO_CHARS)
+    if _echo_of_tail(whole, low, stem_end, text):
+        return False
+    if text[0] in _RESTATE_CHARS and _restated_join(whole[max(0, end - TAIL_CHARS) : end], text) is not None:
         return False
     newline = text.find("\n")
     if newline == -1:
         return len(text) > PREAMBLE_CHARS  # until then, the first line may still be a preamble
-    line, rest, anchor = text[:newline].strip(), text[newline:].lstrip(), anchor_for(committed)
+    line, rest = text[:newline].strip(), text[newline:].lstrip()
+    if len(line) > PREAMBLE_CHARS + 40:
+        return True
+    if rest[:4] not in whole[max(0, stem_end - _ANCHOR_CHARS - 8) : stem_end]:
+        return _PREAMBLE_RE.match(line) is None  # what follows cannot be (or become) the anchor
+    anchor = anchor_for(whole[max(0, end - 2 * _ANCHOR_CHARS) : end])
     if anchor and len(line) <= PREAMBLE_CHARS and anchor.startswith(rest):
         return False  # what follows the line may still grow into the anchor
     return not _is_preamble(line, rest, anchor)
+
+
+def _echo_of_tail(whole: str, low: int, stem_end: int, text: str) -> bool:
+    """Whether ``text`` starts with a word-bounded suffix of ``whole[low:stem_end]``, or is the
+    start of one. Finds suffix ends through the stem's last characters, so the cost follows the
+    lookahead, not the window."""
+    key = min(8, stem_end - low)
+    for size in range(1, key + 1):
+        suffix = whole[stem_end - size : stem_end]
+        if size <= len(text) and text.startswith(suffix) and _is_word_start(whole, stem_end - size):
+            return True
+    tail = whole[stem_end - key : stem_end]
+    index = text.find(tail, 1)
+    while index != -1:
+        size = index + key
+        begin = stem_end - size
+        if begin >= low and _is_word_start(whole, begin) and whole.startswith(text[:size], begin):
+            return True
+        index = text.find(tail, index + 1)
+    index = whole.find(text, low, stem_end)
+    while index != -1:
+        if _is_word_start(whole, index):
+            return True
+        index = whole.find(text, index + 1, stem_end)
+    return False
 
 
 def safe_cut(context: str, pending: str, tries: int = 24) -> int:
@@ -302,11 +336,13 @@ def safe_cut(context: str, pending: str, tries: int = 24) -> int:
     enough text after it to show that its next line is no preamble (a newline, or more than
     ``PREAMBLE_CHARS``); up to ``tries`` candidates are checked, latest first.
     """
+    whole = context[-(ECHO_CHARS + TAIL_CHARS) :] + pending
+    base = len(whole) - len(pending)
     index = max(pending.rfind("\n"), len(pending) - PREAMBLE_CHARS - 1)
     while index > 0 and tries > 0:
         if _is_boundary(pending, index):
             tries -= 1
-            if clean_after(context + pending[:index], pending[index:]):
+            if _clean_at(whole, base + index):
                 return index
         index -= 1
     return 0

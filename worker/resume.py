@@ -84,6 +84,8 @@ MAX_HOLD = 4000
 #: Text held back longer than this is committed anyway, up to its last word boundary.
 _PENDING_MAX = 1000
 _CONTEXT_CHARS = 2 * ECHO_CHARS
+#: Held-back characters added between two looks for a safe point (the cost stays per chunk).
+_CHECK_EVERY = 128
 
 # 4.6 and later, every 5.x, and the Mythos/Fable families reject prefill.
 _NO_PREFILL = re.compile(
@@ -164,6 +166,7 @@ class Joiner:
         "_held_len",
         "_limit",
         "_mode",
+        "_next_check",
         "_partial",
         "_safe_commits",
         "join",
@@ -183,6 +186,7 @@ class Joiner:
         self._held_len = 0
         self._anchor = ""
         self._partial = ""
+        self._next_check = 0
         self._context = committed[-_CONTEXT_CHARS:]
         self._safe_commits = safe_commits
         self.join: Join | None = None
@@ -213,12 +217,13 @@ class Joiner:
     def finish(self, complete: bool = True) -> str:
         """The rest of the text, once the stream ended normally.
 
-        ``complete`` is False when the stream stopped at ``max_tokens``: with whole-word commits,
-        the partial word at its end is then dropped, for the next request to rewrite.
+        ``complete`` is False when the stream stopped at ``max_tokens``: with safe commits, the
+        text after the last safe point is then dropped, for the next request to rewrite.
         """
         out = "" if self._decided else self._resolve()
         if not self._safe_commits:
             return out
+        self._next_check = 0
         out = self._gate(out)
         if complete:
             out, self._partial = out + self._partial, ""
@@ -255,7 +260,11 @@ class Joiner:
     def _gate(self, text: str) -> str:
         """With safe commits: release text up to the latest point it continues unambiguously."""
         pending = self._partial + text
+        if len(pending) < self._next_check:
+            self._partial = pending
+            return ""
         cut = safe_cut(self._context, pending)
+        self._next_check = len(pending) - cut + _CHECK_EVERY
         if cut == 0 and len(pending) > _PENDING_MAX:
             cut = _word_boundary(pending[:-1]) or len(pending)
         self._partial = pending[cut:]
