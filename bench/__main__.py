@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, sigkill, waste
+from bench import concurrency, cpu_per_token, joins, queue_throughput, rate_limits, sigkill, waste
 from bench.common import Row
 from worker.logs import configure_logging
 
@@ -67,6 +67,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
+        ("joins", lambda: joins.run(1000 if quick else 10_000)),
     ]
     done: list[tuple[str, list[Row], float]] = []
     for name, step in plan:
@@ -106,7 +107,7 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
         "",
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
         "`python -m bench.rate_limits`, `python -m bench.sigkill`, `python -m bench.concurrency`, "
-        "`python -m bench.queue_throughput` (each `--help` shows its parameters).",
+        "`python -m bench.queue_throughput`, `python -m bench.joins` (each `--help` shows its parameters).",
         "",
     ]
     return "\n".join(lines)

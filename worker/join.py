@@ -10,24 +10,27 @@ committed text and says how many leading characters of the reply to drop, and wh
 The rules, most certain first (measured by ``python -m bench.joins``):
 
 1. **preamble**: a first line that is not document text (it ends in a newline, and either reads
-   like "Continuing from where I left off:" or is followed by the anchor) is dropped, with the
-   blank lines after it; the other rules then apply to what follows.
-2. **anchor**: the reply starts with the anchor (the last words of the committed text, quoted in
-   the request): cut exactly after it. This is what makes short repeats decidable: whatever the
-   next words are (a genuine "that that", a refrain, a table row), the anchor marks the join.
-3. **restart**: the reply starts with a longer suffix of the committed text (the sentence, the
-   line, a longer repeat): cut after the longest such suffix that starts at a word boundary and
-   ends at one (or, when the committed text ends mid-word, the split word restarted).
-4. **short_repeat**: the reply repeats fewer words than the anchor. Either the model repeated a
-   little, or the document genuinely continues with those words; the cut is made (a doubled word
-   is the failure users see) and marked *uncertain*, so it is logged and counted.
+   like "Continuing from where I left off:" or is short and followed by the anchor) is dropped,
+   with the blank lines after it; the other rules then apply to what follows.
+2. **restart**: the reply starts with a suffix of the committed text at least as long as the
+   anchor (the sentence, the line, a longer repeat): cut after the longest such suffix that starts
+   at a word boundary and ends at one (or, when the committed text ends mid-word, the split word
+   restarted).
+3. **anchor**: the reply starts with the anchor (the last words of the committed text, quoted in
+   the request): cut exactly after it.
+4. **short_repeat**: the reply repeats fewer words than the anchor: cut. Certain when the text
+   was committed at a safe point (:func:`safe_cut`), since its true continuation then never
+   starts with its tail; otherwise marked *uncertain* (logged and counted), since cutting a
+   genuine repeat is rarer than doubling a repeated word, and less visible.
 5. **heading** / **marker**: the reply restates the last markdown heading (followed by the
    continuation of the paragraph under it) or the list or heading marker of the current line.
 6. **clean**: none of the above; the reply is appended as it is, less any whitespace that only
    repeats the committed trailing whitespace.
 
-Without an anchor (an older request) rules 2 and 3 merge: any repeat of the tail is cut, and a
-repeat shorter than ``MIN_CERTAIN`` characters is marked uncertain.
+The other half of the design is on the writing side: :func:`safe_cut` says where committed text
+may end, so that rule 4 is never fooled by a document that genuinely repeats itself ("that
+that", a refrain, a table row). :func:`clean_after` is its test: a point is safe when the joiner,
+given the text's true continuation as a reply, would append it unchanged.
 """
 
 from __future__ import annotations
