@@ -21,10 +21,10 @@ import psycopg
 import pytest
 
 from jobs import postgres_schema as schema
-from jobs import sqlite_sql
 from jobs.errors import StoreError
 from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage, WriteStatus
 from jobs.postgres import PostgresStore
+from jobs.sqlite_sql import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.store_fixtures import FakeClock, make_spec, postgres_server
 from worker.config import Config, QueueSettings
 from worker.migrate_command import migrate_command
@@ -83,21 +83,23 @@ async def test_a_manual_migration_stops_workers_until_migrate_runs(
 ) -> None:
     """A step marked not automatic is never applied by a starting worker: it refuses to start
     with a message, and ``migrate`` (the command's call) applies it."""
-    last = schema.SCHEMA_VERSION
     manual = schema.Migration(
-        last + 1, "rewrite everything", ("CREATE TABLE big_rewrite (x int)",), automatic=False
+        schema.SCHEMA_VERSION + 1,
+        "rewrite everything",
+        ("CREATE TABLE big_rewrite (x int)",),
+        automatic=False,
     )
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, manual))
     async with opened(postgres_url) as worker:
         with pytest.raises(StoreError, match="must be applied by hand: run `python -m worker migrate`"):
             await worker.counts()
     async with opened(postgres_url) as operator:
-        assert await operator.migrate() == last + 1
-        assert await operator.migrate() == last + 1
+        assert await operator.migrate() == manual.version
+        assert await operator.migrate() == manual.version
     async with opened(postgres_url) as worker:
         assert (await worker.counts())[State.QUEUED] == 0
     versions = await sql(postgres_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(v,) for v in range(1, last + 2)]
+    assert versions == [(v,) for v in range(1, manual.version + 1)]
 
 
 async def test_migrate_command_prints_the_version(
@@ -112,7 +114,7 @@ async def test_migrate_command_prints_the_version(
     await migrate_command(argparse.Namespace(), Config(queue=QueueSettings(url=sqlite_url)))
     assert (
         capsys.readouterr().out
-        == f"sqlite ({tmp_path / 'jobs.db'}): schema version {sqlite_sql.SCHEMA_VERSION}\n"
+        == f"sqlite ({tmp_path / 'jobs.db'}): schema version {SQLITE_SCHEMA_VERSION}\n"
     )
 
 

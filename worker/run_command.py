@@ -12,15 +12,19 @@ import anyio.to_thread
 import httpx2
 
 from jobs.buckets import Limits
+from jobs.costs import load_prices
 from jobs.errors import ConfigError
 from jobs.store import open_store
 from worker.attempt import AttemptSettings
+from worker.budget import RunBudget
 from worker.config import Config
+from worker.daily_cap import DailyCap
+from worker.economy import Economy
 from worker.limits import FleetLimiter, check_limits
 from worker.pool import Pool, PoolSettings
 from worker.schedules import load_schedules, run_scheduler
 
-__all__ = ("register", "make_client", "pool_settings")
+__all__ = ("register", "make_client", "pool_settings", "make_economy")
 
 
 def register(
@@ -47,6 +51,14 @@ def register(
         choices=("auto", "on", "off"),
         default="auto",
         help="live progress line on stderr (auto: when stderr is a terminal and logs are not JSON)",
+    )
+    run.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop claiming once this run has spent this much; running jobs go back to the queue "
+        "(default: [costs] max_cost_per_run, 0 = no cap)",
     )
     run.set_defaults(handler=run_pool)
 
@@ -96,6 +108,18 @@ def pool_settings(config: Config) -> PoolSettings:
     )
 
 
+def make_economy(config: Config, max_cost: float | None = None) -> Economy:
+    """Prices (shipped, plus ``[costs] prices_file``) and the run's budget."""
+    cap = config.costs.max_cost_per_run if max_cost is None else max_cost
+    if cap < 0:
+        raise ConfigError(f"run --max-cost must be at least 0, got {cap}")
+    return Economy(
+        prices=load_prices(config.prices_path()),
+        budget=RunBudget(cap or None),
+        cache_checkpoint=config.costs.cache_checkpoint == "on",
+    )
+
+
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.progress import ProgressDisplay
 
@@ -106,13 +130,15 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
     )
     check_limits(limits, config.anthropic.max_tokens)
     schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
+    economy = make_economy(config, getattr(args, "max_cost", None))
     client = make_client(config)
     store = open_store(config.queue_url())
     try:
         limiter = None
         if not limits.unlimited:
             limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
-        pool = Pool(store, client, pool_settings(config), limiter=limiter)
+        daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
+        pool = Pool(store, client, pool_settings(config), limiter=limiter, economy=economy, daily_cap=daily)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
