@@ -87,7 +87,7 @@ OVERLAP_WINDOW = 400
 #: The most held back while the reply still repeats committed text (a restarted paragraph).
 MAX_HOLD = 4000
 #: Text held back longer than this is committed anyway, up to its last word boundary.
-_PENDING_MAX = 1000
+_PENDING_MAX = 2000
 _CONTEXT_CHARS = 2 * ECHO_CHARS
 #: Held-back characters added between two looks for a safe point (the cost stays per chunk).
 _CHECK_EVERY = 128
