@@ -24,6 +24,7 @@ from jobs.models import (
     State,
     Transition,
     Usage,
+    parse_joins,
 )
 
 __all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
@@ -101,6 +102,7 @@ def attempt(row: Row) -> AttemptRecord:
         stop_reason=row["stop_reason"],
         error=row["error"],
         time_to_first_token=row["time_to_first_token"],
+        joins=parse_joins(row["joins"]),
     )
 
 

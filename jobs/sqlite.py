@@ -61,6 +61,7 @@ from jobs.models import (
     Transition,
     Usage,
     WriteStatus,
+    format_joins,
 )
 from jobs.store import Clock
 
@@ -206,6 +207,10 @@ class SQLiteStore:
                 version = 1
             if version == 1:
                 for statement in sql.MIGRATION_ECONOMY:
+                    conn.execute(statement)
+                version = 2
+            if version == 2:
+                for statement in sql.MIGRATION_JOINS:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
@@ -379,6 +384,7 @@ class SQLiteStore:
                 sql.CLOSE_ATTEMPT,
                 {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
                 | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
+                | {"joins": format_joins(result.joins)}
                 | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
                 | {"chars": job.committed_chars},
             )
@@ -506,6 +512,7 @@ class SQLiteStore:
                     sql.CLOSE_ATTEMPT,
                     {"job_id": job_id, "number": attempt, "now": now, "outcome": Outcome.LEASE_LOST}
                     | {"resume_mode": None, "requests": None, "error": "cancelled", "stop_reason": None}
+                    | {"joins": None}
                     | {"time_to_first_token": None, "chars": job.committed_chars},
                 )
             row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})

@@ -25,7 +25,7 @@ from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, to
 from jobs.errors import InvalidJobError
 from jobs.export import export_jobs, manifest_entry
 from jobs.jsonl import parse_jobs
-from jobs.models import AttemptRecord, Job, State, Transition, Usage
+from jobs.models import AttemptRecord, Job, State, Transition, Usage, format_joins
 from jobs.store import Store, open_store
 from worker.config import Config
 from worker.cost_report import dry_run_lines, show_cost_lines, spend_text
@@ -261,6 +261,7 @@ def _attempt_json(record: AttemptRecord, job: Job, prices: PriceTable) -> dict[s
         "stop_reason": record.stop_reason,
         "error": record.error,
         "time_to_first_token": record.time_to_first_token,
+        "joins": dict(record.joins),
     }
 
 
@@ -315,6 +316,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
             f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache))}"
+            + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )
     print("history")
