@@ -29,6 +29,7 @@ __all__ = (
     "CheckpointWrite",
     "WriteStatus",
     "EnqueueResult",
+    "Progress",
 )
 
 
@@ -270,3 +271,14 @@ class EnqueueResult:
 
     inserted: tuple[str, ...]
     existing: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a job has come: what a live viewer polls after a change signal. Any state
+    change, new attempt or committed text changes this record."""
+
+    job_id: str
+    state: State
+    attempts: int
+    committed_chars: int

@@ -19,13 +19,24 @@ from jobs.models import (
     Lease,
     Message,
     Outcome,
+    Progress,
     ResumeMode,
     State,
     Transition,
     Usage,
 )
 
-__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
+__all__ = (
+    "Row",
+    "USAGE_FIELDS",
+    "spec_json",
+    "usage",
+    "job",
+    "attempt",
+    "transition",
+    "bucket_state",
+    "progress",
+)
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -118,3 +129,7 @@ def bucket_state(row: Row) -> BucketState:
     return BucketState(
         row["requests"], row["input_tokens"], row["output_tokens"], row["updated_at"], row["paused_until"]
     )
+
+
+def progress(row: Row) -> Progress:
+    return Progress(str(row["id"]), State(row["state"]), int(row["attempts"]), int(row["committed_chars"]))

@@ -310,6 +310,24 @@ SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
 
 SELECT_TEXT = "SELECT text FROM chunks WHERE job_id = :job_id ORDER BY seq"
 
+#: The chunk holding character ``:offset`` and every later one (offsets grow with ``seq``).
+SELECT_TEXT_FROM = """
+SELECT char_offset, text FROM chunks
+WHERE job_id = :job_id
+  AND seq >= COALESCE(
+      (SELECT MAX(seq) FROM chunks WHERE job_id = :job_id AND char_offset <= :offset), 0)
+ORDER BY seq
+"""
+
+#: ``:ids`` is a JSON array of job ids.
+SELECT_PROGRESS = """
+SELECT id, state, attempts, committed_chars FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+"""
+
+#: Changes whenever another connection commits to the file: a change signal that reads no table.
+DATA_VERSION = "PRAGMA data_version"
+
 SELECT_ATTEMPTS = """
 SELECT a.*, COALESCE(a.chars_at_end, j.committed_chars) AS chars_now
 FROM attempts a JOIN jobs j ON j.id = a.job_id

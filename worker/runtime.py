@@ -1,0 +1,119 @@
+"""The composition root: the one place that builds the store, the SDK client, the limiter and the
+pool from a :class:`~worker.config.Config`.
+
+Commands (``run``, ``demo``, ``serve``) ask this module for their parts instead of building them by
+hand, so a setting means the same thing everywhere and nothing is built at import time (a limiter
+binds to the running event loop; a client owns connections that must be closed on that loop).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anthropic
+import anyio
+import httpx2
+
+from jobs.buckets import Limits
+from jobs.errors import ConfigError
+from jobs.store import Store, open_store
+from worker.attempt import AttemptSettings
+from worker.config import Config
+from worker.limits import FleetLimiter, check_limits
+from worker.pool import Pool, PoolSettings
+
+__all__ = ("Runtime", "open_runtime", "make_client", "pool_settings", "make_limits")
+
+
+def make_client(config: Config) -> anthropic.AsyncAnthropic:
+    """The SDK client: retries off (the pool owns them), timeouts that suit long streams."""
+    base_url = config.api_base_url()
+    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    if not api_key:
+        if base_url is None:
+            raise ConfigError(
+                "ANTHROPIC_API_KEY is not set: export it, or point [anthropic] base_url "
+                "(or ANTHROPIC_BASE_URL) at a simulator (python -m worker simulate)"
+            )
+        api_key = "no-key-set"
+    idle = config.worker.idle_timeout
+    timeout = httpx2.Timeout(timeout=idle + 30, connect=config.anthropic.connect_timeout)
+    limits = httpx2.Limits(
+        max_connections=max(1000, config.worker.concurrency * 2),
+        max_keepalive_connections=max(100, config.worker.concurrency),
+    )
+    if config.anthropic.http_transport == "aiohttp":
+        http_client: httpx2.AsyncClient = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits)
+    else:
+        http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+    return anthropic.AsyncAnthropic(
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
+    )
+
+
+def pool_settings(config: Config) -> PoolSettings:
+    w = config.worker
+    return PoolSettings(
+        concurrency=w.concurrency,
+        lease_seconds=config.queue.lease_seconds,
+        checkpoint_chars=w.checkpoint_chars,
+        checkpoint_seconds=w.checkpoint_seconds,
+        grace_seconds=w.grace_seconds,
+        poll_seconds=w.poll_seconds,
+        typical_max_tokens=config.anthropic.max_tokens,
+        attempt=AttemptSettings(
+            idle_timeout=w.idle_timeout,
+            backoff_base=w.backoff_base,
+            backoff_max=w.backoff_max,
+            retry_after_max=w.retry_after_max,
+        ),
+    )
+
+
+def make_limits(config: Config) -> Limits:
+    """The fleet's rate limits from ``[rate_limits]``, checked against ``[anthropic] max_tokens``."""
+    limits = Limits(
+        requests=config.rate_limits.requests_per_minute,
+        input_tokens=config.rate_limits.input_tokens_per_minute,
+        output_tokens=config.rate_limits.output_tokens_per_minute,
+    )
+    check_limits(limits, config.anthropic.max_tokens)
+    return limits
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The parts a command runs with; owned (and closed) by :func:`open_runtime`."""
+
+    config: Config
+    store: Store
+    #: None when the command needs no API access (``serve`` without workers).
+    client: anthropic.AsyncAnthropic | None
+    limiter: FleetLimiter | None
+
+    def pool(self, settings: PoolSettings | None = None) -> Pool:
+        """A pool on this runtime's store, client and limiter."""
+        if self.client is None:
+            raise ConfigError("this command was started without an API client: it cannot run workers")
+        return Pool(self.store, self.client, settings or pool_settings(self.config), limiter=self.limiter)
+
+
+@asynccontextmanager
+async def open_runtime(config: Config, *, with_client: bool = True) -> AsyncIterator[Runtime]:
+    """Build the runtime; on exit close the client, then the store, under a shielded scope."""
+    limits = make_limits(config)
+    client = make_client(config) if with_client else None
+    store = open_store(config.queue_url())
+    try:
+        limiter = None
+        if not limits.unlimited:
+            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
+        yield Runtime(config, store, client, limiter)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if client is not None:
+                await client.close()
+            await store.close()
