@@ -36,12 +36,13 @@ class DataVersionSignal:
         self._closed = False
 
     async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a poll interval
-        """True once another connection has committed since the last call; False on timeout."""
+        """True once another connection has committed since the last call; False on timeout.
+        The first call returns True at once: what happened before it was not watched."""
         deadline = anyio.current_time() + timeout
         while True:
             version = await anyio.to_thread.run_sync(self._read, limiter=self._limiter)
             previous, self._version = self._version, version
-            if previous is not None and version != previous:
+            if previous is None or version != previous:
                 return True
             now = anyio.current_time()
             if now >= deadline:
