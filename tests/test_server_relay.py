@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @asynccontextmanager
 async def service(
-    tmp_path: Path, *, workers: bool = True, tokens_per_second: float = 400.0, **server: float
+    tmp_path: Path, *, workers: bool = True, tokens_per_second: float = 400.0, **server: Any
 ) -> AsyncIterator[tuple[LiveServer, Pool | None, Simulator]]:
     """A simulator, a store, a pool (unless ``workers`` is False) and a live server, all running."""
     store = SQLiteStore(tmp_path / "jobs.db")
