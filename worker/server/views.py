@@ -48,6 +48,7 @@ def decode_cursor(cursor: str) -> str | None:
     """The id a cursor names, or None if it is not one of ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        decoded = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, UnicodeError):
         return None
+    return decoded or None
