@@ -20,7 +20,7 @@ from worker.config import Config
 from worker.server.auth import auth_middleware
 from worker.server.openapi import openapi_document
 from worker.server.relay import Relay
-from worker.server.routes import CONFIG, STORE, add_routes, error_middleware
+from worker.server.routes import CONFIG, STORE, add_routes, error_middleware, query_middleware
 from worker.server.sse import RELAY, SETTINGS, events
 
 __all__ = ("build_app", "ACCESS_LOG_FORMAT")
@@ -36,7 +36,7 @@ async def _openapi(request: web.Request) -> web.Response:
 def build_app(config: Config, store: Store, relay: Relay, token: str) -> web.Application:
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(token)],
+        middlewares=[error_middleware, auth_middleware(token), query_middleware],
     )
     app[STORE] = store
     app[CONFIG] = config

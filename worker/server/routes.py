@@ -19,7 +19,15 @@ from jobs.store import Store
 from worker.config import Config
 from worker.server.views import decode_cursor, encode_cursor, job_json
 
-__all__ = ("STORE", "CONFIG", "add_routes", "MAX_PAGE", "DEFAULT_PAGE")
+__all__ = (
+    "STORE",
+    "CONFIG",
+    "add_routes",
+    "error_middleware",
+    "query_middleware",
+    "MAX_PAGE",
+    "DEFAULT_PAGE",
+)
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
@@ -195,6 +203,38 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def retry(request: web.Request) -> web.Response:
     return web.json_response(job_json(await request.app[STORE].retry(request.match_info["id"])))
+
+
+#: Query parameters each route accepts; any other is a 400, so a typo (``?ofset=``) is not ignored.
+QUERY_PARAMETERS: dict[str, frozenset[str]] = {
+    "/v1/jobs": frozenset({"state", "limit", "cursor"}),
+    "/v1/jobs/{id}/text": frozenset({"offset"}),
+    "/v1/jobs/{id}/events": frozenset({"offset"}),
+}
+
+
+def check_query(request: web.Request) -> None:
+    """Raise a 400 naming the first query parameter the route does not take."""
+    if not request.query:
+        return
+    resource = request.match_info.route.resource
+    allowed = QUERY_PARAMETERS.get(resource.canonical if resource is not None else "", frozenset())
+    for name in request.query:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"{name}: unknown query parameter (known: {known})"}),
+                content_type="application/json",
+            )
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Runs after auth: an unauthenticated request learns nothing about parameters."""
+    if request.match_info.http_exception is None:
+        check_query(request)
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 @web.middleware
