@@ -42,14 +42,15 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(
-    store: Store, *, config: Config | None = None, **server: Any
+    store: Store, *, config: Config | None = None, watched: set[str] | None = None, **server: Any
 ) -> AsyncIterator[LiveServer]:
-    """The app on a free port; ``server`` overrides :class:`ServerSettings` fields."""
+    """The app on a free port; ``server`` overrides :class:`ServerSettings` fields; ``watched``
+    is shared with a pool's checkpoint writer, as ``serve --workers`` does."""
     config = config or Config()
     config = dataclasses.replace(
         config, server=dataclasses.replace(config.server or ServerSettings(), token=TOKEN, port=0, **server)
     )
-    relay = Relay(store)
+    relay = Relay(store, watched=watched)
     runner = web.AppRunner(
         build_app(config, store, relay, TOKEN), handler_cancellation=True, shutdown_timeout=1
     )

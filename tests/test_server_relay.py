@@ -3,6 +3,7 @@ simulator in a pool in this process, and an SSE client reading the stream as a b
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -209,3 +210,38 @@ async def test_a_stuck_client_is_dropped_and_never_stalls_another(tmp_path: Path
             stuck.close()
     finally:
         await store.close()
+
+
+async def test_watched_jobs_are_checkpointed_at_the_live_interval(tmp_path: Path) -> None:
+    """With a 60 s checkpoint interval a job's text would commit once, at its end; watched
+    through the relay of the same process, it commits every live interval, so text flows."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    settings = dataclasses.replace(
+        FAST_SETTINGS, checkpoint_chars=10**9, checkpoint_seconds=60.0, live_checkpoint_seconds=0.05
+    )
+    async with run_simulator(SimulatorConfig(tokens_per_second=400)) as sim:
+        client = anthropic.AsyncAnthropic(
+            api_key="t", base_url=sim.base_url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
+        )
+        pool = Pool(store, client, settings)
+        relay_watched = pool.writer.watched
+        try:
+            async with anyio.create_task_group() as tg:
+                await store.enqueue([spec("watched", tokens=800)])
+                tg.start_soon(lambda: pool.run(until_empty=True, handle_signals=False))
+                async with (
+                    live_server(store, watched=relay_watched) as live,
+                    aiohttp.ClientSession() as session,
+                ):
+                    events = 0
+                    async with open_events(session, f"{live.url}/v1/jobs/watched/events") as stream:
+                        async for event in stream.events():
+                            if event.event == "text":
+                                events += 1
+                            elif event.event == "done":
+                                break
+                    await eventually(lambda: not relay_watched)
+                assert events >= 5, f"{events} text events: the live interval was not used"
+        finally:
+            await client.close()
+            await store.close()

@@ -126,6 +126,9 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     #: The ``retry:`` (milliseconds) sent to event-stream clients.
     retry_ms: int = 2000
+    #: With ``serve --workers``: jobs someone watches live are checkpointed this often (seconds)
+    #: instead of ``[worker] checkpoint_seconds``, so their text reaches viewers in time.
+    live_checkpoint_seconds: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "server.send_timeout": (0.01, None),
     "server.max_body_bytes": (1, None),
     "server.retry_ms": (0, None),
+    "server.live_checkpoint_seconds": (0.01, None),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "anthropic.http_transport": ("aiohttp", "httpx"),

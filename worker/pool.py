@@ -52,6 +52,8 @@ class PoolSettings:
     poll_seconds: float = 1.0
     #: The size of a typical request, used to wait for rate-limit room before claiming.
     typical_max_tokens: int = 8192
+    #: Checkpoint interval for jobs watched live through this process's server (None: off).
+    live_checkpoint_seconds: float | None = None
     attempt: AttemptSettings = field(default_factory=AttemptSettings)
 
 
@@ -93,6 +95,7 @@ class Pool:
             checkpoint_seconds=settings.checkpoint_seconds,
             lease_seconds=settings.lease_seconds,
             record_lags=record_lags,
+            live_seconds=settings.live_checkpoint_seconds,
         )
         self._running: dict[str, anyio.CancelScope] = {}
         self._no_prefill: set[str] = set()

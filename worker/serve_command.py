@@ -77,7 +77,15 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         # Printed once, on the start that made it; never logged.
         print(f"generated an API token (stored in {token.path}, mode 0600): {token.value}", file=sys.stderr)
     async with open_runtime(config, with_client=args.workers > 0) as runtime:
-        relay = Relay(runtime.store)
+        pool = None
+        if args.workers > 0:
+            settings = dataclasses.replace(
+                pool_settings(config),
+                concurrency=args.workers,
+                live_checkpoint_seconds=config.server.live_checkpoint_seconds,
+            )
+            pool = runtime.pool(settings)
+        relay = Relay(runtime.store, watched=pool.writer.watched if pool is not None else None)
         app = build_app(config, runtime.store, relay, token.value)
         runner = web.AppRunner(
             app,
@@ -95,9 +103,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
             print(f"serving on http://{host}:{port}", flush=True)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.run)
-                if args.workers > 0:
-                    settings = dataclasses.replace(pool_settings(config), concurrency=args.workers)
-                    await runtime.pool(settings).run()
+                if pool is not None:
+                    await pool.run()
                 else:
                     await _wait_for_signal()
                 relay.close()

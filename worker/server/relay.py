@@ -111,8 +111,17 @@ class Feed:
 class Relay:
     """Owns the feeds of one server process and the task that refreshes them."""
 
-    def __init__(self, store: Store, *, safety_refresh: float = SAFETY_REFRESH_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        safety_refresh: float = SAFETY_REFRESH_SECONDS,
+        watched: set[str] | None = None,
+    ) -> None:
         self._store = store
+        #: Ids of the watched jobs, shared with an in-process pool's checkpoint writer so that it
+        #: commits their text faster (``[server] live_checkpoint_seconds``).
+        self._watched = watched if watched is not None else set()
         self._safety = safety_refresh
         self._feeds: dict[str, Feed] = {}
         self._loading: dict[str, anyio.Event] = {}
@@ -136,6 +145,7 @@ class Relay:
             feed.viewers -= 1
             if feed.viewers == 0 and self._feeds.get(job_id) is feed:
                 del self._feeds[job_id]
+                self._watched.discard(job_id)
 
     async def _open(self, job_id: str) -> Feed:
         while True:
@@ -151,6 +161,7 @@ class Relay:
             feed = Feed(await self._store.get(job_id))
             await self._load(feed)
             self._feeds[job_id] = feed
+            self._watched.add(job_id)
             self._wake.set()  # a new job to watch: read its progress now, not at the next signal
             return feed
         finally:
