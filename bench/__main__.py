@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, sigkill, waste
+from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, relay, sigkill, waste
 from bench.common import Row
 from worker.logs import configure_logging
 
@@ -67,6 +67,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
+        ("relay", lambda: relay.run(quick)),
     ]
     done: list[tuple[str, list[Row], float]] = []
     for name, step in plan:
