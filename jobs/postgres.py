@@ -34,7 +34,7 @@ Concurrency and durability, in short:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobs import postgres_rows as convert
@@ -247,6 +247,13 @@ class PostgresStore:
             return text[max(0, offset - int(found[0]["char_offset"])) :]
 
         return await self._db.run(run, transaction=False)
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        if not positions:
+            return {}
+        params = {"ids": list(positions), "offsets": [max(0, offset) for offset in positions.values()]}
+        found = await self._rows(sql.SELECT_TEXTS_FROM, params)
+        return rows.texts_from(found, lambda parts: b"".join(bytes(p) for p in parts).decode("utf-8"))
 
     async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
         if not job_ids:

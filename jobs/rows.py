@@ -36,6 +36,7 @@ __all__ = (
     "transition",
     "bucket_state",
     "progress",
+    "texts_from",
 )
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -133,3 +134,25 @@ def bucket_state(row: Row) -> BucketState:
 
 def progress(row: Row) -> Progress:
     return Progress(str(row["id"]), State(row["state"]), int(row["attempts"]), int(row["committed_chars"]))
+
+
+def texts_from(found: list[Any], decode: Any = None) -> dict[str, str]:
+    """Group chunk rows (job_id, char_offset, text, wanted; ordered by job and offset) into each
+    job's text from its wanted offset. ``decode`` turns a stored text into ``str`` (PostgreSQL
+    keeps UTF-8 bytes)."""
+    parts: dict[str, list[Any]] = {}
+    starts: dict[str, tuple[int, int]] = {}
+    for row in found:
+        job_id = str(row["job_id"])
+        if job_id not in parts:
+            parts[job_id] = []
+            starts[job_id] = (int(row["char_offset"]), int(row["wanted"]))
+        parts[job_id].append(row["text"])
+    texts: dict[str, str] = {}
+    for job_id, pieces in parts.items():
+        first, wanted = starts[job_id]
+        text = decode(pieces) if decode is not None else "".join(pieces)
+        text = text[max(0, wanted - first) :]
+        if text:
+            texts[job_id] = text
+    return texts

@@ -30,7 +30,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -362,6 +362,12 @@ class SQLiteStore:
 
     async def read_text_from(self, job_id: str, offset: int) -> str:
         return await self._run(_read_text_from, job_id, max(0, offset))
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        if not positions:
+            return {}
+        pairs = json.dumps([[job_id, max(0, offset)] for job_id, offset in positions.items()])
+        return rows.texts_from(await self._run(_select, sql.SELECT_TEXTS_FROM, {"positions": pairs}))
 
     async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
         if not job_ids:

@@ -16,7 +16,7 @@ test suite. Guarantees every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from jobs.buckets import BucketState, Limits
@@ -107,6 +107,12 @@ class Store(Protocol):
     async def read_text_from(self, job_id: str, offset: int) -> str:
         """The committed text from character ``offset`` on (empty at or past the end): a reader
         following a job reads only what is new. Raises ``JobNotFoundError``."""
+        ...
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        """For many jobs at once (job id -> offset), the committed text from each offset, in one
+        query; jobs with no text past their offset, and unknown ids, are left out. What a relay
+        reads after a change signal, so the cost does not grow with a query per watched job."""
         ...
 
     async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:

@@ -19,6 +19,7 @@ from jobs.models import AttemptResult, CheckpointWrite, Outcome, State
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import FAST_SETTINGS, expected, spec
 from tests.server_harness import Comment, LiveServer, SSEEvent, auth, live_server, open_events
+from tests.store_fixtures import StoreFactory
 from worker.pool import Pool
 from worker.simulator import Simulator, SimulatorConfig, run_simulator
 
@@ -245,3 +246,35 @@ async def test_watched_jobs_are_checkpointed_at_the_live_interval(tmp_path: Path
         finally:
             await client.close()
             await store.close()
+
+
+async def test_the_relay_follows_commits_on_every_backend(make_store: StoreFactory) -> None:
+    """Text committed by a worker (here: the store's own fenced writes) reaches a viewer through
+    the backend's change signal (SQLite data_version, PostgreSQL LISTEN/NOTIFY), then done."""
+    store = await make_store()
+    await store.enqueue([spec("doc")])
+    [claim] = await store.claim("w", 30)
+    parts = [f"part {n}, with a newline\n" for n in range(20)]
+    try:
+        async with live_server(store) as live, aiohttp.ClientSession() as session:
+            got: list[str] = []
+            async with open_events(session, f"{live.url}/v1/jobs/doc/events") as stream:
+                offset = 0
+                async for event in stream.events():
+                    if event.event == "state" and event.json()["state"] == "running" and not got:
+                        for part in parts[:10]:  # committed while the viewer waits
+                            await store.commit([CheckpointWrite("doc", claim.token, offset, part)], 30)
+                            offset += len(part)
+                    elif event.event == "text":
+                        got.append(event.json()["text"])
+                        if len("".join(got)) == offset and offset < sum(map(len, parts)):
+                            for part in parts[10:]:
+                                await store.commit([CheckpointWrite("doc", claim.token, offset, part)], 30)
+                                offset += len(part)
+                            await store.settle("doc", claim.token, AttemptResult(Outcome.SUCCEEDED))
+                    elif event.event == "done":
+                        assert event.json() == {"state": "succeeded", "text_length": offset}
+                        break
+            assert "".join(got) == "".join(parts)
+    finally:
+        await store.close()

@@ -33,6 +33,24 @@ async def test_read_text_from_is_the_committed_text_past_the_offset(
     text = "".join(chunks)
     assert await store.read_text_from("a", cut) == text[cut:]
     assert await store.read_text_from("a", 0) == text
+    expected = {"a": text[cut:]} if text[cut:] else {}
+    assert await store.read_texts_from({"a": cut, "unknown": 0}) == expected
+    await store.close()
+
+
+async def test_read_texts_from_reads_many_jobs_at_once(make_store: StoreFactory) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    claims = {c.job.id: c for c in await store.claim("w", LEASE, limit=3)}
+    for job_id, parts in (("a", ["one ", "two ", "three"]), ("b", ["\u00e9t\u00e9 ", "\U0001f600\n"])):
+        offset = 0
+        for part in parts:
+            await store.commit([CheckpointWrite(job_id, claims[job_id].token, offset, part)], LEASE)
+            offset += len(part)
+    assert await store.read_texts_from({}) == {}
+    found = await store.read_texts_from({"a": 4, "b": 0, "c": 0})
+    assert found == {"a": "two three", "b": "\u00e9t\u00e9 \U0001f600\n"}
+    assert await store.read_texts_from({"a": 13, "b": 4}) == {"b": "\U0001f600\n"}
     await store.close()
 
 

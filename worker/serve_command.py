@@ -21,6 +21,7 @@ import anyio
 import structlog
 from aiohttp import web
 
+from jobs.store import open_store
 from worker.config import Config
 from worker.runtime import open_runtime, pool_settings
 from worker.server import Relay, build_app, resolve_token
@@ -85,7 +86,10 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
                 live_checkpoint_seconds=config.server.live_checkpoint_seconds,
             )
             pool = runtime.pool(settings)
-        relay = Relay(runtime.store, watched=pool.writer.watched if pool is not None else None)
+        # The relay reads through a store of its own: its reads never queue behind the pool's
+        # checkpoints and claims on one connection (SQLite WAL lets readers run beside a writer).
+        relay_store = open_store(config.queue_url())
+        relay = Relay(relay_store, watched=pool.writer.watched if pool is not None else None)
         app = build_app(config, runtime.store, relay, token.value)
         runner = web.AppRunner(
             app,
@@ -113,6 +117,7 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
             relay.close()
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
+                await relay_store.close()
         log.info("server_stopped")
     return 0
 

@@ -30,6 +30,7 @@ from jobs.errors import StoreError
 from jobs.models import TERMINAL_STATES, AttemptRecord, Job, Progress, State, Transition
 from jobs.store import Store
 from worker.resume import supports_prefill
+from worker.server.events import encode_event
 
 __all__ = ("Relay", "Feed", "StateEvent")
 
@@ -37,6 +38,9 @@ log = structlog.get_logger("worker.server")
 
 #: Without any change signal, watched jobs are re-read this often anyway (a safety net only).
 SAFETY_REFRESH_SECONDS = 5.0
+#: Encoded text events kept per feed: viewers that keep up ask for the same slices, so a
+#: thousand of them cost one JSON encoding per chunk, not a thousand.
+ENCODED_EVENTS_KEPT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,18 @@ class Feed:
         self.viewers = 0
         self.closed = False
         self.changed = anyio.Event()
+        self._encoded: dict[tuple[int, int], bytes] = {}
+
+    def text_event(self, start: int, end: int) -> bytes:
+        """The ``text`` event for ``text[start:end]``, encoded once for every viewer asking."""
+        key = (start, end)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = encode_event("text", {"offset": start, "text": self.text[start:end]}, end)
+            if len(self._encoded) >= ENCODED_EVENTS_KEPT:
+                del self._encoded[next(iter(self._encoded))]
+            self._encoded[key] = encoded
+        return encoded
 
     @property
     def terminal(self) -> bool:
@@ -207,31 +223,43 @@ class Relay:
             self._wake.set()  # also on a timeout: the safety net
 
     async def _refresh_all(self) -> None:
+        """One progress query for every watched job; then, for those that moved, one batched
+        text read, and the job row and transitions only where the state or attempt changed."""
         if not self._feeds:
             return
         self.refreshes += 1
         try:
             found = await self._store.progress(list(self._feeds))
-            for job_id, progress in found.items():
-                feed = self._feeds.get(job_id)
-                if feed is not None and progress != feed.progress:
-                    await self._refresh(feed, progress)
+            changed = {
+                job_id: progress
+                for job_id, progress in found.items()
+                if job_id in self._feeds and progress != self._feeds[job_id].progress
+            }
+            moved = [
+                job_id
+                for job_id, progress in changed.items()
+                if (progress.state, progress.attempts)
+                != (self._feeds[job_id].progress.state, self._feeds[job_id].progress.attempts)
+            ]
+            for job_id in moved:  # the row first: the text read next covers what it says is committed
+                feed = self._feeds[job_id]
+                feed.job = await self._store.get(job_id)
+                changed[job_id] = _progress(feed.job)
+            wanted = {
+                job_id: len(self._feeds[job_id].text)
+                for job_id, progress in changed.items()
+                if progress.committed_chars > len(self._feeds[job_id].text)
+            }
+            if wanted:
+                for job_id, text in (await self._store.read_texts_from(wanted)).items():
+                    self._feeds[job_id].text += text
+            for job_id in moved:
+                await self._read_transitions(self._feeds[job_id])
+            for job_id, progress in changed.items():
+                self._feeds[job_id].progress = progress
+                self._feeds[job_id].notify()
         except StoreError as exc:
             log.warning("relay_refresh_failed", error=str(exc))
-
-    async def _refresh(self, feed: Feed, progress: Progress) -> None:
-        """Read what moved: the job row first when its state or attempt changed, then the text up
-        to at least what that row says is committed, then the new transitions (placed after it)."""
-        moved = (progress.state, progress.attempts) != (feed.progress.state, feed.progress.attempts)
-        if moved:
-            feed.job = await self._store.get(feed.job.id)
-            progress = _progress(feed.job)
-        if progress.committed_chars > len(feed.text):
-            feed.text += await self._store.read_text_from(feed.job.id, len(feed.text))
-        if moved:
-            await self._read_transitions(feed)
-        feed.progress = progress
-        feed.notify()
 
     async def _read_transitions(self, feed: Feed) -> None:
         history = await self._store.history(feed.job.id)

@@ -20,13 +20,13 @@ feed (:mod:`worker.server.relay`) at its own pace.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import anyio
 import structlog
 from aiohttp import web
 
 from worker.config import ServerSettings
+from worker.server.events import encode_event
 from worker.server.relay import Feed, Relay
 
 __all__ = ("RELAY", "SETTINGS", "events", "MAX_EVENT_CHARS", "parse_offset")
@@ -59,11 +59,6 @@ def parse_offset(request: web.Request) -> int:
     return int(raw)
 
 
-def _event(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
 class _Viewer:
     """One connection: its offset into the feed, and its writes, each under the send timeout."""
 
@@ -84,8 +79,7 @@ class _Viewer:
         end = min(end, len(self.feed.text))
         while self.offset < end:
             stop = min(end, self.offset + MAX_EVENT_CHARS)
-            chunk = self.feed.text[self.offset : stop]
-            await self.send(_event("text", {"offset": self.offset, "text": chunk}, stop))
+            await self.send(self.feed.text_event(self.offset, stop))
             self.offset = stop
 
     async def catch_up(self) -> None:
@@ -94,7 +88,7 @@ class _Viewer:
         while self.next_event < len(feed.events):
             event = feed.events[self.next_event]
             await self.send_text_to(event.offset)
-            await self.send(_event("state", event.data))
+            await self.send(encode_event("state", event.data))
             self.next_event += 1
         await self.send_text_to(len(feed.text))
 
@@ -102,13 +96,13 @@ class _Viewer:
         feed = self.feed
         await self.send(f"retry: {self.settings.retry_ms}\n\n".encode())
         if not feed.terminal:
-            await self.send(_event("state", feed.current_state()))
+            await self.send(encode_event("state", feed.current_state()))
         while not feed.closed:
             changed = feed.changed
             await self.catch_up()
             if feed.terminal and self.offset >= len(feed.text):
                 final = {"state": str(feed.progress.state), "text_length": len(feed.text)}
-                await self.send(_event("done", final))
+                await self.send(encode_event("done", final))
                 return
             with anyio.move_on_after(self.settings.heartbeat_seconds) as idle:
                 await changed.wait()
