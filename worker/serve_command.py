@@ -23,7 +23,8 @@ from aiohttp import web
 
 from jobs.store import open_store
 from worker.config import Config
-from worker.runtime import open_runtime, pool_settings
+from worker.pool import Pool
+from worker.runtime import Runtime, open_runtime, pool_settings
 from worker.server import Relay, build_app, resolve_token
 from worker.server.app import ACCESS_LOG_FORMAT
 
@@ -78,14 +79,7 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         # Printed once, on the start that made it; never logged.
         print(f"generated an API token (stored in {token.path}, mode 0600): {token.value}", file=sys.stderr)
     async with open_runtime(config, with_client=args.workers > 0) as runtime:
-        pool = None
-        if args.workers > 0:
-            settings = dataclasses.replace(
-                pool_settings(config),
-                concurrency=args.workers,
-                live_checkpoint_seconds=config.server.live_checkpoint_seconds,
-            )
-            pool = runtime.pool(settings)
+        pool = _pool(runtime, args.workers)
         # The relay reads through a store of its own: its reads never queue behind the pool's
         # checkpoints and claims on one connection (SQLite WAL lets readers run beside a writer).
         relay_store = open_store(config.queue_url())
@@ -120,6 +114,19 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
                 await relay_store.close()
         log.info("server_stopped")
     return 0
+
+
+def _pool(runtime: Runtime, workers: int) -> Pool | None:
+    """The in-process pool of ``--workers N``: watched jobs checkpoint at the live interval."""
+    if workers == 0:
+        return None
+    config = runtime.config
+    settings = dataclasses.replace(
+        pool_settings(config),
+        concurrency=workers,
+        live_checkpoint_seconds=config.server.live_checkpoint_seconds,
+    )
+    return runtime.pool(settings)
 
 
 def _bound(runner: web.AppRunner, config: Config) -> tuple[str, int]:
