@@ -11,7 +11,8 @@ The tree::
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
     └── GenerationError        a generation ended in a way that is not a transport fault
-        └── RefusalError       the model refused (stop_reason "refusal"): terminal
+        ├── RefusalError       the model refused (stop_reason "refusal"): terminal
+        └── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
 
 Each class's docstring is its default message, as procrastinate does.
 """
@@ -29,6 +30,7 @@ __all__ = (
     "LeaseLostError",
     "GenerationError",
     "RefusalError",
+    "BudgetError",
 )
 
 
@@ -73,3 +75,7 @@ class GenerationError(PoolError):
 
 class RefusalError(GenerationError):
     """The model refused to continue (stop_reason "refusal")."""
+
+
+class BudgetError(GenerationError):
+    """The job reached its cost cap (max_cost_usd); its text is kept."""

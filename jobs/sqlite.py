@@ -167,10 +167,16 @@ class SQLiteStore:
                     f"{self.path} has schema version {version}, newer than this program's "
                     f"{sql.SCHEMA_VERSION}: upgrade the program"
                 )
+            if version == sql.SCHEMA_VERSION:
+                return
             if version == 0:
                 for statement in sql.SCHEMA:
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+                version = 1
+            if version == 1:
+                for statement in sql.MIGRATION_ECONOMY:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
         return float(self._clock())
@@ -317,6 +323,10 @@ class SQLiteStore:
             usage = writes[position].usage
             if usage is not None:
                 _set_attempt_usage(conn, writes[position].job_id, attempt, usage)
+            requests = writes[position].requests
+            if requests is not None:
+                key = {"job_id": writes[position].job_id, "number": attempt, "requests": requests}
+                conn.execute(sql.SET_ATTEMPT_REQUESTS, key)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
         if result.outcome not in _SETTLE_OUTCOMES:
@@ -593,4 +603,6 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "priority": spec.priority,
         "requested_run_at": spec.run_at,
         "metadata": metadata,
+        "max_cost_usd": spec.max_cost_usd,
+        "prompt_cache": spec.prompt_cache,
     }

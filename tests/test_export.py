@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jobs.export import MANIFEST_NAME, export_jobs, safe_path
-from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage
+from jobs.export import MANIFEST_NAME, export_jobs, manifest_entry, safe_path
+from jobs.models import AttemptResult, CheckpointWrite, Job, Outcome, State, Usage
 from jobs.store import Store
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec
 
@@ -74,7 +74,13 @@ async def test_text_is_exported_byte_for_byte(make_store: StoreFactory, tmp_path
             "output_tokens": 4,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "estimated_output_tokens": 0,
+            "document_tokens": 0,
+            "repeated_tokens": 0,
         },
+        "cost_usd": None,
+        "waste_usd": None,
+        "output_tokens": {"billed": 4, "in_document": 0, "wasted": 4, "generated_twice": 0, "estimated": 0},
         "stop_reason": "end_turn",
         "last_error": None,
         "created_at": entry["created_at"],
@@ -161,3 +167,13 @@ async def test_paging_sees_every_job_once(make_store: StoreFactory, tmp_path: Pa
     report = await export_jobs(store, tmp_path, page_size=page_size)
     assert report.jobs == 5
     assert [e["id"] for e in read_manifest(tmp_path)] == [f"j{n}" for n in range(5)]
+
+
+def test_the_manifest_carries_cost_and_waste_from_the_price_table() -> None:
+    """``claude-test`` has no price (null above); a priced model gets dollars, waste included."""
+    usage = Usage(1_000_000, 1_000_000, document_tokens=900_000)
+    job = Job(make_spec("priced", model="claude-haiku-4-5"), State.SUCCEEDED, 1, 0, 10, usage, 0.0, 0.0)
+    entry = manifest_entry(job, "priced.md")
+    assert entry["cost_usd"] == pytest.approx(1.0 + 5.0)
+    assert entry["waste_usd"] == pytest.approx(0.5)
+    assert entry["output_tokens"]["wasted"] == 100_000

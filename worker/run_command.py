@@ -9,10 +9,10 @@ import anyio
 import anyio.to_thread
 
 from worker.config import Config
-from worker.runtime import make_client, make_limits, open_runtime, pool_settings
+from worker.runtime import make_client, make_economy, make_limits, open_runtime, pool_settings
 from worker.schedules import load_schedules, run_scheduler
 
-__all__ = ("register", "make_client", "pool_settings")
+__all__ = ("register", "make_client", "pool_settings", "make_economy")
 
 
 def register(
@@ -40,6 +40,14 @@ def register(
         default="auto",
         help="live progress line on stderr (auto: when stderr is a terminal and logs are not JSON)",
     )
+    run.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop claiming once this run has spent this much; running jobs go back to the queue "
+        "(default: [costs] max_cost_per_run, 0 = no cap)",
+    )
     run.set_defaults(handler=run_pool)
 
 
@@ -48,8 +56,9 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
 
     make_limits(config)  # bad limits stop here, before the schedules are read
     schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
+    economy = make_economy(config, getattr(args, "max_cost", None))
     async with open_runtime(config) as runtime:
-        pool = runtime.pool()
+        pool = runtime.pool(economy=economy)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )

@@ -18,14 +18,18 @@ import anyio
 import httpx2
 
 from jobs.buckets import Limits
+from jobs.costs import load_prices
 from jobs.errors import ConfigError
 from jobs.store import Store, open_store
 from worker.attempt import AttemptSettings
+from worker.budget import RunBudget
 from worker.config import Config
+from worker.daily_cap import DailyCap
+from worker.economy import Economy
 from worker.limits import FleetLimiter, check_limits
 from worker.pool import Pool, PoolSettings
 
-__all__ = ("Runtime", "open_runtime", "make_client", "pool_settings", "make_limits")
+__all__ = ("Runtime", "open_runtime", "make_client", "pool_settings", "make_limits", "make_economy")
 
 
 def make_client(config: Config) -> anthropic.AsyncAnthropic:
@@ -73,6 +77,18 @@ def pool_settings(config: Config) -> PoolSettings:
     )
 
 
+def make_economy(config: Config, max_cost: float | None = None) -> Economy:
+    """Prices (shipped, plus ``[costs] prices_file``) and the run's budget."""
+    cap = config.costs.max_cost_per_run if max_cost is None else max_cost
+    if cap < 0:
+        raise ConfigError(f"run --max-cost must be at least 0, got {cap}")
+    return Economy(
+        prices=load_prices(config.prices_path()),
+        budget=RunBudget(cap or None),
+        cache_checkpoint=config.costs.cache_checkpoint == "on",
+    )
+
+
 def make_limits(config: Config) -> Limits:
     """The fleet's rate limits from ``[rate_limits]``, checked against ``[anthropic] max_tokens``."""
     limits = Limits(
@@ -93,12 +109,22 @@ class Runtime:
     #: None when the command needs no API access (``serve`` without workers).
     client: anthropic.AsyncAnthropic | None
     limiter: FleetLimiter | None
+    #: The fleet's daily spending cap (``[costs] daily_cap_usd``), None when there is none.
+    daily_cap: DailyCap | None = None
 
-    def pool(self, settings: PoolSettings | None = None) -> Pool:
-        """A pool on this runtime's store, client and limiter."""
+    def pool(self, settings: PoolSettings | None = None, *, economy: Economy | None = None) -> Pool:
+        """A pool on this runtime's store, client, limiter and daily cap; ``economy`` defaults
+        to the config's prices and run budget."""
         if self.client is None:
             raise ConfigError("this command was started without an API client: it cannot run workers")
-        return Pool(self.store, self.client, settings or pool_settings(self.config), limiter=self.limiter)
+        return Pool(
+            self.store,
+            self.client,
+            settings or pool_settings(self.config),
+            limiter=self.limiter,
+            economy=economy if economy is not None else make_economy(self.config),
+            daily_cap=self.daily_cap,
+        )
 
 
 @asynccontextmanager
@@ -111,7 +137,8 @@ async def open_runtime(config: Config, *, with_client: bool = True) -> AsyncIter
         limiter = None
         if not limits.unlimited:
             limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
-        yield Runtime(config, store, client, limiter)
+        daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
+        yield Runtime(config, store, client, limiter, daily)
     finally:
         with anyio.CancelScope(shield=True):
             if client is not None:

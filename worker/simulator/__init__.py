@@ -10,6 +10,7 @@ with ``python -m worker.simulator``.
 from __future__ import annotations
 
 from worker.simulator.accounting import AccountingSnapshot, DocumentStats
+from worker.simulator.batches import BatchConfig
 from worker.simulator.faults import FaultConfig, FaultKind
 from worker.simulator.protocol import model_retired, model_supports_prefill
 from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
@@ -25,6 +26,7 @@ from worker.simulator.text import (
 
 __all__ = (
     "SimulatorConfig",
+    "BatchConfig",
     "Simulator",
     "run_simulator",
     "expected_document",
