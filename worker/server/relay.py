@@ -223,8 +223,10 @@ class Relay:
             self._wake.set()  # also on a timeout: the safety net
 
     async def _refresh_all(self) -> None:
-        """One progress query for every watched job; then, for those that moved, one batched
-        text read, and the job row and transitions only where the state or attempt changed."""
+        """One progress query for every watched job, one batched read of the new text, and
+        viewers of those jobs are woken at once; only then, for jobs whose state or attempt
+        changed, their rows and transitions (a few queries each), so a burst of claims or
+        settles never holds back the text of the others."""
         if not self._feeds:
             return
         self.refreshes += 1
@@ -235,31 +237,40 @@ class Relay:
                 for job_id, progress in found.items()
                 if job_id in self._feeds and progress != self._feeds[job_id].progress
             }
-            moved = [
-                job_id
-                for job_id, progress in changed.items()
-                if (progress.state, progress.attempts)
-                != (self._feeds[job_id].progress.state, self._feeds[job_id].progress.attempts)
-            ]
-            for job_id in moved:  # the row first: the text read next covers what it says is committed
-                feed = self._feeds[job_id]
-                feed.job = await self._store.get(job_id)
-                changed[job_id] = _progress(feed.job)
-            wanted = {
-                job_id: len(self._feeds[job_id].text)
-                for job_id, progress in changed.items()
-                if progress.committed_chars > len(self._feeds[job_id].text)
-            }
-            if wanted:
-                for job_id, text in (await self._store.read_texts_from(wanted)).items():
-                    self._feeds[job_id].text += text
-            for job_id in moved:
-                await self._read_transitions(self._feeds[job_id])
+            await self._read_texts(changed)
+            moved = []
             for job_id, progress in changed.items():
-                self._feeds[job_id].progress = progress
-                self._feeds[job_id].notify()
+                feed = self._feeds[job_id]
+                if (progress.state, progress.attempts) == (feed.progress.state, feed.progress.attempts):
+                    feed.progress = progress
+                    feed.notify()
+                else:
+                    moved.append(job_id)
+            for job_id in moved:
+                await self._refresh_moved(self._feeds[job_id])
         except StoreError as exc:
             log.warning("relay_refresh_failed", error=str(exc))
+
+    async def _read_texts(self, progress: dict[str, Progress]) -> None:
+        """Append, in one query, the text committed past each feed's end."""
+        wanted = {
+            job_id: len(self._feeds[job_id].text)
+            for job_id, seen in progress.items()
+            if job_id in self._feeds and seen.committed_chars > len(self._feeds[job_id].text)
+        }
+        if wanted:
+            for job_id, text in (await self._store.read_texts_from(wanted)).items():
+                self._feeds[job_id].text += text
+
+    async def _refresh_moved(self, feed: Feed) -> None:
+        """A state or attempt change: the row, then the text it says is committed, then the new
+        transitions, placed after that text (so ``succeeded`` follows the last character)."""
+        feed.job = await self._store.get(feed.job.id)
+        progress = _progress(feed.job)
+        await self._read_texts({feed.job.id: progress})
+        await self._read_transitions(feed)
+        feed.progress = progress
+        feed.notify()
 
     async def _read_transitions(self, feed: Feed) -> None:
         history = await self._store.history(feed.job.id)
