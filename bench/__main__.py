@@ -27,6 +27,7 @@ from bench import (
     joins,
     queue_throughput,
     rate_limits,
+    relay,
     sigkill,
     vs_pgqueuer,
     waste,
@@ -85,6 +86,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
         ("joins", lambda: joins.run(1000 if quick else 10_000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
+        ("relay", lambda: relay.run(quick)),
     ]
     done: list[tuple[str, list[Row], float]] = []
     for name, step in plan:

@@ -32,7 +32,7 @@ from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
 if TYPE_CHECKING:
     from worker.config import Config
 
-__all__ = ("parse_jobs", "is_valid_job_id", "derived_id", "JOB_ID_PATTERN", "FIELDS")
+__all__ = ("parse_jobs", "parse_object", "is_valid_job_id", "derived_id", "JOB_ID_PATTERN", "FIELDS")
 
 #: A job id: safe as a file name on every platform we export to.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -270,6 +270,14 @@ def _parse_line(where: str, data: dict[str, Any], config: Config) -> tuple[JobSp
         prompt_cache=prompt_cache or config.costs.prompt_cache,
     )
     return spec, []
+
+
+def parse_object(data: object, where: str, config: Config) -> tuple[JobSpec | None, list[str]]:
+    """Validate one already-decoded job object (an HTTP body's, say) exactly as a JSONL line is
+    validated; problems read ``WHERE: field: problem``."""
+    if not isinstance(data, dict):
+        return None, [f"{where}: job: must be a JSON object, got {_kind(data)}"]
+    return _parse_line(where, data, config)
 
 
 def parse_jobs(

@@ -33,6 +33,7 @@ __all__ = (
     "CheckpointWrite",
     "WriteStatus",
     "EnqueueResult",
+    "Progress",
 )
 
 
@@ -338,3 +339,14 @@ def parse_joins(text: str | None) -> tuple[tuple[str, int], ...]:
         return ()
     pairs = (item.rpartition("=") for item in text.split(","))
     return tuple((rule, int(count)) for rule, _, count in pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a job has come: what a live viewer polls after a change signal. Any state
+    change, new attempt or committed text changes this record."""
+
+    job_id: str
+    state: State
+    attempts: int
+    committed_chars: int

@@ -34,7 +34,7 @@ Concurrency and durability, in short:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobs import postgres_rows as convert
@@ -51,11 +51,13 @@ from jobs.models import (
     Job,
     JobSpec,
     Outcome,
+    Progress,
     State,
     Transition,
     WriteStatus,
 )
-from jobs.store import Clock
+from jobs.postgres_schema import CHANGES_CHANNEL
+from jobs.store import ChangeSignal, Clock
 
 try:
     import psycopg
@@ -233,6 +235,35 @@ class PostgresStore:
             return convert.decode_text((await _one(conn, sql.SELECT_TEXT, job_id))["text"])
 
         return await self._db.run(run, transaction=False)
+
+    async def read_text_from(self, job_id: str, offset: int) -> str:
+        async def run(conn: Connection) -> str:
+            params = {"id": job_id, "offset": max(0, offset)}
+            found = await (await conn.execute(sql.SELECT_TEXT_FROM, params)).fetchall()
+            if not found:
+                await _one(conn, sql.SELECT_JOB, job_id)  # raises JobNotFoundError
+                return ""
+            text = b"".join(bytes(row["text"]) for row in found).decode("utf-8")
+            return text[max(0, offset - int(found[0]["char_offset"])) :]
+
+        return await self._db.run(run, transaction=False)
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        if not positions:
+            return {}
+        params = {"ids": list(positions), "offsets": [max(0, offset) for offset in positions.values()]}
+        found = await self._rows(sql.SELECT_TEXTS_FROM, params)
+        return rows.texts_from(found, lambda parts: b"".join(bytes(p) for p in parts).decode("utf-8"))
+
+    async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
+        if not job_ids:
+            return {}
+        found = await self._rows(sql.SELECT_PROGRESS, {"ids": list(job_ids)})
+        return {str(row["id"]): rows.progress(row) for row in found}
+
+    def change_signal(self) -> ChangeSignal:
+        """LISTEN on the relay channel (migration 2's triggers) on a connection of its own."""
+        return self._db.new_listener(CHANGES_CHANNEL)
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
         return [convert.attempt(row) for row in await self._select_for_job(sql.SELECT_ATTEMPTS, job_id)]

@@ -77,6 +77,10 @@ class Connector:
         self._lock = anyio.Lock()
         self.listener = Listener(self.conninfo, timeout)
 
+    def new_listener(self, channel: str) -> Listener:
+        """A LISTEN connection of its own on ``channel``, owned (and closed) by the caller."""
+        return Listener(self.conninfo, self._timeout, channel)
+
     async def run(self, fn: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """``fn(conn)`` on a pooled connection, in one transaction unless it only reads."""
         return await self._attempt(await self._open(migrate=True), fn, transaction, self._timeout * 3)

@@ -35,8 +35,9 @@ _MAX_BACKOFF = 30.0
 class Listener:
     """One LISTEN connection, for one waiter at a time (the pool's claim loop)."""
 
-    def __init__(self, conninfo: str, connect_timeout: float) -> None:
+    def __init__(self, conninfo: str, connect_timeout: float, channel: str = NOTIFY_CHANNEL) -> None:
         self._conninfo = conninfo
+        self._channel = channel
         self._connect_timeout = connect_timeout
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = anyio.Lock()
@@ -44,27 +45,31 @@ class Listener:
         self._backoff = _FIRST_BACKOFF
         self._closed = False
 
-    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - the Store method's signature
-        """Return on a notification, or after ``timeout`` seconds."""
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - the Store method's signature
+        """Return on a notification (True, also after a reconnection, since notifications may
+        have been lost meanwhile), or after ``timeout`` seconds (False)."""
         deadline = anyio.current_time() + timeout
         async with self._lock:
             try:
                 conn, fresh = await self._connection()
                 if fresh:
-                    return
+                    return True
                 if conn is None:
                     await anyio.sleep_until(deadline)
-                    return
+                    return False
+                notified = False
                 async with contextlib.aclosing(conn.notifies(timeout=timeout, stop_after=1)) as stream:
                     async for _ in stream:
-                        pass
+                        notified = True
                 async with contextlib.aclosing(conn.notifies(timeout=0)) as stream:
                     async for _ in stream:
                         pass  # drain the rest of a burst: one wake-up for all of it
+                return notified
             except psycopg.Error as exc:
                 log.warning("listen_connection_lost", error=str(exc).strip())
                 await self._drop()
                 await anyio.sleep_until(deadline)
+                return True
 
     async def close(self) -> None:
         self._closed = True
@@ -84,7 +89,7 @@ class Listener:
             with anyio.fail_after(self._connect_timeout):
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 try:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {self._channel}")
                 except BaseException:
                     await conn.close()
                     raise

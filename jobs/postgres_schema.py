@@ -44,10 +44,20 @@ from jobs.errors import StoreError
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-__all__ = ("Migration", "MIGRATIONS", "SCHEMA_VERSION", "NOTIFY_CHANNEL", "migrate", "current_version")
+__all__ = (
+    "Migration",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "NOTIFY_CHANNEL",
+    "CHANGES_CHANNEL",
+    "migrate",
+    "current_version",
+)
 
 #: The channel idle workers LISTEN on.
 NOTIFY_CHANNEL = "longform_jobs"
+#: The channel live relays LISTEN on: text was committed, or a job changed state or attempt.
+CHANGES_CHANNEL = "longform_changes"
 
 #: The advisory lock key that serialises migrations (a stable 31-bit hash of a fixed name).
 LOCK_KEY = zlib.crc32(b"longform-worker schema migrations") & 0x7FFFFFFF
@@ -204,6 +214,29 @@ _ECONOMY = (
     ),
 )
 
+# Live relays: one notification per statement that commits text or changes a job's state or
+# attempt (statement-level, empty payload, so PostgreSQL folds a transaction's into one). The
+# relay then re-reads only the jobs it watches. Heartbeat-only commits insert no chunk and update
+# neither column, so they notify nobody.
+_RELAY_CHANGES = (
+    f"""
+    CREATE FUNCTION jobs_notify_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER chunks_committed AFTER INSERT ON chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_changed()
+    """,
+    """
+    CREATE TRIGGER jobs_changed AFTER UPDATE OF state, attempts ON jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_notify_changed()
+    """,
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -213,6 +246,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "attempts.joins: which join rule placed each resume",
         ("ALTER TABLE attempts ADD COLUMN joins text",),
     ),
+    Migration(4, "NOTIFY live relays of committed text and state changes", _RELAY_CHANGES),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

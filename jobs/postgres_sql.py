@@ -23,6 +23,9 @@ __all__ = (
     "CANCEL",
     "SELECT_JOB",
     "SELECT_TEXT",
+    "SELECT_TEXT_FROM",
+    "SELECT_TEXTS_FROM",
+    "SELECT_PROGRESS",
     "SELECT_ATTEMPTS",
     "SELECT_HISTORY",
     "SELECT_COUNTS",
@@ -366,6 +369,31 @@ SELECT (SELECT string_agg(c.text, ''::bytea ORDER BY c.char_offset) FROM chunks 
        AS text
 FROM jobs AS j
 WHERE j.id = %(id)s
+"""
+
+#: The chunk holding character ``offset`` and every later one, by the primary key.
+SELECT_TEXT_FROM = """
+SELECT c.char_offset, c.text FROM chunks AS c
+WHERE c.job_id = %(id)s
+  AND c.char_offset >= COALESCE(
+      (SELECT MAX(char_offset) FROM chunks WHERE job_id = %(id)s AND char_offset <= %(offset)s), 0)
+ORDER BY c.char_offset
+"""
+
+#: The same for many jobs: parallel arrays of ids and offsets.
+SELECT_TEXTS_FROM = """
+SELECT c.job_id, c.char_offset, c.text, w.wanted
+FROM unnest(%(ids)s::text[], %(offsets)s::bigint[]) AS w(job_id, wanted)
+CROSS JOIN LATERAL (
+    SELECT COALESCE(MAX(s.char_offset), 0) AS start FROM chunks AS s
+    WHERE s.job_id = w.job_id AND s.char_offset <= w.wanted
+) AS first
+JOIN chunks AS c ON c.job_id = w.job_id AND c.char_offset >= first.start
+ORDER BY c.job_id, c.char_offset
+"""
+
+SELECT_PROGRESS = """
+SELECT id, state, attempts, committed_chars FROM jobs WHERE id = ANY(%(ids)s::text[])
 """
 
 SELECT_ATTEMPTS = """

@@ -20,6 +20,7 @@ from jobs.models import (
     Lease,
     Message,
     Outcome,
+    Progress,
     ResumeMode,
     State,
     Transition,
@@ -27,7 +28,18 @@ from jobs.models import (
     parse_joins,
 )
 
-__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
+__all__ = (
+    "Row",
+    "USAGE_FIELDS",
+    "spec_json",
+    "usage",
+    "job",
+    "attempt",
+    "transition",
+    "bucket_state",
+    "progress",
+    "texts_from",
+)
 
 
 class Row(Protocol):
@@ -121,3 +133,29 @@ def bucket_state(row: Row) -> BucketState:
     return BucketState(
         row["requests"], row["input_tokens"], row["output_tokens"], row["updated_at"], row["paused_until"]
     )
+
+
+def progress(row: Row) -> Progress:
+    return Progress(str(row["id"]), State(row["state"]), int(row["attempts"]), int(row["committed_chars"]))
+
+
+def texts_from(found: list[Any], decode: Any = None) -> dict[str, str]:
+    """Group chunk rows (job_id, char_offset, text, wanted; ordered by job and offset) into each
+    job's text from its wanted offset. ``decode`` turns a stored text into ``str`` (PostgreSQL
+    keeps UTF-8 bytes)."""
+    parts: dict[str, list[Any]] = {}
+    starts: dict[str, tuple[int, int]] = {}
+    for row in found:
+        job_id = str(row["job_id"])
+        if job_id not in parts:
+            parts[job_id] = []
+            starts[job_id] = (int(row["char_offset"]), int(row["wanted"]))
+        parts[job_id].append(row["text"])
+    texts: dict[str, str] = {}
+    for job_id, pieces in parts.items():
+        first, wanted = starts[job_id]
+        text = decode(pieces) if decode is not None else "".join(pieces)
+        text = text[max(0, wanted - first) :]
+        if text:
+            texts[job_id] = text
+    return texts

@@ -36,7 +36,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,12 +57,14 @@ from jobs.models import (
     Job,
     JobSpec,
     Outcome,
+    Progress,
     State,
     Transition,
     Usage,
     WriteStatus,
     format_joins,
 )
+from jobs.sqlite_changes import DataVersionSignal
 from jobs.store import Clock
 
 __all__ = ("SQLiteStore",)
@@ -410,6 +412,27 @@ class SQLiteStore:
     async def read_text(self, job_id: str) -> str:
         return await self._read(_read_text_checked, job_id)
 
+    async def read_text_from(self, job_id: str, offset: int) -> str:
+        return await self._run(_read_text_from, job_id, max(0, offset))
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        if not positions:
+            return {}
+        pairs = json.dumps([[job_id, max(0, offset)] for job_id, offset in positions.items()])
+        return rows.texts_from(await self._run(_select, sql.SELECT_TEXTS_FROM, {"positions": pairs}))
+
+    async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
+        if not job_ids:
+            return {}
+        found = await self._run(_select, sql.SELECT_PROGRESS, {"ids": json.dumps(list(job_ids))})
+        return {row["id"]: rows.progress(row) for row in found}
+
+    def change_signal(self) -> DataVersionSignal:
+        """A ``PRAGMA data_version`` signal on this file (see :mod:`jobs.sqlite_changes`)."""
+        if self.path == ":memory:":
+            raise StoreError("an in-memory SQLite store has no other connections to signal changes")
+        return DataVersionSignal(self.path)
+
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
         found = await self._read(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
         return [rows.attempt(row) for row in found]
@@ -568,6 +591,14 @@ def _read_text(conn: sqlite3.Connection, job_id: str) -> str:
 def _read_text_checked(conn: sqlite3.Connection, job_id: str) -> str:
     _get_row(conn, job_id)
     return _read_text(conn, job_id)
+
+
+def _read_text_from(conn: sqlite3.Connection, job_id: str, offset: int) -> str:
+    _get_row(conn, job_id)
+    found = conn.execute(sql.SELECT_TEXT_FROM, {"job_id": job_id, "offset": offset}).fetchall()
+    if not found:
+        return ""
+    return "".join(row["text"] for row in found)[max(0, offset - int(found[0]["char_offset"])) :]
 
 
 def _next_due(conn: sqlite3.Connection) -> float | None:

@@ -334,6 +334,43 @@ SELECT_JOB = "SELECT * FROM jobs WHERE id = :id"
 
 SELECT_TEXT = "SELECT text FROM chunks WHERE job_id = :job_id ORDER BY seq"
 
+#: The chunk holding character ``:offset`` and every later one (offsets grow with ``seq``, so
+#: the start is found walking the primary key backwards from the end: a few rows for a reader
+#: that follows the end of the text).
+SELECT_TEXT_FROM = """
+SELECT char_offset, text FROM chunks
+WHERE job_id = :job_id
+  AND seq >= COALESCE((
+      SELECT seq FROM chunks WHERE job_id = :job_id AND char_offset <= :offset
+      ORDER BY seq DESC LIMIT 1), 0)
+ORDER BY seq
+"""
+
+#: The same for many jobs: ``:positions`` is a JSON array of ``[job_id, offset]`` pairs.
+SELECT_TEXTS_FROM = """
+WITH wanted AS (
+    SELECT json_extract(value, '$[0]') AS job_id, json_extract(value, '$[1]') AS wanted
+    FROM json_each(:positions)
+), starts AS (
+    SELECT w.job_id, w.wanted, COALESCE((
+        SELECT s.seq FROM chunks AS s WHERE s.job_id = w.job_id AND s.char_offset <= w.wanted
+        ORDER BY s.seq DESC LIMIT 1), 0) AS seq
+    FROM wanted AS w
+)
+SELECT c.job_id, c.char_offset, c.text, starts.wanted
+FROM starts JOIN chunks AS c ON c.job_id = starts.job_id AND c.seq >= starts.seq
+ORDER BY c.job_id, c.seq
+"""
+
+#: ``:ids`` is a JSON array of job ids.
+SELECT_PROGRESS = """
+SELECT id, state, attempts, committed_chars FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+"""
+
+#: Changes whenever another connection commits to the file: a change signal that reads no table.
+DATA_VERSION = "PRAGMA data_version"
+
 SELECT_ATTEMPTS = """
 SELECT a.*, COALESCE(a.chars_at_end, j.committed_chars) AS chars_now
 FROM attempts a JOIN jobs j ON j.id = a.job_id

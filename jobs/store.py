@@ -16,7 +16,7 @@ test suite. Guarantees every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from jobs.buckets import BucketState, Limits
@@ -29,17 +29,31 @@ from jobs.models import (
     EnqueueResult,
     Job,
     JobSpec,
+    Progress,
     State,
     Transition,
     WriteStatus,
 )
 
-__all__ = ("Store", "Clock", "open_store")
+__all__ = ("Store", "ChangeSignal", "Clock", "open_store")
 
 #: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
 Clock = Callable[[], float]
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class ChangeSignal(Protocol):
+    """Tells a reader that the store may have changed, without reading any table: SQLite's
+    ``PRAGMA data_version`` on a connection of its own, PostgreSQL's LISTEN/NOTIFY. A signal can
+    be spurious (any commit, of any job), never missed: after it, read what you watch."""
+
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a poll interval
+        """True when a change was signalled, False after ``timeout`` seconds without one."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -88,6 +102,26 @@ class Store(Protocol):
 
     async def read_text(self, job_id: str) -> str:
         """The committed text, exactly. Raises ``JobNotFoundError``."""
+        ...
+
+    async def read_text_from(self, job_id: str, offset: int) -> str:
+        """The committed text from character ``offset`` on (empty at or past the end): a reader
+        following a job reads only what is new. Raises ``JobNotFoundError``."""
+        ...
+
+    async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
+        """For many jobs at once (job id -> offset), the committed text from each offset, in one
+        query; jobs with no text past their offset, and unknown ids, are left out. What a relay
+        reads after a change signal, so the cost does not grow with a query per watched job."""
+        ...
+
+    async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
+        """State, attempts and committed length of each job named (unknown ids are left out), in
+        one query: what a relay re-reads for the jobs it watches after a change signal."""
+        ...
+
+    def change_signal(self) -> ChangeSignal:
+        """A new change signal, owned (and closed) by the caller."""
         ...
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]: ...

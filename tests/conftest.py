@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from tests.serve_fixtures import *  # noqa: F403
 from tests.simulator_fixtures import *  # noqa: F403
 from tests.store_fixtures import *  # noqa: F403
 

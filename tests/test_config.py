@@ -22,14 +22,14 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_config_loads_and_documents_the_defaults() -> None:
     config = load_config(ROOT / "config.toml", env={})
     default = Config()
-    for section in ("anthropic", "queue", "worker", "rate_limits", "logging"):
+    for section in ("anthropic", "queue", "worker", "rate_limits", "logging", "server"):
         assert getattr(config, section) == getattr(default, section), section
 
 
 def test_every_setting_is_documented_in_the_shipped_config() -> None:
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
     default = Config()
-    for section in ("anthropic", "queue", "worker", "rate_limits", "logging"):
+    for section in ("anthropic", "queue", "worker", "rate_limits", "logging", "server"):
         for key in type(getattr(default, section)).__dataclass_fields__:
             assert f"\n{key} = " in text, f"[{section}] {key} is not in config.toml"
 

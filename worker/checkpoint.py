@@ -119,15 +119,21 @@ class CheckpointWriter:
         record_lags: bool = False,
         guard: StoreGuard | None = None,
         max_pending_chars: int = 50_000_000,
+        live_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._chars = checkpoint_chars
         self._seconds = checkpoint_seconds
         self._lease = lease_seconds
         self._heartbeat = lease_seconds / 3
+        #: The checkpoint interval of jobs somebody watches live (``serve --workers``); None: no
+        #: job is checkpointed faster than ``checkpoint_seconds``.
+        self._live = live_seconds
+        #: Ids of the jobs watched live, kept up to date by the server's relay (a shared set).
+        self.watched: set[str] = set()
         # The writer wakes every tick; text is flushed once it would be older than
         # checkpoint_seconds by the next tick, so none waits much past checkpoint_seconds.
-        self._tick = min(checkpoint_seconds, self._heartbeat) / 4
+        self._tick = min(checkpoint_seconds, self._heartbeat, live_seconds or math.inf) / 4
         self._jobs: dict[str, JobText] = {}
         self._urgent: set[str] = set()
         self._wake = anyio.Event()
@@ -232,13 +238,15 @@ class CheckpointWriter:
     async def _flush_due(self) -> None:
         now = anyio.current_time()
         due: list[JobText] = []
+        live = self._live
         for job in self._jobs.values():
             if job.lost:
                 continue
+            interval = live if live is not None and job.job_id in self.watched else self._seconds
             if (
                 job.job_id in self._urgent
                 or job.pending_len >= self._chars
-                or now - job.first_pending_at >= self._seconds - self._tick
+                or now - job.first_pending_at >= interval - self._tick
                 or now - job.last_commit_at >= self._heartbeat
             ):
                 due.append(job)

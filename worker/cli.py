@@ -66,7 +66,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import demo, job_commands, migrate_command, run_command, schedule_commands
+    from worker import demo, job_commands, migrate_command, run_command, schedule_commands, serve_command
     from worker.simulator import cli as simulator_cli
 
     common = common_options()
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands.register(commands, common)
     schedule_commands.register(commands, common)
     migrate_command.register(commands, common)
+    serve_command.register(commands, common)
 
     simulate = commands.add_parser(
         "simulate",

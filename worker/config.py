@@ -32,6 +32,7 @@ __all__ = (
     "WorkerSettings",
     "RateLimitSettings",
     "LoggingSettings",
+    "ServerSettings",
     "CostSettings",
     "Config",
     "load_config",
@@ -119,6 +120,29 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """``python -m worker serve``: the HTTP API and the live relay."""
+
+    #: Interface to bind; localhost unless you mean to expose it (put nginx in front: deploy/).
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Bearer token every route but /healthz requires (also LONGFORM_SERVER_TOKEN). Empty: one is
+    #: generated at first start, stored with mode 0600 next to the queue, and printed once.
+    token: str = ""
+    #: Seconds between ``: heartbeat`` comments on an idle event stream (proxies drop idle ones).
+    heartbeat_seconds: float = 15.0
+    #: A client that takes longer than this to accept one write is disconnected.
+    send_timeout: float = 10.0
+    #: Largest request body accepted, in bytes (413 above).
+    max_body_bytes: int = 1_048_576
+    #: The ``retry:`` (milliseconds) sent to event-stream clients.
+    retry_ms: int = 2000
+    #: With ``serve --workers``: jobs someone watches live are checkpointed this often (seconds)
+    #: instead of ``[worker] checkpoint_seconds``, so their text reaches viewers in time.
+    live_checkpoint_seconds: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class CostSettings:
     """Prices, prompt caching and budgets (``jobs.costs``, ``worker.caching``, ``worker.budget``)."""
 
@@ -145,6 +169,7 @@ class Config:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     costs: CostSettings = field(default_factory=CostSettings)
     #: The file the settings came from (None = built-in defaults only).
     source: Path | None = None
@@ -179,6 +204,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "worker": WorkerSettings,
     "rate_limits": RateLimitSettings,
     "logging": LoggingSettings,
+    "server": ServerSettings,
     "costs": CostSettings,
 }
 
@@ -205,6 +231,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "rate_limits.requests_per_minute": (0, None),
     "rate_limits.input_tokens_per_minute": (0, None),
     "rate_limits.output_tokens_per_minute": (0, None),
+    "server.port": (0, 65535),
+    "server.heartbeat_seconds": (0.01, None),
+    "server.send_timeout": (0.01, None),
+    "server.max_body_bytes": (1, None),
+    "server.retry_ms": (0, None),
+    "server.live_checkpoint_seconds": (0.01, None),
     "costs.max_cost_usd": (0, None),
     "costs.max_cost_per_run": (0, None),
     "costs.daily_cap_usd": (0, None),

@@ -29,7 +29,7 @@ from worker.limits import FleetLimiter
 from worker.logs import configure_logging
 from worker.pool import Pool
 from worker.progress import ProgressDisplay
-from worker.run_command import make_client, pool_settings
+from worker.runtime import make_client, pool_settings
 from worker.simulator import FaultConfig, Simulator, SimulatorConfig, expected_document, run_simulator
 
 __all__ = ("register", "TOPICS", "SIM_FAULTS")

@@ -73,6 +73,8 @@ class PoolSettings:
     shutdown_deadline: float = 5.0
     #: Pending (uncommitted) text kept in memory during an outage, over all jobs.
     max_pending_chars: int = 50_000_000
+    #: Checkpoint interval for jobs watched live through this process's server (None: off).
+    live_checkpoint_seconds: float | None = None
     attempt: AttemptSettings = field(default_factory=AttemptSettings)
 
 
@@ -125,6 +127,7 @@ class Pool:
             record_lags=record_lags,
             guard=self.guard,
             max_pending_chars=settings.max_pending_chars,
+            live_seconds=settings.live_checkpoint_seconds,
         )
         self._running: dict[str, anyio.CancelScope] = {}
         self._no_prefill: set[str] = set()

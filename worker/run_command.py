@@ -10,27 +10,16 @@ signal (running jobs were checkpointed and released).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import anthropic
 import anyio
 import anyio.to_thread
-import httpx2
 
-from jobs.buckets import Limits
-from jobs.costs import load_prices
-from jobs.errors import AccountError, ConfigError, OutageLimitError, PoolError
-from jobs.store import open_store
-from worker.attempt import AttemptSettings
-from worker.budget import RunBudget
+from jobs.errors import AccountError, OutageLimitError, PoolError
 from worker.config import Config
-from worker.daily_cap import DailyCap
-from worker.economy import Economy
-from worker.limits import FleetLimiter, check_limits
-from worker.outage import StoreGuard
-from worker.pool import Pool, PoolSettings
+from worker.pool import Pool
 from worker.preflight import EXIT_ACCOUNT, preflight
+from worker.runtime import make_client, make_economy, make_limits, open_runtime, pool_settings, url_source
 from worker.schedules import load_schedules, run_scheduler
 
 __all__ = ("register", "make_client", "pool_settings", "EXIT_ACCOUNT", "EXIT_INTERRUPTED", "make_economy")
@@ -77,120 +66,30 @@ def register(
     run.set_defaults(handler=run_pool)
 
 
-def make_client(config: Config) -> anthropic.AsyncAnthropic:
-    """The SDK client: retries off (the pool owns them), timeouts that suit long streams."""
-    base_url = config.api_base_url()
-    api_key = os.environ.get("ANTHROPIC_API_KEY")
-    if not api_key:
-        if base_url is None:
-            raise ConfigError(
-                "ANTHROPIC_API_KEY is not set: export it, or point [anthropic] base_url "
-                "(or ANTHROPIC_BASE_URL) at a simulator (python -m worker simulate)"
-            )
-        api_key = "no-key-set"
-    idle = config.worker.idle_timeout
-    timeout = httpx2.Timeout(timeout=idle + 30, connect=config.anthropic.connect_timeout)
-    limits = httpx2.Limits(
-        max_connections=max(1000, config.worker.concurrency * 2),
-        max_keepalive_connections=max(100, config.worker.concurrency),
-    )
-    if config.anthropic.http_transport == "aiohttp":
-        http_client: httpx2.AsyncClient = anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits)
-    else:
-        http_client = anthropic.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
-    return anthropic.AsyncAnthropic(
-        api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http_client
-    )
-
-
-def pool_settings(config: Config) -> PoolSettings:
-    w = config.worker
-    return PoolSettings(
-        concurrency=w.concurrency,
-        lease_seconds=config.queue.lease_seconds,
-        checkpoint_chars=w.checkpoint_chars,
-        checkpoint_seconds=w.checkpoint_seconds,
-        grace_seconds=w.grace_seconds,
-        poll_seconds=w.poll_seconds,
-        typical_max_tokens=config.anthropic.max_tokens,
-        overload_patience=w.overload_patience,
-        outage_limit=w.outage_limit,
-        shutdown_deadline=w.shutdown_deadline,
-        max_pending_chars=w.max_pending_chars,
-        attempt=AttemptSettings(
-            idle_timeout=w.idle_timeout,
-            backoff_base=w.backoff_base,
-            backoff_max=w.backoff_max,
-            retry_after_max=w.retry_after_max,
-        ),
-    )
-
-
-def url_source(config: Config) -> str:
-    """The setting the base URL came from, for messages."""
-    if config.anthropic.base_url:
-        return "[anthropic] base_url"
-    if os.environ.get("ANTHROPIC_BASE_URL"):
-        return "ANTHROPIC_BASE_URL"
-    return "the API's default base URL"
-
-
-def make_economy(config: Config, max_cost: float | None = None) -> Economy:
-    """Prices (shipped, plus ``[costs] prices_file``) and the run's budget."""
-    cap = config.costs.max_cost_per_run if max_cost is None else max_cost
-    if cap < 0:
-        raise ConfigError(f"run --max-cost must be at least 0, got {cap}")
-    return Economy(
-        prices=load_prices(config.prices_path()),
-        budget=RunBudget(cap or None),
-        cache_checkpoint=config.costs.cache_checkpoint == "on",
-    )
-
-
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.progress import ProgressDisplay
 
-    limits = Limits(
-        requests=config.rate_limits.requests_per_minute,
-        input_tokens=config.rate_limits.input_tokens_per_minute,
-        output_tokens=config.rate_limits.output_tokens_per_minute,
-    )
-    check_limits(limits, config.anthropic.max_tokens)
+    make_limits(config)  # bad limits stop here, before the schedules are read
     schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
     economy = make_economy(config, getattr(args, "max_cost", None))
-    client = make_client(config)
-    store = open_store(config.queue_url())
-    guard = StoreGuard(limit=config.worker.outage_limit)
     failure: PoolError | None = None
-    try:
+    async with open_runtime(config) as runtime:
+        assert runtime.client is not None
         try:
-            await preflight(
-                client, await store.model_counts(), key_source=KEY_SOURCE, url_source=url_source(config)
-            )
+            models = await runtime.store.model_counts()
+            await preflight(runtime.client, models, key_source=KEY_SOURCE, url_source=url_source(config))
         except AccountError as exc:
             print(f"error: {exc}; no job was claimed", file=sys.stderr)
             return EXIT_ACCOUNT
-        limiter = None
-        if not limits.unlimited:
-            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max, guard=guard)
-        daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
-        pool = Pool(
-            store,
-            client,
-            pool_settings(config),
-            limiter=limiter,
-            economy=economy,
-            daily_cap=daily,
-            guard=guard,
-        )
+        pool = runtime.pool(economy=economy)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
         async with anyio.create_task_group() as tg:
             if show:
-                tg.start_soon(ProgressDisplay(pool, store).run)
+                tg.start_soon(ProgressDisplay(pool, runtime.store).run)
             if schedules:
-                tg.start_soon(run_scheduler, schedules, store, config)
+                tg.start_soon(run_scheduler, schedules, runtime.store, config)
             try:
                 stats = await pool.run(until_empty=args.until_empty)
             except (AccountError, OutageLimitError) as exc:
@@ -201,11 +100,6 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
         if args.until_empty and pool.interrupted:
             return EXIT_INTERRUPTED
         return 1 if args.until_empty and stats.failed else 0
-    finally:
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + config.worker.shutdown_deadline
-            await client.close()
-            await store.close()
 
 
 def _failed(failure: PoolError, pool: Pool) -> int:
