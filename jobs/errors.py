@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError            bad configuration: stops start-up with a message (exit 2)
     ├── InvalidJobError        a job definition that cannot be enqueued (file, line, field)
     ├── MissingDependencyError an optional extra is not installed
+    ├── OutputError            a file or folder we were asked to write cannot be written
     ├── StoreError             the job store failed (driver errors are translated to this)
     │   ├── NoQueueError       nothing at the queue URL, and the command may not create it (exit 2)
     │   ├── JobNotFoundError   no job with that id
@@ -28,6 +29,7 @@ __all__ = (
     "ConfigError",
     "InvalidJobError",
     "MissingDependencyError",
+    "OutputError",
     "StoreError",
     "NoQueueError",
     "JobNotFoundError",
@@ -63,6 +65,10 @@ class MissingDependencyError(PoolError):
     """An optional dependency is not installed."""
 
     exit_code = 2
+
+
+class OutputError(PoolError):
+    """The output cannot be written."""
 
 
 class StoreError(PoolError):

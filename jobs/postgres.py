@@ -41,7 +41,14 @@ from jobs import postgres_rows as convert
 from jobs import postgres_sql as sql
 from jobs import rows
 from jobs.buckets import BucketState, Limits
-from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, MissingDependencyError, StoreError
+from jobs.errors import (
+    ConfigError,
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    MissingDependencyError,
+    StoreError,
+)
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
@@ -87,6 +94,8 @@ class PostgresStore:
         max_size: pooled connections per process (claims, checkpoints, settles, limiter).
         timeout: seconds to wait for a pooled connection before raising ``StoreError``.
         auto_migrate: apply pending automatic migrations on first use.
+        create: False (commands that only read) never creates the schema: a database without
+            one raises ``NoQueueError`` on first use. Implies ``auto_migrate=False``.
     """
 
     def __init__(
@@ -97,24 +106,30 @@ class PostgresStore:
         max_size: int = 10,
         timeout: float = 10.0,
         auto_migrate: bool = True,
+        create: bool = True,
     ) -> None:
         if _MISSING is not None:
             raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
         self._clock: Clock = clock or time.time
         self._db = Connector(
-            conninfo, self._now, max_size=max_size, timeout=timeout, auto_migrate=auto_migrate
+            conninfo,
+            self._now,
+            max_size=max_size,
+            timeout=timeout,
+            auto_migrate=auto_migrate and create,
+            require_schema=not create,
         )
         #: host:port/dbname, for messages (never the password).
         self.where = self._db.where
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> PostgresStore:
+    def from_url(cls, url: str, *, clock: Clock | None = None, create: bool = True) -> PostgresStore:
         """``postgresql://user:password@host:port/dbname?sslmode=…`` (``postgres://`` too)."""
         if _MISSING is not None:
             raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
         if url.partition("://")[0] not in ("postgresql", "postgres"):
-            raise StoreError(f"queue url {url!r}: expected postgresql://user@host:port/dbname")
-        return cls(url, clock=clock)
+            raise ConfigError(f"queue url {url!r}: expected postgresql://user@host:port/dbname")
+        return cls(url, clock=clock, create=create)
 
     def _now(self) -> float:
         return float(self._clock())

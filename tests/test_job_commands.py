@@ -88,7 +88,7 @@ def test_a_bad_line_enqueues_nothing(project: Project, capsys: pytest.CaptureFix
     assert err[1].startswith(f"{file}:3: line: not valid JSON (")
     assert err[2] == f"{file}:4: max_tokens: must be a positive integer, got -1"
     assert err[3].startswith("nothing enqueued: 3 problem(s)")
-    assert project.status(capsys)["jobs"] == 0
+    assert not (project.root / "data").exists()
 
 
 def test_skip_invalid_enqueues_the_good_lines(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,9 +165,32 @@ def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]
 
 
 def test_unknown_ids_are_named(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"})) == 0
     for command in ("show", "retry", "cancel"):
         assert project.run(command, "no-such-job") == 1
         assert "no job with id 'no-such-job'" in capsys.readouterr().err
+
+
+def test_commands_that_do_not_enqueue_create_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped URL gets "no queue at …" (exit 2), and no file or folder appears."""
+    for command in (["status"], ["show", "a"], ["export", "--out", str(project.root / "out")], ["retry", "a"]):
+        assert project.run(*command) == 2
+        assert "error: no queue at " in capsys.readouterr().err
+    assert sorted(p.name for p in project.root.iterdir()) == ["config.toml"]
+
+
+def test_status_reads_a_read_only_queue(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"})) == 0
+    db = project.root / "data" / "jobs.db"
+    before = db.read_bytes()
+    db.chmod(0o444)
+    try:
+        assert project.status(capsys)["counts"]["queued"] == 1
+    finally:
+        db.chmod(0o644)
+    assert db.read_bytes() == before
 
 
 # -- export, retry, cancel ---------------------------------------------------------------------

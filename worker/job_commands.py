@@ -25,7 +25,7 @@ from jobs.errors import InvalidJobError
 from jobs.export import export_jobs, manifest_entry
 from jobs.jsonl import parse_jobs
 from jobs.models import AttemptRecord, Job, State, Transition, Usage
-from jobs.store import Store, open_store
+from jobs.store import Access, Store, open_store
 from worker.config import Config
 from worker.lifecycle import log_deprecated
 
@@ -76,6 +76,11 @@ def register(
         metavar="STATE",
         help=f"jobs to export (repeatable; {', '.join(_STATE_CHOICES)}; default: succeeded)",
     )
+    export.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove files in DIR named after jobs of this queue that this export does not include",
+    )
     export.set_defaults(handler=export_command)
 
     retry = commands.add_parser("retry", parents=[common], help="re-queue a failed or cancelled job")
@@ -90,9 +95,10 @@ def register(
 
 
 @asynccontextmanager
-async def opened_store(config: Config) -> AsyncIterator[Store]:
-    """The configured store, closed on the way out even when cancelled."""
-    store = open_store(config.queue_url())
+async def opened_store(config: Config, access: Access = "create") -> AsyncIterator[Store]:
+    """The configured store, closed on the way out even when cancelled. Only ``enqueue`` may
+    create a queue; the other commands say "no queue at …" where a mistyped URL points."""
+    store = open_store(config.queue_url(), access=access)
     try:
         yield store
     finally:
@@ -159,7 +165,7 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
                "cache_creation_input_tokens": int, "cache_read_input_tokens": int},
      "next_due": "ISO-8601 UTC" | null}
     """
-    async with opened_store(config) as store:
+    async with opened_store(config, "read") as store:
         counts = await store.counts()
         chars, usage = await _totals(store)
         next_due = await store.next_due()
@@ -250,7 +256,7 @@ def _transition_json(transition: Transition) -> dict[str, Any]:
 async def show_command(args: argparse.Namespace, config: Config) -> int:
     """One job. ``--json`` prints ``{"job": {...}, "attempts": [...], "history": [...],
     "text": str | null}`` (``text`` is null with ``--no-text``)."""
-    async with opened_store(config) as store:
+    async with opened_store(config, "read") as store:
         job = await store.get(args.job_id)
         attempts = await store.attempts(job.id)
         history = await store.history(job.id)
@@ -302,16 +308,23 @@ async def export_command(args: argparse.Namespace, config: Config) -> int:
     """Exit 1 if a job was skipped (an unsafe id); each is reported on stderr."""
     chosen = args.state or [State.SUCCEEDED.value]
     states = list(State) if "all" in chosen else [State(name) for name in dict.fromkeys(chosen)]
-    async with opened_store(config) as store:
-        report = await export_jobs(store, args.out, states)
+    async with opened_store(config, "read") as store:
+        report = await export_jobs(store, args.out, states, clean=args.clean)
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
+    if report.stale:
+        verb = "removed" if report.cleaned else "left in place (--clean removes them)"
+        names = ", ".join(report.stale[:5]) + (", …" if len(report.stale) > 5 else "")
+        print(
+            f"{len(report.stale)} file(s) from an earlier export are not in this manifest, {verb}: {names}",
+            file=sys.stderr,
+        )
     print(f"exported {report.jobs} jobs ({report.files} files) to {args.out}; manifest {report.manifest}")
     return 1 if report.problems else 0
 
 
 async def retry_command(args: argparse.Namespace, config: Config) -> int:
-    async with opened_store(config) as store:
+    async with opened_store(config, "existing") as store:
         if args.failed:
             count = await store.retry_failed()
             print(f"re-queued {count} failed jobs")
@@ -322,7 +335,7 @@ async def retry_command(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cancel_command(args: argparse.Namespace, config: Config) -> int:
-    async with opened_store(config) as store:
+    async with opened_store(config, "existing") as store:
         before = await store.get(args.job_id)
         job = await store.cancel(args.job_id)
     note = " (its worker stops at its next checkpoint)" if before.state == State.RUNNING else ""
