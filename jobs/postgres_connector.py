@@ -141,7 +141,8 @@ class Connector:
                 if self._auto_migrate:
                     await self._attempt(self._pool, self._migrate_automatic, False, self._timeout * 3)
                 elif self._require_schema:
-                    version = await self._attempt(self._pool, schema.current_version, False, self._timeout * 3)
+                    limit = self._timeout * 3
+                    version = await self._attempt(self._pool, schema.current_version, False, limit)
                     if version == 0:
                         raise NoQueueError(
                             f"no queue at postgresql ({self.where}): the database has no job tables "

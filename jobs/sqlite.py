@@ -623,5 +623,5 @@ def _permission_hint(path: str, exc: sqlite3.Error) -> str:
     if file.exists() and not os.access(file, os.W_OK):
         return f" (permission denied: {path} is read-only for this user)"
     if folder.exists() and not os.access(folder, os.W_OK):
-        return f" (permission denied: its folder {folder} is not writable, and SQLite needs it for -wal and -shm)"
+        return f" (permission denied: its folder {folder} is not writable; SQLite needs it for -wal, -shm)"
     return ""

@@ -175,7 +175,8 @@ def test_commands_that_do_not_enqueue_create_nothing(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A mistyped URL gets "no queue at …" (exit 2), and no file or folder appears."""
-    for command in (["status"], ["show", "a"], ["export", "--out", str(project.root / "out")], ["retry", "a"]):
+    out = str(project.root / "out")
+    for command in (["status"], ["show", "a"], ["export", "--out", out], ["retry", "a"]):
         assert project.run(*command) == 2
         assert "error: no queue at " in capsys.readouterr().err
     assert sorted(p.name for p in project.root.iterdir()) == ["config.toml"]

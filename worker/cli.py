@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(config.logging.format, config.logging.level)
         handler: Handler = args.handler
         return anyio.run(handler, args, config)
-    except BaseException as exc:  # noqa: BLE001 - every error ends here, as a message or a traceback
+    except BaseException as exc:  # every error ends here, as a message or a traceback
         return _report(exc, debug)
 
 
