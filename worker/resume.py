@@ -16,9 +16,8 @@ start of a request, so its cost per delta stays flat however long the document g
 
 from __future__ import annotations
 
-import re
-
 from jobs.models import JobSpec, ResumeMode
+from jobs.prefill import supports_prefill
 
 __all__ = (
     "CONTINUE_INSTRUCTION",
@@ -38,20 +37,6 @@ CONTINUE_INSTRUCTION = (
 OVERLAP_WINDOW = 400
 #: A repeat shorter than this is not removed: too likely to be a coincidence.
 MIN_OVERLAP = 8
-
-# 4.6 and later, every 5.x, and the Mythos/Fable families reject prefill.
-_NO_PREFILL = re.compile(
-    r"^claude-(?:(?:opus|sonnet|haiku)-4-(?:[6-9]|\d\d)|[a-z]+-[5-9](?:\b|-)|mythos|fable)"
-)
-
-
-def supports_prefill(model: str) -> bool:
-    """Whether ``model`` is expected to accept a final assistant message.
-
-    A guess from the id; a model that answers with the prefill 400 anyway is switched to
-    continuation by the caller, which remembers it for the rest of the process.
-    """
-    return _NO_PREFILL.match(model) is None
 
 
 def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dict[str, str]], str]:
