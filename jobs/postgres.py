@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from jobs import postgres_rows as convert
 from jobs import postgres_sql as sql
-from jobs import rows
+from jobs import rows, rules
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
     ConfigError,
@@ -313,6 +313,16 @@ class PostgresStore:
                 sql.REQUEUE, {"id": job_id, "now": self._now(), "from_state": job.state.value}
             )
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def replace(self, spec: JobSpec) -> Job:
+        params = rows.spec_params(spec)
+
+        async def run(conn: Connection) -> Job:
+            rules.check_replaceable(convert.job(await _one(conn, sql.LOCK_JOB, spec.id)))
+            cur = await conn.execute(sql.REPLACE_SPEC, {**params, "now": self._now()})
+            return convert.job(await _fetched(cur, spec.id))
 
         return await self._db.run(run)
 

@@ -25,7 +25,17 @@ from jobs.models import (
     Usage,
 )
 
-__all__ = ("Row", "USAGE_FIELDS", "spec_json", "usage", "job", "attempt", "transition", "bucket_state")
+__all__ = (
+    "Row",
+    "USAGE_FIELDS",
+    "spec_json",
+    "spec_params",
+    "usage",
+    "job",
+    "attempt",
+    "transition",
+    "bucket_state",
+)
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -45,6 +55,23 @@ def spec_json(spec: JobSpec) -> tuple[str, str]:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
     messages = json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
     return messages, metadata
+
+
+def spec_params(spec: JobSpec) -> dict[str, Any]:
+    """The spec's columns, named as both backends' statements name their parameters."""
+    messages, metadata = spec_json(spec)
+    return {
+        "id": spec.id,
+        "messages": messages,
+        "system": spec.system,
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "output_budget": spec.output_budget,
+        "max_attempts": spec.max_attempts,
+        "priority": spec.priority,
+        "requested_run_at": spec.run_at,
+        "metadata": metadata,
+    }
 
 
 def usage(row: Row) -> Usage:

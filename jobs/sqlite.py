@@ -232,7 +232,7 @@ class SQLiteStore:
     # -- producers ---------------------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
-        params = [_spec_params(spec) for spec in specs]
+        params = [rows.spec_params(spec) for spec in specs]
         return await self._run(self._enqueue, params)
 
     def _enqueue(self, conn: sqlite3.Connection, params: list[dict[str, Any]]) -> EnqueueResult:
@@ -476,6 +476,18 @@ class SQLiteStore:
         _transition(conn, job.id, now, job.state, State.QUEUED, "retried by an operator", None)
         return rows.job(row)
 
+    async def replace(self, spec: JobSpec) -> Job:
+        params = rows.spec_params(spec)
+        return await self._run(self._replace, params)
+
+    def _replace(self, conn: sqlite3.Connection, params: dict[str, Any]) -> Job:
+        with _transaction(conn):
+            now = self._now()
+            rules.check_replaceable(rows.job(_get_row(conn, params["id"])))
+            row = _one(conn, sql.REPLACE_SPEC, {**params, "now": now})
+            _transition(conn, params["id"], now, State.QUEUED, State.QUEUED, "replaced by an operator", None)
+            return rows.job(row)
+
     async def retry_failed(self) -> int:
         return await self._run(self._retry_failed)
 
@@ -593,22 +605,6 @@ def _set_attempt_usage(conn: sqlite3.Connection, job_id: str, number: int, usage
     delta = {name: new[name] - value for name, value in old.as_dict().items()}
     if any(delta.values()):
         conn.execute(sql.ADD_JOB_USAGE, {"id": job_id, **delta})
-
-
-def _spec_params(spec: JobSpec) -> dict[str, Any]:
-    messages, metadata = rows.spec_json(spec)
-    return {
-        "id": spec.id,
-        "messages": messages,
-        "system": spec.system,
-        "model": spec.model,
-        "max_tokens": spec.max_tokens,
-        "output_budget": spec.output_budget,
-        "max_attempts": spec.max_attempts,
-        "priority": spec.priority,
-        "requested_run_at": spec.run_at,
-        "metadata": metadata,
-    }
 
 
 def _permission_hint(path: str, exc: sqlite3.Error) -> str:

@@ -115,6 +115,11 @@ class Store(Protocol):
         text is kept, so it resumes. Raises ``JobStateError`` for other states."""
         ...
 
+    async def replace(self, spec: JobSpec) -> Job:
+        """Give a queued job that has never started a new spec (same id, same place in the queue).
+        Raises ``JobNotFoundError``, or ``JobStateError`` once an attempt has started."""
+        ...
+
     async def retry_failed(self) -> int:
         """Re-queue every failed job; returns how many."""
         ...

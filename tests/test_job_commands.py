@@ -78,6 +78,49 @@ def test_enqueue_is_idempotent(project: Project, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out == "enqueued 0 jobs (2 already existed)\n"
 
 
+def test_changed_content_is_reported_and_replaced_on_request(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-enqueueing an id with other content names the id and fields; --replace applies it."""
+    assert (
+        project.run(
+            "enqueue", project.jsonl("v1.jsonl", {"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"})
+        )
+        == 0
+    )
+    capsys.readouterr()
+    v2 = project.jsonl("v2.jsonl", {"id": "a", "prompt": "x2", "max_tokens": 9}, {"id": "b", "prompt": "y"})
+    assert project.run("enqueue", v2) == 1
+    out, err = capsys.readouterr()
+    assert out == "enqueued 0 jobs (2 already existed)\n"
+    assert err == (
+        f"{v2}: id 'a': exists with different content (messages, max_tokens): left unchanged "
+        "(--replace replaces a job that has not started)\n"
+    )
+    assert project.run("enqueue", v2, "--replace") == 0
+    assert capsys.readouterr().out == "enqueued 0 jobs (2 already existed, 1 replaced)\n"
+    job = project.with_store(lambda store: store.get("a"))
+    assert (job.spec.messages[0].content, job.spec.max_tokens) == ("x2", 9)
+
+
+def test_replace_refuses_a_job_that_started(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("v1.jsonl", {"id": "a", "prompt": "x"})) == 0
+    project.with_store(lambda store: finish(store, "text", Outcome.SUCCEEDED))
+    capsys.readouterr()
+    assert project.run("enqueue", project.jsonl("v2.jsonl", {"id": "a", "prompt": "x2"}), "--replace") == 1
+    assert "error: job 'a' has started (succeeded, 1 attempt(s))" in capsys.readouterr().err
+    assert project.with_store(lambda store: store.get("a")).spec.messages[0].content == "x"
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"])
+def test_an_empty_file_says_so(project: Project, capsys: pytest.CaptureFixture[str], content: str) -> None:
+    file = project.root / "empty.jsonl"
+    file.write_text(content, "utf-8")
+    assert project.run("enqueue", str(file)) == 1
+    assert capsys.readouterr().err == f"error: {file}: no jobs (the input is empty): nothing enqueued\n"
+    assert not (project.root / "data").exists()
+
+
 def test_a_bad_line_enqueues_nothing(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     file = project.jsonl(
         "jobs.jsonl", {"id": "a", "prompt": "x"}, {"id": "b"}, "{oops", {"prompt": "z", "max_tokens": -1}

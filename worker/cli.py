@@ -85,7 +85,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import demo, job_commands, migrate_command, run_command, schedule_commands
+    from worker import demo, enqueue_command, job_commands, migrate_command, run_command, schedule_commands
     from worker.simulator import cli as simulator_cli
 
     common = common_options()
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run_command.register(commands, common)
     demo.register(commands, common)
+    enqueue_command.register(commands, common)
     job_commands.register(commands, common)
     schedule_commands.register(commands, common)
     migrate_command.register(commands, common)

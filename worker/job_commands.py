@@ -1,4 +1,5 @@
-"""Commands that manage jobs: ``enqueue``, ``status``, ``show``, ``export``, ``retry``, ``cancel``.
+"""Commands that manage jobs: ``status``, ``show``, ``export``, ``retry``, ``cancel`` (``enqueue``
+is in :mod:`worker.enqueue_command`).
 
 Users' scripts rely on these forms and on the JSON shapes documented in each handler, so change
 them only by adding. Each handler opens the store from ``[queue] url`` and always closes it.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,13 +21,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from jobs.errors import InvalidJobError
 from jobs.export import export_jobs, manifest_entry
-from jobs.jsonl import parse_jobs
 from jobs.models import AttemptRecord, Job, State, Transition, Usage
 from jobs.store import Access, Store, open_store
 from worker.config import Config
-from worker.lifecycle import log_deprecated
 
 __all__ = ("register", "opened_store")
 
@@ -38,20 +35,6 @@ def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add the job commands to the CLI's sub-parsers."""
-    enqueue = commands.add_parser(
-        "enqueue",
-        parents=[common],
-        help="add jobs from a JSONL file",
-        description="Validate every line first; if any line is bad, report each one as "
-        "FILE:LINE: field: problem and enqueue nothing (exit 1), unless --skip-invalid. "
-        "Ids that exist already are left unchanged, so re-enqueueing a file is safe.",
-    )
-    enqueue.add_argument("file", metavar="FILE.jsonl", help="one job per line; - reads standard input")
-    enqueue.add_argument(
-        "--skip-invalid", action="store_true", help="enqueue the valid lines even if some are bad (exit 0)"
-    )
-    enqueue.set_defaults(handler=enqueue_command)
-
     status = commands.add_parser("status", parents=[common], help="jobs per state, characters and usage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=status_command)
@@ -104,41 +87,6 @@ async def opened_store(config: Config, access: Access = "create") -> AsyncIterat
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
-
-
-# -- enqueue -----------------------------------------------------------------------------------
-
-
-def _read_lines(file: str) -> list[bytes]:
-    if file == "-":
-        return sys.stdin.buffer.read().splitlines()
-    try:
-        return Path(file).read_bytes().splitlines()
-    except OSError as exc:
-        raise InvalidJobError(f"{file}: cannot read: {exc.strerror}") from None
-
-
-async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
-    """Print ``enqueued N jobs (M already existed)``; problems go to stderr."""
-    lines = await anyio.to_thread.run_sync(_read_lines, args.file)
-    source = "<stdin>" if args.file == "-" else args.file
-    specs, errors = parse_jobs(lines, source, config)
-    for error in errors:
-        print(error, file=sys.stderr)
-    if errors and not args.skip_invalid:
-        print(
-            f"nothing enqueued: {len(errors)} problem(s) in {source} "
-            "(fix them, or use --skip-invalid to enqueue the valid lines)",
-            file=sys.stderr,
-        )
-        return 1
-    log_deprecated(Counter(spec.model for spec in specs), where="enqueue")
-    async with opened_store(config) as store:
-        result = await store.enqueue(specs)
-    print(f"enqueued {len(result.inserted)} jobs ({len(result.existing)} already existed)")
-    if errors:
-        print(f"skipped {len(errors)} problem(s) in {source}", file=sys.stderr)
-    return 0
 
 
 # -- status ------------------------------------------------------------------------------------
