@@ -16,6 +16,7 @@ Exit codes: 0 success, 1 a job or an input failed, 2 bad usage or configuration,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +29,7 @@ from jobs.errors import ConfigError, PoolError
 from worker.config import Config, load_config
 from worker.logs import configure_logging
 
-__all__ = ("main", "build_parser", "Handler", "common_options", "user_error", "INTERRUPTED")
+__all__ = ("main", "build_parser", "Handler", "common_options", "user_error", "report_error", "INTERRUPTED")
 
 #: The exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
@@ -159,9 +160,9 @@ def user_error(exc: BaseException) -> PoolError | None:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    import anyio
-
-    if isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class()):
+    # The loop is gone by now, so anyio cannot say which class it cancels with: the CLI runs
+    # anyio on asyncio, whose cancellation is asyncio.CancelledError.
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         return True
     return isinstance(exc, BaseExceptionGroup) and all(_is_interrupt(e) for e in exc.exceptions)
 
@@ -176,10 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Handler = args.handler
         return anyio.run(handler, args, config)
     except BaseException as exc:  # every error ends here, as a message or a traceback
-        return _report(exc, debug)
+        return report_error(exc, debug)
 
 
-def _report(exc: BaseException, debug: bool) -> int:
+def report_error(exc: BaseException, debug: bool) -> int:
     """Print ``exc`` as one line and return its exit code; re-raise what is not ours."""
     error = user_error(exc)
     if error is None:

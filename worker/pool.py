@@ -68,6 +68,8 @@ class PoolStats:
     lease_lost: int = 0
     output_tokens: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    #: The signal that stopped the pool (SIGINT, SIGTERM), or None if it was not interrupted.
+    interrupted_by: str | None = None
 
 
 class Pool:
@@ -209,6 +211,7 @@ class Pool:
                     log.warning("pool_killed", signal=signal.Signals(signum).name)
                     os._exit(130)
                 log.info("signal_received", signal=signal.Signals(signum).name)
+                self.stats.interrupted_by = signal.Signals(signum).name
                 self.request_stop()
 
     async def _run_job(self, claim: Claim) -> None:

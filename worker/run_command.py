@@ -17,10 +17,10 @@ from jobs.store import open_store
 from worker.attempt import AttemptSettings
 from worker.config import Config
 from worker.limits import FleetLimiter, check_limits
-from worker.pool import Pool, PoolSettings
+from worker.pool import Pool, PoolSettings, PoolStats
 from worker.schedules import load_schedules, run_scheduler
 
-__all__ = ("register", "make_client", "pool_settings")
+__all__ = ("register", "make_client", "pool_settings", "exit_code")
 
 
 def register(
@@ -40,7 +40,8 @@ def register(
     run.add_argument(
         "--until-empty",
         action="store_true",
-        help="exit when nothing is queued or running: 0 if no job failed, 1 otherwise",
+        help="exit when nothing is queued or running: 0 if no job failed, 1 otherwise, "
+        "130 if stopped by a signal first (jobs may still be queued)",
     )
     run.add_argument(
         "--progress",
@@ -96,6 +97,17 @@ def pool_settings(config: Config) -> PoolSettings:
     )
 
 
+def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
+    """``run`` stops only by a signal, and exits 0 once it has released its jobs cleanly (the way
+    a service is stopped). ``--until-empty`` promises a finished batch: a signal before the queue
+    emptied is 130, so a script does not take a stopped batch for a done one."""
+    if not until_empty:
+        return 0
+    if stats.interrupted_by is not None:
+        return 130
+    return 1 if stats.failed else 0
+
+
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.progress import ProgressDisplay
 
@@ -123,7 +135,7 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 tg.start_soon(run_scheduler, schedules, store, config)
             stats = await pool.run(until_empty=args.until_empty)
             tg.cancel_scope.cancel()
-        return 1 if args.until_empty and stats.failed else 0
+        return exit_code(stats, until_empty=args.until_empty)
     finally:
         with anyio.CancelScope(shield=True):
             await client.close()
