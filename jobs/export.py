@@ -21,7 +21,8 @@ Manifest lines (one per job, ordered by id)::
     {"id", "state", "attempts", "failures", "chars", "usage": {input_tokens, output_tokens,
      cache_creation_input_tokens, cache_read_input_tokens}, "stop_reason", "last_error",
      "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
-     "duration_seconds" (finished - started, or null), "file" (name in DIR, or null)}
+     "duration_seconds" (finished - started, or null),
+     "truncated" (true if cut off by its output_budget), "file" (name in DIR, or null)}
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import anyio.to_thread
 
 from jobs.errors import JobNotFoundError, OutputError
 from jobs.jsonl import is_valid_job_id
-from jobs.models import Job, State
+from jobs.models import TRUNCATED, Job, State
 from jobs.store import Store
 
 __all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
@@ -86,6 +87,7 @@ def manifest_entry(job: Job, file: str | None) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "duration_seconds": duration,
+        "truncated": job.stop_reason == TRUNCATED,
         "file": file,
     }
 

@@ -32,7 +32,8 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
     fails it; RETRY counts a failure and re-queues it at ``retry_at``, unless the failures reach
     ``max_attempts``, which fails it (the dead-letter)."""
     if result.outcome == Outcome.SUCCEEDED:
-        return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, job.last_error)
+        # An earlier attempt's error stays in the attempts' history, not on a good document.
+        return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, None)
     if result.outcome == Outcome.RELEASED:
         reason = "released by the worker (shutting down)"
         return Settlement(State.QUEUED, reason, job.failures, now, None, job.last_error)

@@ -84,6 +84,7 @@ async def test_text_is_exported_byte_for_byte(make_store: StoreFactory, tmp_path
         "started_at": entry["started_at"],
         "finished_at": entry["finished_at"],
         "duration_seconds": 0.0,
+        "truncated": False,
         "file": "empty.md",
     }
     assert entry["created_at"].endswith("Z")

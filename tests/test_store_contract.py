@@ -340,6 +340,18 @@ async def test_usage_counts_every_attempt_including_lost_ones(make_store: StoreF
     assert job.usage == Usage(220, 80)
 
 
+async def test_success_clears_an_earlier_attempts_error(make_store: StoreFactory) -> None:
+    """The manifest must not show an old HTTP 401 beside a good document; history keeps it."""
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    await store.settle("a", claim.token, AttemptResult(Outcome.RETRY, error="HTTP 401"))
+    claim = await claim_one(store)
+    job = await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
+    assert (job.state, job.last_error) == (State.SUCCEEDED, None)
+    assert [a.error for a in await store.attempts("a")] == ["HTTP 401", None]
+
+
 async def test_settle_retry_requeues_at_retry_at_then_exhausts(make_store: StoreFactory) -> None:
     clock = FakeClock()
     store = await make_store(clock)

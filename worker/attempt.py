@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from jobs.errors import RefusalError
-from jobs.models import AttemptResult, Claim, Outcome, ResumeMode, Usage
+from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.resume import Joiner, build_messages, supports_prefill
 from worker.retry import backoff_delay, classify, is_prefill_rejection
@@ -163,7 +163,7 @@ class Attempt:
             budget_left = spec.output_budget - already_spent - self.usage.output_tokens
             if budget_left <= 0:
                 log.warning("output_budget_exhausted", output_budget=spec.output_budget)
-                self.stop_reason = "max_tokens"
+                self.stop_reason = TRUNCATED
                 return
             text = self.text.text()
             mode = self._mode(text)

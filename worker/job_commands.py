@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from jobs.export import export_jobs, manifest_entry
-from jobs.models import AttemptRecord, Job, State, Transition, Usage
+from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage
 from jobs.store import Access, Store, open_store
 from worker.config import Config
 
@@ -227,7 +227,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print("created    {}  started {}  finished {}".format(*times))
     if job.lease is not None:
         print(f"lease      {job.lease.owner} until {_iso(job.lease.expires_at)}")
-    print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}")
+    cut = " (truncated: the job's output_budget ran out)" if job.stop_reason == TRUNCATED else ""
+    print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}{cut}")
     print(f"usage      {_usage_text(job.usage)}")
     if job.last_error:
         print(f"last error {job.last_error}")

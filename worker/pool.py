@@ -26,7 +26,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from jobs.errors import LeaseLostError, StoreError
-from jobs.models import AttemptResult, Claim, Outcome, State
+from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
@@ -65,6 +65,8 @@ class PoolStats:
     retries: int = 0
     resumes: int = 0
     released: int = 0
+    #: Succeeded, but cut off by their output_budget.
+    truncated: int = 0
     lease_lost: int = 0
     output_tokens: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -277,7 +279,11 @@ class Pool:
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
             "tokens_per_s": round(result.usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
         }
-        if job.state is State.SUCCEEDED:
+        if job.state is State.SUCCEEDED and result.stop_reason == TRUNCATED:
+            self.stats.succeeded += 1
+            self.stats.truncated += 1
+            log.warning("job_succeeded", truncated=True, **summary)
+        elif job.state is State.SUCCEEDED:
             self.stats.succeeded += 1
             log.info("job_succeeded", **summary)
         elif job.state is State.FAILED:

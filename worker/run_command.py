@@ -40,8 +40,8 @@ def register(
     run.add_argument(
         "--until-empty",
         action="store_true",
-        help="exit when nothing is queued or running: 0 if no job failed, 1 otherwise, "
-        "130 if stopped by a signal first (jobs may still be queued)",
+        help="exit when nothing is queued or running: 0 if every job succeeded in full, 1 if one "
+        "failed or was cut off by its output_budget, 130 if stopped by a signal first",
     )
     run.add_argument(
         "--progress",
@@ -100,12 +100,13 @@ def pool_settings(config: Config) -> PoolSettings:
 def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
     """``run`` stops only by a signal, and exits 0 once it has released its jobs cleanly (the way
     a service is stopped). ``--until-empty`` promises a finished batch: a signal before the queue
-    emptied is 130, so a script does not take a stopped batch for a done one."""
+    emptied is 130, so a script does not take a stopped batch for a done one; a document cut off by
+    its output_budget is not a full success either (1)."""
     if not until_empty:
         return 0
     if stats.interrupted_by is not None:
         return 130
-    return 1 if stats.failed else 0
+    return 1 if stats.failed or stats.truncated else 0
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
