@@ -178,6 +178,14 @@ class Attempt:
             }
             if spec.system is not None:
                 params["system"] = spec.system
+            log.debug(
+                "request_sent",
+                model=spec.model,
+                max_tokens=max_tokens,
+                resume_mode=str(mode),
+                messages=len(messages),
+                chars_so_far=len(text),
+            )
             try:
                 stop = await self._request(params, Joiner(mode, text, carry))
             except anthropic.BadRequestError as exc:

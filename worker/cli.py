@@ -22,8 +22,10 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import structlog
 
 from jobs.errors import ConfigError, PoolError
 from worker.config import Config, load_config
@@ -142,6 +144,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     return overrides
 
 
+def _log_config(config: Config) -> None:
+    """At debug level, the settings in effect (the queue URL without its password)."""
+    url = config.queue_url()
+    parts = urlsplit(url)
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    structlog.get_logger("worker.cli").debug(
+        "config_loaded",
+        source=None if config.source is None else str(config.source),
+        queue_url=url,
+        base_url=config.api_base_url(),
+        model=config.anthropic.model,
+        concurrency=config.worker.concurrency,
+    )
+
+
 def user_error(exc: BaseException) -> PoolError | None:
     """The project error to report for ``exc``: itself, or the first one inside (nested) exception
     groups, whose other members are only cancellations, interrupts or more of our errors. None if
@@ -173,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     try:
         config = load_config(getattr(args, "config", None), overrides=_overrides(args))
-        configure_logging(config.logging.format, config.logging.level)
+        configure_logging(config.logging.format, config.logging.level, sdk_level=config.logging.sdk_level)
+        _log_config(config)
         handler: Handler = args.handler
         return anyio.run(handler, args, config)
     except BaseException as exc:  # every error ends here, as a message or a traceback

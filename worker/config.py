@@ -107,6 +107,9 @@ class LoggingSettings:
     format: str = "auto"
     #: debug, info, warning or error.
     level: str = "info"
+    #: The SDK's own loggers: auto (warning; info when level is debug), warning, info, or debug,
+    #: which logs every request's options, prompt text included (ANTHROPIC_LOG alone does not).
+    sdk_level: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "anthropic.http_transport": ("aiohttp", "httpx"),
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),
+    "logging.sdk_level": ("auto", "warning", "info", "debug"),
 }
 
 
