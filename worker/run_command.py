@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import anthropic
 import anyio
 import anyio.to_thread
-import httpx2
 
 from jobs.buckets import Limits
 from jobs.errors import ConfigError
 from jobs.store import open_store
-from worker.attempt import AttemptSettings
 from worker.config import Config
-from worker.limits import FleetLimiter, check_limits
-from worker.pool import Pool, PoolSettings, PoolStats
-from worker.schedules import load_schedules, run_scheduler
+
+if TYPE_CHECKING:
+    import anthropic
+
+    from worker.pool import PoolSettings, PoolStats
+
+# The SDK and the pool are imported by the functions that use them: importing the SDK takes
+# seconds on a busy machine, and the commands that only read the queue never need it.
 
 __all__ = ("register", "make_client", "pool_settings", "exit_code")
 
@@ -54,6 +57,9 @@ def register(
 
 def make_client(config: Config) -> anthropic.AsyncAnthropic:
     """The SDK client: retries off (the pool owns them), timeouts that suit long streams."""
+    import anthropic
+    import httpx2
+
     base_url = config.api_base_url()
     api_key = os.environ.get("ANTHROPIC_API_KEY")
     if not api_key:
@@ -79,6 +85,9 @@ def make_client(config: Config) -> anthropic.AsyncAnthropic:
 
 
 def pool_settings(config: Config) -> PoolSettings:
+    from worker.attempt import AttemptSettings
+    from worker.pool import PoolSettings
+
     w = config.worker
     return PoolSettings(
         concurrency=w.concurrency,
@@ -110,7 +119,10 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.limits import FleetLimiter, check_limits
+    from worker.pool import Pool
     from worker.progress import ProgressDisplay
+    from worker.schedules import load_schedules, run_scheduler
 
     limits = Limits(
         requests=config.rate_limits.requests_per_minute,
