@@ -35,6 +35,7 @@ __all__ = (
     "LoggingSettings",
     "Config",
     "load_config",
+    "read_toml",
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
 )
@@ -219,7 +220,8 @@ def load_config(
     return config
 
 
-def _read_file(path: Path) -> list[tuple[str, str, Any]]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; every problem is a ``ConfigError`` naming the file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -235,9 +237,13 @@ def _read_file(path: Path) -> list[tuple[str, str, Any]]:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _read_file(path: Path) -> list[tuple[str, str, Any]]:
+    data = read_toml(path)
     items: list[tuple[str, str, Any]] = []
     for section, table in data.items():
         if section == "schedules":
