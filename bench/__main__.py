@@ -20,15 +20,28 @@ from pathlib import Path
 
 import anyio
 
-from bench import concurrency, cpu_per_token, queue_throughput, rate_limits, sigkill, waste
+from bench import (
+    concurrency,
+    cpu_per_token,
+    economy,
+    queue_throughput,
+    rate_limits,
+    sigkill,
+    vs_pgqueuer,
+    waste,
+)
 from bench.common import Row
 from worker.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _pg_url() -> str:
+    return os.environ.get("TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+
+
 async def _queue_rows(jobs: int) -> list[Row]:
-    pg_url = os.environ.get("TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
+    pg_url = _pg_url()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
         for batch in (1, 10):
@@ -63,10 +76,12 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
     plan: list[tuple[str, Callable[[], Awaitable[list[Row]]]]] = [
         ("cpu", lambda: cpu_per_token.run([2000] if quick else [10_000, 100_000], 1 if quick else 3)),
         ("waste", lambda: waste.run(10 if quick else 60, 500 if quick else 2000)),
+        ("economy", lambda: economy.run(10 if quick else 100, 4000, 3000)),
         ("rate limits", lambda: rate_limits.run(70.0 if quick else 150.0)),
         ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
+        ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
     ]
     done: list[tuple[str, list[Row], float]] = []
     for name, step in plan:
@@ -105,8 +120,9 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
     lines += [
         "",
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
-        "`python -m bench.rate_limits`, `python -m bench.sigkill`, `python -m bench.concurrency`, "
-        "`python -m bench.queue_throughput` (each `--help` shows its parameters).",
+        "`python -m bench.economy`, `python -m bench.rate_limits`, `python -m bench.sigkill`, "
+        "`python -m bench.concurrency`, `python -m bench.queue_throughput`, `python -m bench.vs_pgqueuer` "
+        "(each `--help` shows its parameters).",
         "",
     ]
     return "\n".join(lines)

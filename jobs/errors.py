@@ -13,7 +13,8 @@ The tree::
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
     └── GenerationError        a generation ended in a way that is not a transport fault
-        └── RefusalError       the model refused (stop_reason "refusal"): terminal
+        ├── RefusalError       the model refused (stop_reason "refusal"): terminal
+        └── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
 
 Each class's docstring is its default message, as procrastinate does, and each carries the exit
 code the command line uses when it stops on that error (``exit_code``), so a new kind of error
@@ -37,6 +38,7 @@ __all__ = (
     "LeaseLostError",
     "GenerationError",
     "RefusalError",
+    "BudgetError",
 )
 
 
@@ -99,3 +101,7 @@ class GenerationError(PoolError):
 
 class RefusalError(GenerationError):
     """The model refused to continue (stop_reason "refusal")."""
+
+
+class BudgetError(GenerationError):
+    """The job reached its cost cap (max_cost_usd); its text is kept."""

@@ -19,7 +19,10 @@ that this export does not include (an earlier, wider export wrote them) are repo
 Manifest lines (one per job, ordered by id)::
 
     {"id", "state", "attempts", "failures", "chars", "usage": {input_tokens, output_tokens,
-     cache_creation_input_tokens, cache_read_input_tokens}, "stop_reason", "last_error",
+     cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
+     document_tokens, repeated_tokens}, "cost_usd" (null = unknown: the model has no price),
+     "waste_usd", "output_tokens": {billed, in_document, wasted, generated_twice, estimated},
+     "stop_reason", "last_error",
      "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
      "duration_seconds" (finished - started, or null),
      "truncated" (true if cut off by its output_budget), "file" (name in DIR, or null)}
@@ -38,6 +41,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from jobs.costs import PriceTable, job_spend, load_prices, token_accounting
 from jobs.errors import JobNotFoundError, OutputError
 from jobs.jsonl import is_valid_job_id
 from jobs.models import TRUNCATED, Job, State
@@ -69,8 +73,9 @@ def _iso(at: float | None) -> str | None:
     return None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
-def manifest_entry(job: Job, file: str | None) -> dict[str, Any]:
-    """The manifest line of ``job`` (see the module docstring)."""
+def manifest_entry(job: Job, file: str | None, prices: PriceTable | None = None) -> dict[str, Any]:
+    """The manifest line of ``job`` (see the module docstring); ``prices`` default to the shipped."""
+    spend = job_spend(prices or load_prices(), job)
     duration = None
     if job.started_at is not None and job.finished_at is not None:
         duration = round(job.finished_at - job.started_at, 3)
@@ -81,6 +86,9 @@ def manifest_entry(job: Job, file: str | None) -> dict[str, Any]:
         "failures": job.failures,
         "chars": job.committed_chars,
         "usage": job.usage.as_dict(),
+        "cost_usd": spend.total_usd,
+        "waste_usd": spend.waste_usd,
+        "output_tokens": token_accounting(job.usage),
         "stop_reason": job.stop_reason,
         "last_error": job.last_error,
         "created_at": _iso(job.created_at),
@@ -165,6 +173,7 @@ async def export_jobs(
     *,
     page_size: int = 500,
     clean: bool = False,
+    prices: PriceTable | None = None,
 ) -> ExportReport:
     """Write the text of every job in ``states`` to ``out`` and list them in the manifest.
 
@@ -172,6 +181,7 @@ async def export_jobs(
     document and the manifest lines. A job not succeeded with no committed text gets no file.
     """
     page = await store.list_jobs(states, limit=page_size)  # a store that fails leaves no folder
+    prices = prices or load_prices()
     mode = file_mode()
     try:
         folder = await anyio.to_thread.run_sync(_prepare, out)
@@ -190,7 +200,7 @@ async def export_jobs(
                 else:
                     path = None
                 file = None if path is None else path.name
-                lines.append(json.dumps(manifest_entry(job, file), ensure_ascii=False) + "\n")
+                lines.append(json.dumps(manifest_entry(job, file, prices), ensure_ascii=False) + "\n")
             page = await store.list_jobs(states, after_id=page[-1].id, limit=page_size)
         manifest = folder / MANIFEST_NAME
         await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"), mode)

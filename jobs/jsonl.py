@@ -3,7 +3,7 @@
 A line::
 
     {"id"?, "prompt" | "messages", "system"?, "model"?, "max_tokens"?, "output_budget"?,
-     "max_attempts"?, "priority"?, "run_at"?, "metadata"?}
+     "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?}
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobs.models import JobSpec, Message
+from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.prefill import supports_prefill
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ FIELDS = (
     "priority",
     "run_at",
     "metadata",
+    "max_cost_usd",
+    "prompt_cache",
 )
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
 #: The store keeps integers in 64 bits.
@@ -127,6 +129,28 @@ class _Line:
         else:
             return value
         return None
+
+    def cost(self, name: str) -> float | None:
+        """A positive, finite number of US dollars."""
+        value = self.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(name, f"must be a number of US dollars, got {_kind(value)}")
+        elif not math.isfinite(value) or value <= 0:
+            self.problem(name, f"must be a positive number of US dollars, got {value}")
+        else:
+            return float(value)
+        return None
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.get(name)
+        if value is None:
+            return None
+        if value not in choices:
+            self.problem(name, f"must be one of {', '.join(choices)}, got {json.dumps(value)}")
+            return None
+        return str(value)
 
     def run_at(self) -> float | None:
         value = self.get("run_at")
@@ -323,6 +347,8 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     ints = {name: line.integer(name, positive=True) for name in _POSITIVE_INTS}
     priority = line.integer("priority", positive=False)
     run_at = line.run_at()
+    max_cost = line.cost("max_cost_usd")
+    prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -344,6 +370,8 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         priority=priority or 0,
         run_at=run_at,
         metadata=metadata or {},
+        max_cost_usd=max_cost or config.costs.max_cost_usd or None,
+        prompt_cache=prompt_cache or config.costs.prompt_cache,
     )
 
 
@@ -353,7 +381,8 @@ def parse_jobs(
     """Parse and validate every line; returns the valid specs and every problem found.
 
     ``lines`` may be bytes (decoded as UTF-8 here, so a bad byte is reported with its line) or
-    text. Defaults for model, max_tokens, output_budget and max_attempts come from ``config``.
+    text. Defaults for model, max_tokens, output_budget, max_attempts, max_cost_usd and
+    prompt_cache come from ``config``.
     """
     specs: list[JobSpec] = []
     errors: list[str] = []

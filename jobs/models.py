@@ -19,6 +19,8 @@ __all__ = (
     "Message",
     "JobSpec",
     "Usage",
+    "USAGE_FIELDS",
+    "PROMPT_CACHE_MODES",
     "Lease",
     "Job",
     "Claim",
@@ -82,16 +84,37 @@ class JobSpec:
     #: Not claimable before this time (epoch seconds); None = now.
     run_at: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Stop the job (failed, reason ``budget``, text kept) before its cost would pass this; None = no cap.
+    max_cost_usd: float | None = None
+    #: Prompt caching: ``off``, or breakpoints with the ``5m`` or ``1h`` TTL (see ``worker.caching``).
+    prompt_cache: str = "5m"
+
+
+#: How a job uses prompt caching: not at all, or with breakpoints of the 5-minute or 1-hour TTL.
+PROMPT_CACHE_MODES = ("off", "5m", "1h")
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage, summed over requests and attempts."""
+    """Token usage, summed over requests and attempts.
+
+    The first four fields are the API's own (``input_tokens`` is the uncached part of the prompt).
+    The last three are our accounting of the output, per request: how much of ``output_tokens`` is
+    an estimate (a stream that broke before its final usage arrived), how much of it landed in the
+    document, and how much was generated twice at a join (dropped as a repeat). A request's
+    document share is its output tokens times the fraction of its streamed characters kept.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    #: Part of ``output_tokens`` estimated from streamed characters (no final usage arrived).
+    estimated_output_tokens: int = 0
+    #: Part of ``output_tokens`` whose text is in the document.
+    document_tokens: int = 0
+    #: Part of ``output_tokens`` repeating text the document already had (dropped at a join).
+    repeated_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -99,7 +122,20 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cache_creation_input_tokens + other.cache_creation_input_tokens,
             self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.estimated_output_tokens + other.estimated_output_tokens,
+            self.document_tokens + other.document_tokens,
+            self.repeated_tokens + other.repeated_tokens,
         )
+
+    @property
+    def wasted_output_tokens(self) -> int:
+        """Output billed but not in the document (lost with a broken stream, or repeated)."""
+        return max(0, self.output_tokens - self.document_tokens)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt: uncached, written to the cache, and read from it."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -107,17 +143,27 @@ class Usage:
             "output_tokens": self.output_tokens,
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
+            "estimated_output_tokens": self.estimated_output_tokens,
+            "document_tokens": self.document_tokens,
+            "repeated_tokens": self.repeated_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Usage:
         data = data or {}
-        return cls(
-            int(data.get("input_tokens") or 0),
-            int(data.get("output_tokens") or 0),
-            int(data.get("cache_creation_input_tokens") or 0),
-            int(data.get("cache_read_input_tokens") or 0),
-        )
+        return cls(**{name: int(data.get(name) or 0) for name in USAGE_FIELDS})
+
+
+#: Every field of :class:`Usage`, as stored (one column each, in ``jobs`` and ``attempts``).
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "estimated_output_tokens",
+    "document_tokens",
+    "repeated_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +296,8 @@ class CheckpointWrite:
 
     Fenced by ``token``. An empty ``text`` is a pure heartbeat. ``offset`` must equal the
     committed length, so a chunk can never be written twice or out of order.
-    ``usage`` is the attempt's usage so far, so a crash still leaves an honest account.
+    ``usage`` is the attempt's usage so far, and ``requests`` its requests so far, so a crash
+    still leaves an honest account.
     """
 
     job_id: str
@@ -258,6 +305,7 @@ class CheckpointWrite:
     offset: int
     text: str
     usage: Usage | None = None
+    requests: int | None = None
 
 
 class WriteStatus(enum.StrEnum):

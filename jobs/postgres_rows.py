@@ -57,6 +57,8 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
             "priorities",
             "run_ats",
             "metadata",
+            "max_costs",
+            "prompt_caches",
         )
     }
     seen: set[str] = set()
@@ -75,6 +77,8 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
         columns["priorities"].append(spec.priority)
         columns["run_ats"].append(spec.run_at)
         columns["metadata"].append(metadata)
+        columns["max_costs"].append(spec.max_cost_usd)
+        columns["prompt_caches"].append(spec.prompt_cache)
     return columns, [spec.id for spec in specs]
 
 
@@ -100,7 +104,8 @@ class CheckpointPlan:
     statuses: list[WriteStatus] = field(default_factory=list)
     chunks: list[tuple[str, int, int, bytes]] = field(default_factory=list)
     chars: dict[str, int] = field(default_factory=dict)
-    usage: dict[str, tuple[int, Usage]] = field(default_factory=dict)
+    #: Per job: the attempt, its latest usage, and its requests so far (None = unchanged).
+    usage: dict[str, tuple[int, Usage, int | None]] = field(default_factory=dict)
 
 
 def plan_checkpoints(
@@ -125,13 +130,14 @@ def plan_checkpoints(
         committed[write.job_id] += len(write.text)
         plan.chars[write.job_id] = plan.chars.get(write.job_id, 0) + len(write.text)
         if write.usage is not None:
-            plan.usage[write.job_id] = (attempt, write.usage)  # the attempt's latest usage wins
+            # The attempt's latest usage (and request count) wins.
+            plan.usage[write.job_id] = (attempt, write.usage, write.requests)
         plan.statuses.append(WriteStatus.OK)
     return plan
 
 
 def apply_params(plan: CheckpointPlan, now: float, expires_at: float) -> dict[str, Any]:
-    usages = [(job_id, number, usage) for job_id, (number, usage) in plan.usage.items()]
+    usages = [(job_id, number, usage) for job_id, (number, usage, _) in plan.usage.items()]
     return {
         "now": now,
         "expires_at": expires_at,
@@ -145,6 +151,10 @@ def apply_params(plan: CheckpointPlan, now: float, expires_at: float) -> dict[st
         "usage_output": [u[2].output_tokens for u in usages],
         "usage_cache_creation": [u[2].cache_creation_input_tokens for u in usages],
         "usage_cache_read": [u[2].cache_read_input_tokens for u in usages],
+        "usage_estimated": [u[2].estimated_output_tokens for u in usages],
+        "usage_document": [u[2].document_tokens for u in usages],
+        "usage_repeated": [u[2].repeated_tokens for u in usages],
+        "usage_requests": [requests for _, _, requests in plan.usage.values()],
         "ids": list(plan.chars),
         "chars": list(plan.chars.values()),
     }

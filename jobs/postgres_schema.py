@@ -191,9 +191,23 @@ _V1 = (
     """,
 )
 
+#: The token economy: a job's cost cap and prompt-cache mode, and the output accounting of
+#: ``jobs.models.Usage`` on jobs and attempts. Adding nullable or defaulted columns rewrites
+#: nothing (PostgreSQL 11+ stores a constant default in the catalogue), so it runs beside workers.
+_ECONOMY = (
+    "ALTER TABLE jobs ADD COLUMN max_cost_usd double precision",
+    "ALTER TABLE jobs ADD COLUMN prompt_cache text NOT NULL DEFAULT '5m'",
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column} bigint NOT NULL DEFAULT 0"
+        for table in ("jobs", "attempts")
+        for column in ("estimated_output_tokens", "document_tokens", "repeated_tokens")
+    ),
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
+    Migration(2, "token economy: cost cap, prompt cache mode, output accounting", _ECONOMY),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

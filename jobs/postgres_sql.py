@@ -45,19 +45,21 @@ WITH new AS (
     FROM unnest(
         %(ids)s::text[], %(messages)s::text[], %(systems)s::text[], %(models)s::text[],
         %(max_tokens)s::bigint[], %(output_budgets)s::bigint[], %(max_attempts)s::bigint[],
-        %(priorities)s::bigint[], %(run_ats)s::float8[], %(metadata)s::text[]
+        %(priorities)s::bigint[], %(run_ats)s::float8[], %(metadata)s::text[],
+        %(max_costs)s::float8[], %(prompt_caches)s::text[]
     ) WITH ORDINALITY AS n (
         id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-        requested_run_at, metadata, ord
+        requested_run_at, metadata, max_cost_usd, prompt_cache, ord
     )
 ),
 inserted AS (
     INSERT INTO jobs (
         id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-        requested_run_at, metadata, state, run_at, created_at, updated_at
+        requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache
     )
     SELECT id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-           requested_run_at, metadata, 'queued', COALESCE(requested_run_at, %(now)s), %(now)s, %(now)s
+           requested_run_at, metadata, 'queued', COALESCE(requested_run_at, %(now)s), %(now)s, %(now)s,
+           max_cost_usd, prompt_cache
     FROM new
     ORDER BY ord
     ON CONFLICT (id) DO NOTHING
@@ -204,23 +206,30 @@ usage AS (
     SELECT *
     FROM unnest(
         %(usage_jobs)s::text[], %(usage_numbers)s::bigint[], %(usage_input)s::bigint[],
-        %(usage_output)s::bigint[], %(usage_cache_creation)s::bigint[], %(usage_cache_read)s::bigint[]
+        %(usage_output)s::bigint[], %(usage_cache_creation)s::bigint[], %(usage_cache_read)s::bigint[],
+        %(usage_estimated)s::bigint[], %(usage_document)s::bigint[], %(usage_repeated)s::bigint[],
+        %(usage_requests)s::bigint[]
     ) AS u (job_id, number, input_tokens, output_tokens, cache_creation_input_tokens,
-            cache_read_input_tokens)
+            cache_read_input_tokens, estimated_output_tokens, document_tokens, repeated_tokens, requests)
 ),
 old_usage AS (
     SELECT u.job_id,
            u.input_tokens - a.input_tokens AS d_input,
            u.output_tokens - a.output_tokens AS d_output,
            u.cache_creation_input_tokens - a.cache_creation_input_tokens AS d_cache_creation,
-           u.cache_read_input_tokens - a.cache_read_input_tokens AS d_cache_read
+           u.cache_read_input_tokens - a.cache_read_input_tokens AS d_cache_read,
+           u.estimated_output_tokens - a.estimated_output_tokens AS d_estimated,
+           u.document_tokens - a.document_tokens AS d_document,
+           u.repeated_tokens - a.repeated_tokens AS d_repeated
     FROM usage AS u JOIN attempts AS a ON a.job_id = u.job_id AND a.number = u.number
 ),
 set_usage AS (
     UPDATE attempts AS a
     SET input_tokens = u.input_tokens, output_tokens = u.output_tokens,
         cache_creation_input_tokens = u.cache_creation_input_tokens,
-        cache_read_input_tokens = u.cache_read_input_tokens
+        cache_read_input_tokens = u.cache_read_input_tokens,
+        estimated_output_tokens = u.estimated_output_tokens, document_tokens = u.document_tokens,
+        repeated_tokens = u.repeated_tokens, requests = COALESCE(u.requests, a.requests)
     FROM usage AS u
     WHERE a.job_id = u.job_id AND a.number = u.number
 )
@@ -231,7 +240,10 @@ SET committed_chars = j.committed_chars + d.chars,
     input_tokens = j.input_tokens + COALESCE(o.d_input, 0),
     output_tokens = j.output_tokens + COALESCE(o.d_output, 0),
     cache_creation_input_tokens = j.cache_creation_input_tokens + COALESCE(o.d_cache_creation, 0),
-    cache_read_input_tokens = j.cache_read_input_tokens + COALESCE(o.d_cache_read, 0)
+    cache_read_input_tokens = j.cache_read_input_tokens + COALESCE(o.d_cache_read, 0),
+    estimated_output_tokens = j.estimated_output_tokens + COALESCE(o.d_estimated, 0),
+    document_tokens = j.document_tokens + COALESCE(o.d_document, 0),
+    repeated_tokens = j.repeated_tokens + COALESCE(o.d_repeated, 0)
 FROM unnest(%(ids)s::text[], %(chars)s::bigint[]) AS d (id, chars)
 LEFT JOIN old_usage AS o ON o.job_id = d.id
 WHERE j.id = d.id
@@ -246,7 +258,8 @@ LOCK_JOB = "SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE"
 SETTLE = """
 WITH
 old AS (
-    SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens
+    SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+           estimated_output_tokens, document_tokens, repeated_tokens
     FROM attempts WHERE job_id = %(id)s AND number = %(number)s
 ),
 closed AS (
@@ -254,6 +267,8 @@ closed AS (
     SET input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
         cache_creation_input_tokens = %(cache_creation_input_tokens)s,
         cache_read_input_tokens = %(cache_read_input_tokens)s,
+        estimated_output_tokens = %(estimated_output_tokens)s, document_tokens = %(document_tokens)s,
+        repeated_tokens = %(repeated_tokens)s,
         ended_at = %(now)s, outcome = %(outcome)s,
         resume_mode = COALESCE(%(resume_mode)s::text, resume_mode),
         requests = COALESCE(%(requests)s::bigint, requests),
@@ -275,7 +290,11 @@ SET state = %(state)s, failures = %(failures)s, run_at = %(run_at)s, lease_owner
     cache_creation_input_tokens = j.cache_creation_input_tokens + %(cache_creation_input_tokens)s
         - COALESCE(o.cache_creation_input_tokens, 0),
     cache_read_input_tokens = j.cache_read_input_tokens + %(cache_read_input_tokens)s
-        - COALESCE(o.cache_read_input_tokens, 0)
+        - COALESCE(o.cache_read_input_tokens, 0),
+    estimated_output_tokens = j.estimated_output_tokens + %(estimated_output_tokens)s
+        - COALESCE(o.estimated_output_tokens, 0),
+    document_tokens = j.document_tokens + %(document_tokens)s - COALESCE(o.document_tokens, 0),
+    repeated_tokens = j.repeated_tokens + %(repeated_tokens)s - COALESCE(o.repeated_tokens, 0)
 FROM (SELECT 1) AS one LEFT JOIN old AS o ON true
 WHERE j.id = %(id)s
 RETURNING j.*
@@ -305,6 +324,7 @@ UPDATE jobs
 SET messages = %(messages)s, system = %(system)s, model = %(model)s, max_tokens = %(max_tokens)s,
     output_budget = %(output_budget)s, max_attempts = %(max_attempts)s, priority = %(priority)s,
     requested_run_at = %(requested_run_at)s::float8, metadata = %(metadata)s,
+    max_cost_usd = %(max_cost_usd)s::float8, prompt_cache = %(prompt_cache)s,
     run_at = COALESCE(%(requested_run_at)s::float8, %(now)s), updated_at = %(now)s
 WHERE id = %(id)s AND state = 'queued' AND attempts = 0
 RETURNING *

@@ -1,7 +1,7 @@
 """Stored rows to and from :mod:`jobs.models`, shared by every backend.
 
 Both backends store a job the same way (its messages and metadata as JSON text, times as epoch
-seconds, usage in four columns), so one set of converters reads rows from either: a
+seconds, usage in one column per ``Usage`` field), so one set of converters reads rows from either: a
 ``sqlite3.Row`` or a psycopg ``dict_row`` both answer ``row["column"]``.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
+    USAGE_FIELDS,
     AttemptRecord,
     Job,
     JobSpec,
@@ -36,8 +37,6 @@ __all__ = (
     "transition",
     "bucket_state",
 )
-
-USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 class Row(Protocol):
@@ -71,6 +70,8 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
         "priority": spec.priority,
         "requested_run_at": spec.run_at,
         "metadata": metadata,
+        "max_cost_usd": spec.max_cost_usd,
+        "prompt_cache": spec.prompt_cache,
     }
 
 
@@ -90,6 +91,8 @@ def job(row: Row) -> Job:
         priority=row["priority"],
         run_at=row["requested_run_at"],
         metadata=json.loads(row["metadata"]),
+        max_cost_usd=row["max_cost_usd"],
+        prompt_cache=row["prompt_cache"],
     )
     lease = None
     if row["lease_token"] is not None:

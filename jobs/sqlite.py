@@ -211,10 +211,16 @@ class SQLiteStore:
                 )
             if version == 0 and self._access != "create":
                 raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
+            if version == sql.SCHEMA_VERSION:
+                return
             if version == 0:
                 for statement in sql.SCHEMA:
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+                version = 1
+            if version == 1:
+                for statement in sql.MIGRATION_ECONOMY:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
         return float(self._clock())
@@ -361,6 +367,10 @@ class SQLiteStore:
             usage = writes[position].usage
             if usage is not None:
                 _set_attempt_usage(conn, writes[position].job_id, attempt, usage)
+            requests = writes[position].requests
+            if requests is not None:
+                key = {"job_id": writes[position].job_id, "number": attempt, "requests": requests}
+                conn.execute(sql.SET_ATTEMPT_REQUESTS, key)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
         if result.outcome not in _SETTLE_OUTCOMES:

@@ -20,10 +20,10 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
 
 from __future__ import annotations
 
-__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA")
+__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA", "MIGRATION_ECONOMY")
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -133,15 +133,27 @@ SCHEMA = (
     """,
 )
 
+#: Version 2, the token economy: a job's cost cap and prompt-cache mode, and the output
+#: accounting of ``jobs.models.Usage`` (estimated, in the document, repeated) on jobs and attempts.
+MIGRATION_ECONOMY = (
+    "ALTER TABLE jobs ADD COLUMN max_cost_usd REAL",
+    "ALTER TABLE jobs ADD COLUMN prompt_cache TEXT NOT NULL DEFAULT '5m'",
+    *(
+        f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for table in ("jobs", "attempts")
+        for column in ("estimated_output_tokens", "document_tokens", "repeated_tokens")
+    ),
+)
+
 # -- producers ---------------------------------------------------------------------------------
 
 INSERT_JOB = """
 INSERT INTO jobs (
     id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-    requested_run_at, metadata, state, run_at, created_at, updated_at
+    requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache
 ) VALUES (
     :id, :messages, :system, :model, :max_tokens, :output_budget, :max_attempts, :priority,
-    :requested_run_at, :metadata, 'queued', :run_at, :now, :now
+    :requested_run_at, :metadata, 'queued', :run_at, :now, :now, :max_cost_usd, :prompt_cache
 )
 ON CONFLICT (id) DO NOTHING
 """
@@ -246,7 +258,8 @@ WHERE jobs.id = batch.id
 """
 
 SELECT_ATTEMPT_USAGE = """
-SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens
+SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+       estimated_output_tokens, document_tokens, repeated_tokens
 FROM attempts WHERE job_id = :job_id AND number = :number
 """
 
@@ -254,16 +267,23 @@ SET_ATTEMPT_USAGE = """
 UPDATE attempts
 SET input_tokens = :input_tokens, output_tokens = :output_tokens,
     cache_creation_input_tokens = :cache_creation_input_tokens,
-    cache_read_input_tokens = :cache_read_input_tokens
+    cache_read_input_tokens = :cache_read_input_tokens,
+    estimated_output_tokens = :estimated_output_tokens, document_tokens = :document_tokens,
+    repeated_tokens = :repeated_tokens
 WHERE job_id = :job_id AND number = :number
 """
+
+SET_ATTEMPT_REQUESTS = "UPDATE attempts SET requests = :requests WHERE job_id = :job_id AND number = :number"
 
 #: Adds a (possibly negative) delta, so the job's usage is always the sum of its attempts' latest.
 ADD_JOB_USAGE = """
 UPDATE jobs
 SET input_tokens = input_tokens + :input_tokens, output_tokens = output_tokens + :output_tokens,
     cache_creation_input_tokens = cache_creation_input_tokens + :cache_creation_input_tokens,
-    cache_read_input_tokens = cache_read_input_tokens + :cache_read_input_tokens
+    cache_read_input_tokens = cache_read_input_tokens + :cache_read_input_tokens,
+    estimated_output_tokens = estimated_output_tokens + :estimated_output_tokens,
+    document_tokens = document_tokens + :document_tokens,
+    repeated_tokens = repeated_tokens + :repeated_tokens
 WHERE id = :id
 """
 
@@ -299,8 +319,8 @@ REPLACE_SPEC = """
 UPDATE jobs
 SET messages = :messages, system = :system, model = :model, max_tokens = :max_tokens,
     output_budget = :output_budget, max_attempts = :max_attempts, priority = :priority,
-    requested_run_at = :requested_run_at, metadata = :metadata,
-    run_at = COALESCE(:requested_run_at, :now), updated_at = :now
+    requested_run_at = :requested_run_at, metadata = :metadata, max_cost_usd = :max_cost_usd,
+    prompt_cache = :prompt_cache, run_at = COALESCE(:requested_run_at, :now), updated_at = :now
 WHERE id = :id AND state = 'queued' AND attempts = 0
 RETURNING *
 """

@@ -14,6 +14,7 @@ from jobs.models import JobSpec, Message, State
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from worker.attempt import AttemptSettings
+from worker.economy import Economy
 from worker.pool import Pool, PoolSettings, PoolStats
 from worker.simulator import Simulator, SimulatorConfig, expected_document, run_simulator
 
@@ -116,6 +117,7 @@ async def pool_run(
     *,
     sim_config: SimulatorConfig | None = None,
     settings: PoolSettings = FAST_SETTINGS,
+    economy: Economy | None = None,
     **setting_overrides: object,
 ) -> Run:
     """Enqueue ``jobs``, run a pool until the queue is empty, and collect the results."""
@@ -132,7 +134,7 @@ async def pool_run(
             )
             try:
                 await store.enqueue(jobs)
-                pool = Pool(store, client, settings)
+                pool = Pool(store, client, settings, economy=economy)
                 stats = await pool.run(until_empty=True, handle_signals=False)
             finally:
                 await client.close()

@@ -157,3 +157,15 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(b"[worker]\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"config\.toml:2: not valid UTF-8"):
         load_config(path, env={})
+
+
+def test_costs_section_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[costs]\nprices_file = "p.toml"\nprompt_cache = "1h"\nmax_cost_usd = 2\n')
+    config = load_config(path, env={})
+    assert (config.costs.prompt_cache, config.costs.max_cost_usd) == ("1h", 2.0)
+    assert config.prices_path() == tmp_path / "p.toml"
+    with pytest.raises(ConfigError, match=r"costs.prompt_cache must be one of off, 5m, 1h"):
+        load_config(path, env={"LONGFORM_COSTS_PROMPT_CACHE": "always"})
+    with pytest.raises(ConfigError, match=r"costs.daily_cap_usd must be at least 0"):
+        load_config(path, env={"LONGFORM_COSTS_DAILY_CAP_USD": "-1"})

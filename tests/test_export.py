@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from jobs.errors import OutputError
-from jobs.export import MANIFEST_NAME, export_jobs, safe_path
-from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage
+from jobs.export import MANIFEST_NAME, export_jobs, manifest_entry, safe_path
+from jobs.models import AttemptResult, CheckpointWrite, Job, Outcome, State, Usage
 from jobs.store import Store
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec
 
@@ -77,7 +77,13 @@ async def test_text_is_exported_byte_for_byte(make_store: StoreFactory, tmp_path
             "output_tokens": 4,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "estimated_output_tokens": 0,
+            "document_tokens": 0,
+            "repeated_tokens": 0,
         },
+        "cost_usd": None,
+        "waste_usd": None,
+        "output_tokens": {"billed": 4, "in_document": 0, "wasted": 4, "generated_twice": 0, "estimated": 0},
         "stop_reason": "end_turn",
         "last_error": None,
         "created_at": entry["created_at"],
@@ -215,3 +221,13 @@ async def test_files_of_an_earlier_wider_export_are_reported_and_cleaned(
     report = await export_jobs(store, out, clean=True)
     assert (report.stale, report.cleaned) == (("b.md",), True)
     assert sorted(p.name for p in out.iterdir()) == ["a.md", MANIFEST_NAME, "notes.md"]
+
+
+def test_the_manifest_carries_cost_and_waste_from_the_price_table() -> None:
+    """``claude-test`` has no price (null above); a priced model gets dollars, waste included."""
+    usage = Usage(1_000_000, 1_000_000, document_tokens=900_000)
+    job = Job(make_spec("priced", model="claude-haiku-4-5"), State.SUCCEEDED, 1, 0, 10, usage, 0.0, 0.0)
+    entry = manifest_entry(job, "priced.md")
+    assert entry["cost_usd"] == pytest.approx(1.0 + 5.0)
+    assert entry["waste_usd"] == pytest.approx(0.5)
+    assert entry["output_tokens"]["wasted"] == 100_000

@@ -173,9 +173,17 @@ def test_status_json_shape(project: Project, capsys: pytest.CaptureFixture[str])
             "output_tokens": 7,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "estimated_output_tokens": 0,
+            "document_tokens": 0,
+            "repeated_tokens": 0,
         },
         "next_due": status["next_due"],
+        "cost_usd": None,
+        "waste_usd": None,
+        "output_tokens": {"billed": 7, "in_document": 0, "wasted": 7, "generated_twice": 0, "estimated": 0},
+        "prices": status["prices"],
     }
+    assert status["prices"]["date"] == "2026-12-02"
     assert isinstance(status["next_due"], str)
     assert project.run("status") == 0
     out = capsys.readouterr().out
@@ -205,6 +213,55 @@ def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]
 
     assert project.run("show", "a", "--json", "--no-text") == 0
     assert json.loads(capsys.readouterr().out)["text"] is None
+
+
+def test_status_and_show_report_cost_and_waste(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """A priced model gets dollars; a model without a price is "unknown", never a guess."""
+    project.with_store(lambda store: store.enqueue([make_spec("a", model="claude-haiku-4-5")]))
+
+    async def billed(store: Store) -> None:
+        [claim] = await store.claim("w1", 30)
+        usage = Usage(1_000_000, 200_000, document_tokens=150_000, estimated_output_tokens=10)
+        await store.commit([CheckpointWrite("a", claim.token, 0, "text", usage)], 30)
+        await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED, usage=usage))
+
+    project.with_store(billed)
+    status = project.status(capsys)
+    assert status["cost_usd"] == pytest.approx(1.0 + 1.0)
+    assert status["waste_usd"] == pytest.approx(0.25)
+    assert project.run("show", "a", "--no-text") == 0
+    out = capsys.readouterr().out
+    assert "cost       $2.0000 spent, $0.2500 of it on waste; prompt cache 5m" in out
+    assert "billed 200,000 (10 estimated) · in document 150,000 · wasted 50,000" in out
+    assert " cost $2.0000" in out, "per attempt"
+    project.with_store(lambda store: store.enqueue([make_spec("b")]))
+    assert project.status(capsys)["cost_usd"] is None
+
+
+def test_enqueue_dry_run_prints_worst_case_costs_and_enqueues_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = project.jsonl(
+        "jobs.jsonl",
+        {
+            "id": "a",
+            "prompt": "x" * 3000,
+            "model": "claude-haiku-4-5",
+            "max_tokens": 1000,
+            "output_budget": 2000,
+        },
+        {"id": "b", "prompt": "y", "model": "claude-haiku-4-5", "max_cost_usd": 0.001},
+        {"id": "c", "prompt": "z", "model": "unpriced"},
+    )
+    assert project.run("enqueue", file, "--dry-run") == 0
+    lines = capsys.readouterr().out.splitlines()
+    # a: 2 requests of a 1,000-token prompt, the second re-sending 1,000 tokens, at the 1 h write
+    # rate ($2/MTok), plus 2,000 output tokens at $5/MTok.
+    assert lines[0].endswith("worst case $0.0160")
+    assert lines[1].endswith("worst case $0.0010 (capped by max_cost_usd $0.0010)")
+    assert lines[2].startswith("c  unpriced") and lines[2].endswith("worst case unknown")
+    assert lines[3].startswith("3 jobs, worst case unknown in all")
+    assert not (project.root / "data").exists(), "a dry run creates no queue"
 
 
 def test_unknown_ids_are_named(project: Project, capsys: pytest.CaptureFixture[str]) -> None:

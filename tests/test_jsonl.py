@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from jobs.jsonl import JOB_ID_PATTERN, check_job, derived_id, is_valid_job_id, parse_jobs
 from jobs.models import Message
-from worker.config import AnthropicSettings, Config, QueueSettings
+from worker.config import AnthropicSettings, Config, CostSettings, QueueSettings
 
 CONFIG = Config(
     anthropic=AnthropicSettings(model="default-model", max_tokens=111, output_budget=2222),
@@ -336,3 +336,32 @@ def test_config_defaults_apply_per_file() -> None:
     other = replace(CONFIG, anthropic=replace(CONFIG.anthropic, model="other"))
     [spec], _ = parse_jobs([line(prompt="x")], "f.jsonl", other)
     assert spec.model == "other"
+
+
+def test_cost_cap_and_prompt_cache_are_read_with_config_defaults() -> None:
+    """A job's own ``max_cost_usd`` and ``prompt_cache`` win; otherwise [costs] gives them."""
+    config = replace(CONFIG, costs=CostSettings(max_cost_usd=2.5, prompt_cache="1h"))
+    [own, default], errors = parse_jobs(
+        [line(id="a", prompt="W.", max_cost_usd=0.5, prompt_cache="off"), line(id="b", prompt="W.")],
+        "f.jsonl",
+        config,
+    )
+    assert errors == []
+    assert (own.max_cost_usd, own.prompt_cache) == (0.5, "off")
+    assert (default.max_cost_usd, default.prompt_cache) == (2.5, "1h")
+    [none], _ = parse(line(id="c", prompt="W."))
+    assert (none.max_cost_usd, none.prompt_cache) == (None, "5m")
+
+
+def test_bad_cost_cap_and_prompt_cache_name_the_line_and_field() -> None:
+    specs, errors = parse(
+        line(id="a", prompt="W.", max_cost_usd=0),
+        line(id="b", prompt="W.", max_cost_usd="1"),
+        line(id="c", prompt="W.", prompt_cache="forever"),
+    )
+    assert specs == []
+    assert errors == [
+        "f.jsonl:1: max_cost_usd: must be a positive number of US dollars, got 0",
+        "f.jsonl:2: max_cost_usd: must be a number of US dollars, got a string",
+        'f.jsonl:3: prompt_cache: must be one of off, 5m, 1h, got "forever"',
+    ]

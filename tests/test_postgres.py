@@ -24,6 +24,7 @@ from jobs import postgres_schema as schema
 from jobs.errors import StoreError
 from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage, WriteStatus
 from jobs.postgres import PostgresStore
+from jobs.sqlite_sql import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.store_fixtures import FakeClock, make_spec, postgres_server
 from worker.config import Config, QueueSettings
 from worker.migrate_command import migrate_command
@@ -82,17 +83,23 @@ async def test_a_manual_migration_stops_workers_until_migrate_runs(
 ) -> None:
     """A step marked not automatic is never applied by a starting worker: it refuses to start
     with a message, and ``migrate`` (the command's call) applies it."""
-    manual = schema.Migration(2, "rewrite everything", ("CREATE TABLE big_rewrite (x int)",), automatic=False)
+    manual = schema.Migration(
+        schema.SCHEMA_VERSION + 1,
+        "rewrite everything",
+        ("CREATE TABLE big_rewrite (x int)",),
+        automatic=False,
+    )
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, manual))
     async with opened(postgres_url) as worker:
         with pytest.raises(StoreError, match="must be applied by hand: run `python -m worker migrate`"):
             await worker.counts()
     async with opened(postgres_url) as operator:
-        assert await operator.migrate() == 2
-        assert await operator.migrate() == 2
+        assert await operator.migrate() == manual.version
+        assert await operator.migrate() == manual.version
     async with opened(postgres_url) as worker:
         assert (await worker.counts())[State.QUEUED] == 0
-    assert await sql(postgres_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+    versions = await sql(postgres_url, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(v,) for v in range(1, manual.version + 1)]
 
 
 async def test_migrate_command_prints_the_version(
@@ -105,7 +112,10 @@ async def test_migrate_command_prints_the_version(
 
     sqlite_url = f"sqlite:///{tmp_path / 'jobs.db'}"
     await migrate_command(argparse.Namespace(), Config(queue=QueueSettings(url=sqlite_url)))
-    assert capsys.readouterr().out == f"sqlite ({tmp_path / 'jobs.db'}): schema version 1\n"
+    assert (
+        capsys.readouterr().out
+        == f"sqlite ({tmp_path / 'jobs.db'}): schema version {SQLITE_SCHEMA_VERSION}\n"
+    )
 
 
 # -- claims ------------------------------------------------------------------------------------

@@ -406,6 +406,18 @@ class TestJobs:
         assert (job.spec.messages[0].content, job.spec.max_tokens) == ("Write the digest.", 2048)
         assert dict(job.spec.metadata) == {"team": "news"}
 
+    def test_a_schedule_cost_cap_is_shared_by_the_jobs_of_a_tick(self, tmp_path: Path) -> None:
+        """``max_cost_usd`` caps a tick: each of its N jobs may spend a 1/N share, or less if
+        the job's own cap is lower."""
+        (tmp_path / "jobs").mkdir()
+        lines = """
+            {"id": "a", "prompt": "Write."}
+            {"id": "b", "prompt": "Write.", "max_cost_usd": 0.1}
+        """
+        text = NIGHTLY_FILE + "    max_cost_usd = 1.0\n"
+        [schedule] = schedules_of(write_config(tmp_path, text, {"jobs/nightly.jsonl": lines}))
+        assert [job.spec.max_cost_usd for job in schedule.jobs] == [0.5, 0.1]
+
 
 # -- config: every mistake stops start-up, naming the schedule -------------------------------
 
@@ -448,6 +460,10 @@ BAD_INPUTS = {
         ["exactly one of jobs_file"],
     ),
     "neither job nor jobs_file": ('name = "nightly"\ncron = "0 3 * * *"\n', ["exactly one of jobs_file"]),
+    "bad cost cap": (
+        'name = "nightly"\ncron = "0 3 * * *"\nmax_cost_usd = -1\n' + GOOD_JOB,
+        ["max_cost_usd must be a positive number of US dollars, got -1"],
+    ),
     "bad missed policy": (
         'name = "nightly"\ncron = "0 3 * * *"\nmissed = "all"\n' + GOOD_JOB,
         ["missed must be one of latest, skip"],

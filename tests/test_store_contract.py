@@ -57,7 +57,15 @@ async def write(store: Store, claim: Claim, offset: int, text: str, lease: float
 async def test_enqueue_is_idempotent_and_keeps_the_spec(make_store: StoreFactory) -> None:
     """Enqueueing an existing id changes nothing and reports it as existing."""
     store = await make_store(FakeClock())
-    spec = make_spec("a", system="Be brief.", priority=3, metadata={"k": [1, "ü"]}, run_at=5.0)
+    spec = make_spec(
+        "a",
+        system="Be brief.",
+        priority=3,
+        metadata={"k": [1, "ü"]},
+        run_at=5.0,
+        max_cost_usd=0.25,
+        prompt_cache="1h",
+    )
     first = await store.enqueue([spec, make_spec("b")])
     second = await store.enqueue([make_spec("a", prompt="other"), make_spec("c")])
 
@@ -352,6 +360,50 @@ async def test_success_clears_an_earlier_attempts_error(make_store: StoreFactory
     assert [a.error for a in await store.attempts("a")] == ["HTTP 401", None]
 
 
+async def test_output_accounting_is_summed_like_the_billed_usage(make_store: StoreFactory) -> None:
+    """The estimated, in-document and repeated output counts move with each checkpoint's latest
+    usage and are summed over attempts, a lost attempt's included."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a"), make_spec("b")])
+    lost = await claim_one(store, lease=10)
+    other = await claim_one(store, lease=10)
+    first = Usage(100, 50, 0, 0, estimated_output_tokens=20, document_tokens=40, repeated_tokens=2)
+    later = Usage(100, 60, 0, 0, estimated_output_tokens=25, document_tokens=45, repeated_tokens=3)
+    await store.commit(
+        [
+            CheckpointWrite(lost.job.id, lost.token, 0, "x", first),
+            CheckpointWrite(other.job.id, other.token, 0, "y", Usage(1, 1, document_tokens=1)),
+            CheckpointWrite(lost.job.id, lost.token, 1, "z", later),
+        ],
+        10,
+    )
+    assert (await store.get(lost.job.id)).usage == later
+    clock.advance(11)
+    claims = await store.claim("w2", LEASE, limit=2)
+    claim = next(c for c in claims if c.job.id == lost.job.id)
+    final = Usage(10, 5, 3, 4, estimated_output_tokens=0, document_tokens=5, repeated_tokens=1)
+    job = await store.settle(claim.job.id, claim.token, AttemptResult(Outcome.SUCCEEDED, usage=final))
+    assert job.usage == later + final
+    assert [a.usage for a in await store.attempts(job.id)] == [later, final]
+    assert job.usage.wasted_output_tokens == 65 - 50
+
+
+async def test_a_checkpoint_records_the_attempts_requests_so_far(make_store: StoreFactory) -> None:
+    """A killed attempt keeps the request count of its last checkpoint (not 0)."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a")])
+    lost = await claim_one(store, lease=10)
+    await store.commit([CheckpointWrite("a", lost.token, 0, "x", Usage(5, 5), requests=2)], 10)
+    await store.commit([CheckpointWrite("a", lost.token, 1, "y", Usage(9, 9), requests=3)], 10)
+    await store.commit([CheckpointWrite("a", lost.token, 2, "z", Usage(9, 10))], 10)
+    clock.advance(11)
+    await claim_one(store)
+    first = (await store.attempts("a"))[0]
+    assert (first.outcome, first.requests, first.usage) == (Outcome.LEASE_EXPIRED, 3, Usage(9, 10))
+
+
 async def test_settle_retry_requeues_at_retry_at_then_exhausts(make_store: StoreFactory) -> None:
     clock = FakeClock()
     store = await make_store(clock)
@@ -609,7 +661,7 @@ async def test_sqlite_file_persists_and_has_a_schema_version(tmp_path: Path) -> 
     reopened = SQLiteStore(path)
     try:
         assert (await reopened.get("a")).state == State.QUEUED
-        assert await reopened._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == 1
+        assert await reopened._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == 2
         assert await reopened._run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     finally:
         await reopened.close()

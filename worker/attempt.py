@@ -25,6 +25,7 @@ import structlog
 from jobs.errors import RefusalError
 from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.resume import Joiner, build_messages, supports_prefill
 from worker.retry import backoff_delay, classify, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
@@ -88,6 +89,7 @@ class Attempt:
         no_prefill: set[str],
         limiter: Limiter | None = None,
         rand: Callable[[], float] = random.random,
+        economy: Economy | None = None,
     ) -> None:
         self.claim = claim
         self.spec = claim.job.spec
@@ -103,6 +105,8 @@ class Attempt:
         self.first_mode: ResumeMode | None = None
         self.time_to_first_token: float | None = None
         self.stop_reason: str | None = None
+        self.economy = AttemptEconomy(economy or Economy(), self.spec, claim.job.usage, claim.text)
+        text.usage_fn = lambda: self.economy.live(self.usage)
 
     def result(
         self, outcome: Outcome, *, error: str | None = None, retry_at: float | None = None
@@ -121,8 +125,13 @@ class Attempt:
     async def run(self) -> AttemptResult:
         try:
             await self._generate()
+        except RunBudgetSpent as exc:
+            log.warning("run_budget_spent", error=str(exc))
+            return self.result(Outcome.RELEASED, error=str(exc))
         except Exception as exc:
             return self._failed(exc)
+        finally:
+            self.economy.release()
         return self.result(Outcome.SUCCEEDED)
 
     def _failed(self, exc: Exception) -> AttemptResult:
@@ -186,8 +195,9 @@ class Attempt:
                 messages=len(messages),
                 chars_so_far=len(text),
             )
+            reserve = self.economy.prepare(params, max_tokens)
             try:
-                stop = await self._request(params, Joiner(mode, text, carry))
+                stop = await self._request(params, Joiner(mode, text, carry), reserve)
             except anthropic.BadRequestError as exc:
                 if mode is ResumeMode.PREFILL and is_prefill_rejection(exc):
                     log.info("prefill_rejected", model=spec.model)
@@ -206,39 +216,40 @@ class Attempt:
                 log.warning("unknown_stop_reason", stop_reason=stop)
             return
 
-    async def _request(self, params: dict[str, Any], joiner: Joiner) -> str | None:
-        """One request; returns its stop reason. Its usage is counted even if it fails."""
-        writer, job = self.writer, self.text
+    async def _request(self, params: dict[str, Any], joiner: Joiner, reserve: int) -> str | None:
+        """One request; returns its stop reason. Its usage is counted even if it fails (estimated
+        from the streamed text when the stream broke: ``worker.accounting``)."""
+        writer, job, economy = self.writer, self.text, self.economy
         result = StreamResult()
-        estimate = _estimate_input_tokens(params)
-        ticket = await self.limiter.acquire(estimate, int(params["max_tokens"]))
+        ticket = await self.limiter.acquire(reserve, int(params["max_tokens"]))
         self.requests += 1
+        job.requests = self.requests
         error: BaseException | None = None
+
+        def append(text: str) -> None:
+            if text:
+                economy.kept(text)
+                writer.add(job, text)
+
+        economy.begin(result)
         try:
             await stream_request(
                 self.client,
                 params,
                 idle_timeout=self.settings.idle_timeout,
-                on_text=lambda delta: writer.add(job, joiner.feed(delta)),
+                on_text=lambda delta: append(joiner.feed(delta)),
                 on_response=lambda headers: self.limiter.started(ticket, headers),
                 result=result,
             )
-            writer.add(job, joiner.finish())
+            append(joiner.finish())
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self.usage = self.usage + result.usage
+            usage = economy.finish(finished=error is None)
+            self.usage = self.usage + usage
             if self.time_to_first_token is None:
                 self.time_to_first_token = result.time_to_first_token
             with anyio.CancelScope(shield=True):
-                await self.limiter.release(ticket, result.usage, result.headers, error)
+                await self.limiter.release(ticket, usage, result.headers, error)
         return result.stop_reason
-
-
-def _estimate_input_tokens(params: dict[str, Any]) -> int:
-    """A cheap upper-leaning estimate (4 characters a token) used to reserve input tokens."""
-    chars = len(params.get("system") or "")
-    for message in params["messages"]:
-        chars += len(message["content"])
-    return chars // 4 + 16

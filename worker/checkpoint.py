@@ -14,7 +14,7 @@ once and never writes again.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -41,9 +41,11 @@ class JobText:
         "parts",
         "pending",
         "pending_len",
+        "requests",
         "scope",
         "token",
         "usage",
+        "usage_fn",
         "waiters",
     )
 
@@ -59,6 +61,11 @@ class JobText:
         self.scope = scope
         self.lost = False
         self.usage: Usage | None = None
+        #: The running attempt's usage so far, read at each commit, so that the usage committed
+        #: always covers the text committed with it (a killed worker loses neither).
+        self.usage_fn: Callable[[], Usage] | None = None
+        #: The running attempt's requests so far (committed beside its usage).
+        self.requests: int | None = None
         self.waiters: list[anyio.Event] = []
 
     def text(self) -> str:
@@ -128,7 +135,8 @@ class CheckpointWriter:
     async def flush(self, job: JobText, usage: Usage | None = None) -> bool:
         """Commit everything pending for ``job`` now; True if it is committed, False if the lease
         was lost. Call under a shielded scope when an attempt ends."""
-        job.usage = usage if usage is not None else job.usage
+        if usage is not None:
+            job.usage, job.usage_fn = usage, None
         if job.lost:
             return False
         done = anyio.Event()
@@ -187,7 +195,8 @@ class CheckpointWriter:
         taken: list[tuple[list[str], int, float]] = []
         for job in jobs:
             text = "".join(job.pending)
-            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, job.usage))
+            usage = job.usage_fn() if job.usage_fn is not None else job.usage
+            batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, usage, job.requests))
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
         try:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobs.errors import ConfigError
+from jobs.models import PROMPT_CACHE_MODES
 
 __all__ = (
     "AnthropicSettings",
@@ -33,6 +34,7 @@ __all__ = (
     "WorkerSettings",
     "RateLimitSettings",
     "LoggingSettings",
+    "CostSettings",
     "Config",
     "load_config",
     "read_toml",
@@ -114,12 +116,33 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSettings:
+    """Prices, prompt caching and budgets (``jobs.costs``, ``worker.caching``, ``worker.budget``)."""
+
+    #: A TOML price file shaped like jobs/prices.toml whose rows override or extend the shipped
+    #: ones (relative to the config file); empty = the shipped table only.
+    prices_file: str = ""
+    #: Prompt caching for jobs that do not choose: off, 5m or 1h (TTL of the breakpoints).
+    prompt_cache: str = "5m"
+    #: Default cost cap per job (USD), for jobs that set none; 0 = no cap.
+    max_cost_usd: float = 0.0
+    #: Stop a run once it has spent this much (USD); 0 = no cap. ``run --max-cost`` sets it.
+    max_cost_per_run: float = 0.0
+    #: The whole fleet's spending cap per UTC day (USD), held in the store; 0 = no cap.
+    daily_cap_usd: float = 0.0
+    #: Also cache the document so far, one block per request (on/off). Pays with several
+    #: continuations per attempt (bench/economy); off until verified against the real API.
+    cache_checkpoint: str = "off"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    costs: CostSettings = field(default_factory=CostSettings)
     #: The file the settings came from (None = built-in defaults only).
     source: Path | None = None
 
@@ -133,6 +156,15 @@ class Config:
                 return prefix + str((self.source.parent / path).resolve())
         return url
 
+    def prices_path(self) -> Path | None:
+        """``[costs] prices_file`` resolved against the config file's folder; None if unset."""
+        if not self.costs.prices_file:
+            return None
+        path = Path(self.costs.prices_file)
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
     def api_base_url(self) -> str | None:
         """The base URL to give the SDK, or None to let it use its own default."""
         return self.anthropic.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
@@ -144,6 +176,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "worker": WorkerSettings,
     "rate_limits": RateLimitSettings,
     "logging": LoggingSettings,
+    "costs": CostSettings,
 }
 
 # (minimum, maximum) for numeric keys: every duration and size has both ends, so a typo (an extra
@@ -167,12 +200,17 @@ _RANGES: dict[str, tuple[float, float]] = {
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),
+    "costs.max_cost_usd": (0, 1_000_000),
+    "costs.max_cost_per_run": (0, 1_000_000_000),
+    "costs.daily_cap_usd": (0, 1_000_000_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "anthropic.http_transport": ("aiohttp", "httpx"),
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.sdk_level": ("auto", "warning", "info", "debug"),
+    "costs.prompt_cache": PROMPT_CACHE_MODES,
+    "costs.cache_checkpoint": ("off", "on"),
 }
 
 

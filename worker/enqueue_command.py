@@ -18,11 +18,13 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from jobs.costs import load_prices
 from jobs.errors import InvalidJobError, JobStateError
 from jobs.jsonl import parse_jobs
 from jobs.models import JobSpec
 from jobs.store import Store
 from worker.config import Config
+from worker.cost_report import dry_run_lines
 from worker.job_commands import opened_store
 from worker.lifecycle import log_deprecated
 
@@ -45,6 +47,11 @@ def register(
     enqueue.add_argument("file", metavar="FILE.jsonl", help="one job per line; - reads standard input")
     enqueue.add_argument(
         "--skip-invalid", action="store_true", help="enqueue the valid lines even if some are bad (exit 0)"
+    )
+    enqueue.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and print each job, its model and its worst-case cost; enqueue nothing",
     )
     enqueue.add_argument(
         "--replace",
@@ -81,6 +88,10 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
         )
         return 1
     log_deprecated(Counter(spec.model for spec in specs), where="enqueue")
+    if getattr(args, "dry_run", False):
+        for line in dry_run_lines(specs, load_prices(config.prices_path())):
+            print(line)
+        return 0
     async with opened_store(config) as store:
         result = await store.enqueue(specs)
         by_id = {spec.id: spec for spec in specs}

@@ -21,10 +21,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, token_accounting
 from jobs.export import export_jobs, manifest_entry
 from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage
 from jobs.store import Access, Store, open_store
 from worker.config import Config
+from worker.cost_report import show_cost_lines, spend_text
 
 __all__ = ("register", "opened_store")
 
@@ -92,15 +94,16 @@ async def opened_store(config: Config, access: Access = "create") -> AsyncIterat
 # -- status ------------------------------------------------------------------------------------
 
 
-async def _totals(store: Store) -> tuple[int, Usage]:
-    chars, usage = 0, Usage()
+async def _totals(store: Store, prices: PriceTable) -> tuple[int, Usage, Spend]:
+    chars, usage, spend = 0, Usage(), Spend(0.0, 0.0)
     after: str | None = None
     while page := await store.list_jobs(after_id=after, limit=1000):
         after = page[-1].id
         for job in page:
             chars += job.committed_chars
             usage += job.usage
-    return chars, usage
+            spend += job_spend(prices, job)
+    return chars, usage, spend
 
 
 async def status_command(args: argparse.Namespace, config: Config) -> int:
@@ -111,11 +114,18 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
      "jobs": int, "committed_chars": int,
      "usage": {"input_tokens": int, "output_tokens": int,
                "cache_creation_input_tokens": int, "cache_read_input_tokens": int},
-     "next_due": "ISO-8601 UTC" | null}
+     "next_due": "ISO-8601 UTC" | null,
+     "cost_usd": float | null, "waste_usd": float | null,
+     "output_tokens": {"billed", "in_document", "wasted", "generated_twice", "estimated"},
+     "prices": {"date": str, "source": str}}
+
+    ``usage`` also carries ``estimated_output_tokens``, ``document_tokens`` and
+    ``repeated_tokens``. A cost is null when some job's model has no price.
     """
+    prices = load_prices(config.prices_path())
     async with opened_store(config, "read") as store:
         counts = await store.counts()
-        chars, usage = await _totals(store)
+        chars, usage, spend = await _totals(store, prices)
         next_due = await store.next_due()
     data = {
         "counts": {str(state): counts[state] for state in State},
@@ -123,6 +133,10 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
         "committed_chars": chars,
         "usage": usage.as_dict(),
         "next_due": _iso(next_due),
+        "cost_usd": spend.total_usd,
+        "waste_usd": spend.waste_usd,
+        "output_tokens": token_accounting(usage),
+        "prices": {"date": prices.date, "source": prices.source},
     }
     if args.json:
         print(json.dumps(data))
@@ -131,6 +145,7 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
         print(f"{state:<10} {counts[state]:>9,}")
     print(f"{'total':<10} {data['jobs']:>9,} jobs, {chars:,} characters")
     print(f"{'usage':<10} {_usage_text(usage)}")
+    print(f"{'cost':<10} {spend_text(spend)} (prices of {prices.date})")
     if next_due is not None:
         print(f"{'next due':<10} {_iso(next_due)}")
     return 0
@@ -157,9 +172,9 @@ def _usage_text(usage: Usage) -> str:
     )
 
 
-def _job_json(job: Job) -> dict[str, Any]:
+def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
     spec = job.spec
-    return manifest_entry(job, None) | {
+    return manifest_entry(job, None, prices) | {
         "model": spec.model,
         "max_tokens": spec.max_tokens,
         "output_budget": spec.output_budget,
@@ -167,14 +182,17 @@ def _job_json(job: Job) -> dict[str, Any]:
         "priority": spec.priority,
         "run_at": _iso(spec.run_at),
         "metadata": dict(spec.metadata),
+        "max_cost_usd": spec.max_cost_usd,
+        "prompt_cache": spec.prompt_cache,
         "lease": None
         if job.lease is None
         else {"owner": job.lease.owner, "expires_at": _iso(job.lease.expires_at)},
     }
 
 
-def _attempt_json(record: AttemptRecord) -> dict[str, Any]:
+def _attempt_json(record: AttemptRecord, job: Job, prices: PriceTable) -> dict[str, Any]:
     return {
+        "cost_usd": prices.cost(job.spec.model, record.usage, job.spec.prompt_cache),
         "number": record.number,
         "worker": record.worker,
         "started_at": _iso(record.started_at),
@@ -204,6 +222,7 @@ def _transition_json(transition: Transition) -> dict[str, Any]:
 async def show_command(args: argparse.Namespace, config: Config) -> int:
     """One job. ``--json`` prints ``{"job": {...}, "attempts": [...], "history": [...],
     "text": str | null}`` (``text`` is null with ``--no-text``)."""
+    prices = load_prices(config.prices_path())
     async with opened_store(config, "read") as store:
         job = await store.get(args.job_id)
         attempts = await store.attempts(job.id)
@@ -211,8 +230,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
         text = None if args.no_text else await store.read_text(job.id)
     if args.json:
         data = {
-            "job": _job_json(job),
-            "attempts": [_attempt_json(a) for a in attempts],
+            "job": _job_json(job, prices),
+            "attempts": [_attempt_json(a, job, prices) for a in attempts],
             "history": [_transition_json(t) for t in history],
             "text": text,
         }
@@ -230,6 +249,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     cut = " (truncated: the job's output_budget ran out)" if job.stop_reason == TRUNCATED else ""
     print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}{cut}")
     print(f"usage      {_usage_text(job.usage)}")
+    for line in show_cost_lines(job, prices):
+        print(line)
     if job.last_error:
         print(f"last error {job.last_error}")
     print("attempts")
@@ -239,6 +260,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             f"  #{a.number} {a.worker} {_when(a.started_at)} {a.outcome or 'running'} {mode} "
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
+            f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache))}"
             + (f" error: {a.error}" if a.error else "")
         )
     print("history")

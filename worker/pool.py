@@ -30,6 +30,8 @@ from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.daily_cap import DailyCap
+from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
@@ -69,6 +71,8 @@ class PoolStats:
     truncated: int = 0
     lease_lost: int = 0
     output_tokens: int = 0
+    #: What this run spent (USD), for jobs whose model has a price.
+    cost_usd: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
     #: The signal that stopped the pool (SIGINT, SIGTERM), or None if it was not interrupted.
     interrupted_by: str | None = None
@@ -84,12 +88,17 @@ class Pool:
         worker_id: str | None = None,
         limiter: Limiter | None = None,
         record_lags: bool = False,
+        economy: Economy | None = None,
+        daily_cap: DailyCap | None = None,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self.worker_id = worker_id or new_worker_id()
         self.limiter = limiter
+        #: Prices, caching knowledge and the run's budget, shared by this pool's attempts.
+        self.economy = economy or Economy()
+        self.daily_cap = daily_cap
         self.stats = PoolStats()
         self.writer = CheckpointWriter(
             store,
@@ -154,6 +163,11 @@ class Pool:
                     await self.limiter.wait_for_room(256, settings.typical_max_tokens)
                 if self._waiting_for_room.cancel_called:
                     break  # a stop was requested while waiting
+            if free > 0 and await self._daily_cap_reached():
+                if until_empty:
+                    self.request_stop()
+                    break
+                free = 0  # claim again tomorrow (UTC); running jobs carry on
             if free > 0:
                 try:
                     claims = await self.store.claim(self.worker_id, settings.lease_seconds, limit=free)
@@ -167,6 +181,15 @@ class Pool:
             if claims and len(claims) == free and len(self._running) < settings.concurrency:
                 continue  # a full batch (one at a time under rate limits) and slots left: claim again
             await self._idle_wait()
+
+    async def _daily_cap_reached(self) -> bool:
+        if self.daily_cap is None:
+            return False
+        try:
+            return await self.daily_cap.reached()
+        except StoreError as exc:
+            log.warning("daily_cap_check_failed", error=str(exc))
+            return True  # unknown: do not start new spending
 
     async def _idle_wait(self) -> None:
         """Until one of our jobs ends, new work is notified (PostgreSQL LISTEN), or poll_seconds
@@ -229,6 +252,7 @@ class Pool:
                 settings=self.settings.attempt,
                 no_prefill=self._no_prefill,
                 limiter=self.limiter,
+                economy=self.economy,
             )
             self.stats.claimed += 1
             if claim.text:
@@ -264,7 +288,20 @@ class Pool:
             log.error("settle_failed", error=str(exc), note="the lease will expire and the job resume")
             return
         self.stats.output_tokens += result.usage.output_tokens
+        self.stats.cost_usd = self.economy.budget.spent_usd
+        attempt_cost = self.economy.prices.cost(
+            claim.job.spec.model, result.usage, claim.job.spec.prompt_cache
+        )
+        if self.daily_cap is not None and attempt_cost:
+            try:
+                await self.daily_cap.add(attempt_cost)
+            except StoreError as exc:
+                log.warning("daily_cap_add_failed", error=str(exc))
+        if self.economy.budget.exhausted and not self._stopping:
+            log.warning("run_budget_reached", spent_usd=round(self.economy.budget.spent_usd, 6))
+            self.request_stop()
         chars = text.length()
+        cost = self.economy.prices.cost(claim.job.spec.model, job.usage, claim.job.spec.prompt_cache)
         summary = {
             "state": str(job.state),
             "attempt_outcome": str(result.outcome),
@@ -274,6 +311,10 @@ class Pool:
             "resume_mode": str(result.resume_mode),
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_input_tokens,
+            "cache_write_tokens": result.usage.cache_creation_input_tokens,
+            "wasted_output_tokens": result.usage.wasted_output_tokens,
+            "job_cost_usd": None if cost is None else round(cost, 6),
             "stop_reason": result.stop_reason,
             "seconds": round(elapsed, 3),
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import anthropic
 import httpx2
 
-from jobs.errors import RefusalError
+from jobs.errors import BudgetError, RefusalError
 from worker.lifecycle import retired_model_reason
 
 __all__ = (
@@ -78,6 +78,8 @@ def classify(exc: BaseException) -> Decision:
         return Decision(True, "stall", str(exc))
     if isinstance(exc, RefusalError):
         return Decision(False, "refusal", str(exc))
+    if isinstance(exc, BudgetError):
+        return Decision(False, "budget", str(exc))
     if isinstance(exc, anthropic.APIStatusError):
         return _classify_status(exc)
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError

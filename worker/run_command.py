@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 
 from jobs.buckets import Limits
+from jobs.costs import load_prices
 from jobs.errors import ConfigError
 from jobs.store import open_store
 from worker.config import Config
@@ -18,12 +19,13 @@ from worker.config import Config
 if TYPE_CHECKING:
     import anthropic
 
+    from worker.economy import Economy
     from worker.pool import PoolSettings, PoolStats
 
 # The SDK and the pool are imported by the functions that use them: importing the SDK takes
 # seconds on a busy machine, and the commands that only read the queue never need it.
 
-__all__ = ("register", "make_client", "pool_settings", "exit_code")
+__all__ = ("register", "make_client", "pool_settings", "make_economy", "exit_code")
 
 
 def register(
@@ -51,6 +53,14 @@ def register(
         choices=("auto", "on", "off"),
         default="auto",
         help="live progress line on stderr (auto: when stderr is a terminal and logs are not JSON)",
+    )
+    run.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop claiming once this run has spent this much; running jobs go back to the queue "
+        "(default: [costs] max_cost_per_run, 0 = no cap)",
     )
     run.set_defaults(handler=run_pool)
 
@@ -118,7 +128,23 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
     return 1 if stats.failed or stats.truncated else 0
 
 
+def make_economy(config: Config, max_cost: float | None = None) -> Economy:
+    """Prices (shipped, plus ``[costs] prices_file``) and the run's budget."""
+    from worker.budget import RunBudget
+    from worker.economy import Economy
+
+    cap = config.costs.max_cost_per_run if max_cost is None else max_cost
+    if cap < 0:
+        raise ConfigError(f"run --max-cost must be at least 0, got {cap}")
+    return Economy(
+        prices=load_prices(config.prices_path()),
+        budget=RunBudget(cap or None),
+        cache_checkpoint=config.costs.cache_checkpoint == "on",
+    )
+
+
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.daily_cap import DailyCap
     from worker.limits import FleetLimiter, check_limits
     from worker.pool import Pool
     from worker.progress import ProgressDisplay
@@ -131,13 +157,15 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
     )
     check_limits(limits, config.anthropic.max_tokens)
     schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
+    economy = make_economy(config, getattr(args, "max_cost", None))
     client = make_client(config)
     store = open_store(config.queue_url())
     try:
         limiter = None
         if not limits.unlimited:
             limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
-        pool = Pool(store, client, pool_settings(config), limiter=limiter)
+        daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
+        pool = Pool(store, client, pool_settings(config), limiter=limiter, economy=economy, daily_cap=daily)
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )

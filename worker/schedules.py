@@ -28,6 +28,9 @@ Exactly-once comes from the store, not from timing:
   file and restart the workers to change what a schedule enqueues.
 
 ``H`` in an expression is hashed from the schedule name, so every worker picks the same minute.
+
+**Cost cap.** ``max_cost_usd`` caps what one tick may spend: each of its N jobs gets a cap of
+``max_cost_usd / N`` (or its own ``max_cost_usd`` if that is lower), so a tick can never pass it.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ log = structlog.get_logger("worker.schedules")
 Sleep = Callable[[float], Awaitable[None]]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_KEYS = ("name", "cron", "timezone", "jobs_file", "job", "missed")
+_KEYS = ("name", "cron", "timezone", "jobs_file", "job", "missed", "max_cost_usd")
 #: The longest the scheduler sleeps before it reads the clock again.
 _MAX_SLEEP = 60.0
 #: Problems of a jobs file shown in the start-up error; the rest are counted.
@@ -171,10 +174,24 @@ def _parse_schedule(table: Mapping[str, Any], number: int, origin: str, config: 
         jobs_file, jobs = _file_jobs(table["jobs_file"], where, config)
     else:
         jobs = (_inline_job(table["job"], where, config),)
+    jobs = _capped(jobs, table.get("max_cost_usd"), where)
     schedule = Schedule(name, cron, tz, Missed(missed), jobs, jobs_file)
     for job in jobs:
         _check_id(tick_job_id(schedule, datetime.now(UTC), job), where)
     return schedule
+
+
+def _capped(jobs: tuple[ScheduledJob, ...], cap: Any, where: str) -> tuple[ScheduledJob, ...]:
+    """Share a tick's ``max_cost_usd`` between its jobs (see the module docstring)."""
+    if cap is None:
+        return jobs
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or not math.isfinite(cap) or cap <= 0:
+        raise ConfigError(f"{where}: max_cost_usd must be a positive number of US dollars, got {cap!r}")
+    share = float(cap) / len(jobs)
+    return tuple(
+        replace(job, spec=replace(job.spec, max_cost_usd=min(share, job.spec.max_cost_usd or share)))
+        for job in jobs
+    )
 
 
 def _check_cron(cron: Any, name: str, tz: str, where: str) -> str:

@@ -44,6 +44,10 @@ class StreamResult:
     #: Seconds from sending the request to the first text delta.
     time_to_first_token: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Characters of text streamed (what ``on_text`` received), for estimating a broken stream.
+    chars: int = 0
+    #: True once a ``message_delta`` carried usage: ``usage.output_tokens`` is then the API's count.
+    final_usage: bool = False
 
 
 async def stream_request(
@@ -86,13 +90,16 @@ async def stream_request(
                     if delta["type"] == "text_delta":
                         if result.time_to_first_token is None:
                             result.time_to_first_token = now - started
-                        on_text(delta["text"])
+                        text = delta["text"]
+                        result.chars += len(text)
+                        on_text(text)
                 elif kind == "message_start":
                     result.usage = _merge_usage(Usage(), json.loads(sse.data)["message"].get("usage"))
                 elif kind == "message_delta":
                     data = json.loads(sse.data)
                     result.stop_reason = data["delta"].get("stop_reason")
                     result.usage = _merge_usage(result.usage, data.get("usage"))
+                    result.final_usage = result.final_usage or bool(data.get("usage"))
                 elif kind == "error":
                     raise _stream_error(sse.data, http)
     if watchdog.cancelled_caught:

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from worker.simulator.accounting import AccountingSnapshot, DocumentStats
+from worker.simulator.batches import BatchConfig
 from worker.simulator.faults import FaultConfig, FaultKind
 from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
 from worker.simulator.text import (
@@ -49,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = (
     "SimulatorConfig",
+    "BatchConfig",
     "Simulator",
     "run_simulator",
     "expected_document",

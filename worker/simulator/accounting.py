@@ -12,9 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = (
+    "BILLED_FIELDS",
     "DocumentStats",
     "AccountingSnapshot",
     "Accounting",
+)
+
+
+#: What the simulator bills per model: responses that began (``requests``), the prompt's parts in
+#: tokens (uncached input, cache writes by TTL, cache reads) and every output token it sent.
+BILLED_FIELDS = (
+    "requests",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
 )
 
 
@@ -50,7 +63,17 @@ class AccountingSnapshot:
     output_tokens: int = 0
     failed_output_tokens: int = 0
     mismatched_continuations: int = 0
+    #: Message Batches: requests that ended ``succeeded``, and their tokens (billed at batch price).
+    #: Thinking tokens generated (billed as output, never part of a document's text).
+    thinking_tokens: int = 0
+    batch_succeeded: int = 0
+    batch_input_tokens: int = 0
+    batch_output_tokens: int = 0
     documents: dict[str, DocumentStats] = field(default_factory=dict)
+    #: Tokens billed per model (``BILLED_FIELDS``), the ground truth for cost.
+    billed: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The part of ``billed`` for requests that carried text so far (continuations and resumes).
+    billed_continuations: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -83,6 +106,16 @@ class AccountingSnapshot:
                 "in_failed_streams": self.failed_output_tokens,
             },
             "mismatched_continuations": self.mismatched_continuations,
+            "billed": {model: dict(counts) for model, counts in sorted(self.billed.items())},
+            "billed_continuations": {
+                model: dict(counts) for model, counts in sorted(self.billed_continuations.items())
+            },
+            "thinking_tokens": self.thinking_tokens,
+            "batches": {
+                "succeeded": self.batch_succeeded,
+                "input_tokens": self.batch_input_tokens,
+                "output_tokens": self.batch_output_tokens,
+            },
             "documents": {
                 key: {
                     "requests": stats.requests,
@@ -125,7 +158,18 @@ class Accounting:
         self._output_tokens = 0
         self._failed_output_tokens = 0
         self._mismatched = 0
+        self._batch = [0, 0, 0]  # succeeded, input tokens, output tokens
+        self._thinking = 0
         self._documents: dict[str, _DocumentCounters] = {}
+        self._billed: dict[str, Counter[str]] = {}
+        self._billed_continuations: dict[str, Counter[str]] = {}
+
+    def bill(self, model: str, continuation: bool, **tokens: int) -> None:
+        """Add billed tokens for ``model`` (keywords from ``BILLED_FIELDS``); ``continuation``:
+        the request carried text so far."""
+        books = [self._billed, self._billed_continuations] if continuation else [self._billed]
+        for book in books:
+            book.setdefault(model, Counter(dict.fromkeys(BILLED_FIELDS, 0))).update(tokens)
 
     def _document(self, key: str) -> _DocumentCounters:
         counters = self._documents.get(key)
@@ -185,6 +229,21 @@ class Accounting:
         else:
             self._messages_completed += 1
 
+    def thinking(self, tokens: int) -> None:
+        """Count the thinking tokens of one response."""
+        self._thinking += tokens
+
+    def batch_result(self, key: str, input_tokens: int, output_tokens: int, reached_end: bool) -> None:
+        """Count one batch request that succeeded: a whole response, never a failed stream."""
+        document = self._document(key)
+        document.requests += 1
+        document.output_tokens += output_tokens
+        document.responses_completed += 1
+        document.completed = document.completed or reached_end
+        self._batch[0] += 1
+        self._batch[1] += input_tokens
+        self._batch[2] += output_tokens
+
     def snapshot(self) -> AccountingSnapshot:
         """An immutable copy of every counter."""
         return AccountingSnapshot(
@@ -200,6 +259,12 @@ class Accounting:
             output_tokens=self._output_tokens,
             failed_output_tokens=self._failed_output_tokens,
             mismatched_continuations=self._mismatched,
+            billed={model: dict(counts) for model, counts in self._billed.items()},
+            billed_continuations={model: dict(c) for model, c in self._billed_continuations.items()},
+            thinking_tokens=self._thinking,
+            batch_succeeded=self._batch[0],
+            batch_input_tokens=self._batch[1],
+            batch_output_tokens=self._batch[2],
             documents={
                 key: DocumentStats(
                     requests=c.requests,

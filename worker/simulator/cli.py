@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--api-key", default=None, help="require this API key (default: accept any)")
     parser.add_argument("--seed", type=int, default=0, help="seed for delta sizes, overlaps and faults")
+    parser.add_argument(
+        "--cache-min-tokens",
+        type=int,
+        default=1024,
+        help="shortest prompt prefix (tokens) the prompt cache stores (default 1024)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -105,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         itpm=args.itpm,
         otpm=args.otpm,
         repeat_overlap=args.repeat_overlap,
+        cache_min_tokens=args.cache_min_tokens,
         seed=args.seed,
     )
 

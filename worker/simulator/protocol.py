@@ -11,11 +11,13 @@ import contextlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from worker.simulator.cache import MAX_BREAKPOINTS, CachePlan, PromptBlock
+from worker.simulator.options import OptionError, RequestOptions, parse_options
 from worker.simulator.text import count_tokens
 
 __all__ = (
@@ -32,6 +34,8 @@ __all__ = (
     "usage",
     "stop_delta",
     "message_body",
+    "thinking_text",
+    "THINKING_SIGNATURE",
     "error_response",
 )
 
@@ -105,6 +109,44 @@ class MessagesRequest:
     text_so_far: str
     ends_with_assistant: bool
     input_tokens: int
+    #: The prompt as rendered blocks, with their ``cache_control`` breakpoints.
+    blocks: tuple[PromptBlock, ...] = ()
+    options: RequestOptions = field(default_factory=RequestOptions)
+
+
+def _cache_ttl(block: dict[str, Any], where: str) -> str | None:
+    """The block's ``cache_control`` TTL (``5m`` by default), or None without one."""
+    control = block.get("cache_control")
+    if control is None:
+        return None
+    if not isinstance(control, dict) or control.get("type") != "ephemeral":
+        raise _invalid(f"{where}.cache_control.type: Input should be 'ephemeral'")
+    ttl = control.get("ttl", "5m")
+    if ttl not in ("5m", "1h"):
+        raise _invalid(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+    return str(ttl)
+
+
+def _blocks_of(content: object, where: str, role: str) -> list[PromptBlock]:
+    """The rendered blocks of a string or a list of text blocks (a string is one block)."""
+    if isinstance(content, str):
+        return [PromptBlock(role, content, count_tokens(content))] if content else []
+    if not isinstance(content, list):
+        return []
+    return [
+        PromptBlock(role, block["text"], count_tokens(block["text"]), _cache_ttl(block, f"{where}.{index}"))
+        for index, block in enumerate(content)
+    ]
+
+
+def _check_breakpoints(blocks: list[PromptBlock]) -> None:
+    ttls = [block.ttl for block in blocks if block.ttl is not None]
+    if len(ttls) > MAX_BREAKPOINTS:
+        raise _invalid(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(ttls)}."
+        )
+    if "1h" in ttls and "5m" in ttls[: len(ttls) - ttls[::-1].index("1h")]:
+        raise _invalid("a ttl='1h' cache_control block must not come after a ttl='5m' one")
 
 
 def _text_of(content: object, where: str, joiner: str) -> str:
@@ -165,6 +207,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
 
     system = body.get("system")
     system_text = None if system is None else _text_of(system, "system", "\n")
+    blocks = [] if system is None else _blocks_of(system, "system", "system")
     if not isinstance(messages, list):
         raise _invalid("messages: Input should be a valid list")
 
@@ -186,11 +229,17 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
             )
 
         turns.append((role, text))
+        blocks.extend(_blocks_of(message.get("content"), f"messages.{index}.content", role))
 
     if turns[0][0] != "user":
         raise _invalid('messages: first message must use the "user" role')
 
+    _check_breakpoints(blocks)
     input_tokens = count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns)
+    try:
+        options = parse_options(body, model, max_tokens, turns[-1][0] == "assistant")
+    except OptionError as exc:
+        raise _invalid(str(exc)) from None
     return MessagesRequest(
         model=model,
         max_tokens=max_tokens,
@@ -200,6 +249,8 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         text_so_far="".join(text for role, text in turns if role == "assistant"),
         ends_with_assistant=turns[-1][0] == "assistant",
         input_tokens=input_tokens,
+        blocks=tuple(blocks),
+        options=options,
     )
 
 
@@ -211,13 +262,13 @@ class SseWriter:
     """
 
     _FLUSH_BYTES = 16_384
-    _DELTA_HEAD = (
-        'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
-        '"delta": {"type": "text_delta", "text": '
-    )
 
-    def __init__(self, response: web.StreamResponse, ping_interval: float) -> None:
+    def __init__(self, response: web.StreamResponse, ping_interval: float, text_index: int = 0) -> None:
         self.response = response
+        self._delta_head = (
+            f'event: content_block_delta\ndata: {{"type": "content_block_delta", "index": {text_index}, '
+            '"delta": {"type": "text_delta", "text": '
+        )
         self._interval = ping_interval
         self._loop = asyncio.get_running_loop()
         self._chunks: list[str] = []
@@ -239,7 +290,7 @@ class SseWriter:
 
     def text_delta(self, text: str) -> None:
         """Queue a ``text_delta``; the fixed part is pre-encoded since this runs per delta."""
-        self.raw(f"{self._DELTA_HEAD}{json.dumps(text)}}}}}\n\n")
+        self.raw(f"{self._delta_head}{json.dumps(text)}}}}}\n\n")
 
     async def flush(self) -> None:
         """Write everything queued in one chunk (waits for the socket to drain if it must)."""
@@ -280,24 +331,46 @@ class SseWriter:
                 await self.flush()
 
 
+#: The simulator's thinking blocks are signed with this opaque value.
+THINKING_SIGNATURE = "c2ltdWxhdGVkLXNpZ25hdHVyZQ=="
+
+
+def thinking_text(parsed: MessagesRequest) -> str:
+    """The deterministic thinking of a request: a few dozen tokens, within its budget."""
+    words = parsed.first_user_text.split()[:6]
+    plan = f"Planning the next part of {' '.join(words)!r}: keep the structure, continue the text. "
+    budget = min(parsed.options.budget_tokens or 64, 64, max(1, parsed.max_tokens // 4))
+    text, tokens = "", 0
+    while tokens < budget:
+        text += plan
+        tokens = count_tokens(text)
+    return text
+
+
 def new_id(prefix: str) -> str:
     """A fresh ``req_``/``msg_`` style identifier."""
     return prefix + uuid.uuid4().hex[:24]
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """The usage object; the simulator never caches, so cache counts are always 0."""
+def usage(input_tokens: int, output_tokens: int, cache: CachePlan | None = None) -> dict[str, Any]:
+    """The usage object: ``input_tokens`` is the prompt less what was read from or written to the
+    cache (``cache`` is the request's plan; None = nothing cached)."""
+    cache = cache or CachePlan()
     return {
-        "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": max(0, input_tokens - cache.read - cache.written),
+        "cache_creation_input_tokens": cache.written,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
         "output_tokens": output_tokens,
     }
 
 
-def stop_delta(stop_reason: str) -> dict[str, Any]:
+def stop_delta(stop_reason: str, stop_sequence: str | None = None) -> dict[str, Any]:
     """The ``delta`` of ``message_delta``; refusals carry ``stop_details`` like the API's."""
-    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": None}
+    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
     if stop_reason == "refusal":
         delta["stop_details"] = {"type": "refusal", "category": None, "explanation": None}
 
@@ -305,21 +378,37 @@ def stop_delta(stop_reason: str) -> dict[str, Any]:
 
 
 def message_body(
-    parsed: MessagesRequest, text: str, stop_reason: str | None, output_tokens: int
+    parsed: MessagesRequest,
+    text: str,
+    stop_reason: str | None,
+    output_tokens: int,
+    cache: CachePlan | None = None,
+    *,
+    thinking: str = "",
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
-    """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``."""
+    """A Message object; ``stop_reason=None`` gives the empty one of ``message_start``.
+
+    ``thinking`` (when the request thinks) comes first, as a signed thinking block; its tokens are
+    part of ``output_tokens``, as the API bills them.
+    """
+    content: list[dict[str, Any]] = []
+    if stop_reason is not None:
+        if parsed.options.thinking is not None:
+            content.append({"type": "thinking", "thinking": thinking, "signature": THINKING_SIGNATURE})
+        content.append({"type": "text", "text": text})
     message: dict[str, Any] = {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "model": parsed.model,
-        "content": [] if stop_reason is None else [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {**usage(parsed.input_tokens, output_tokens), "service_tier": "standard"},
+        "usage": {**usage(parsed.input_tokens, output_tokens, cache), "service_tier": "standard"},
     }
     if stop_reason is not None:
-        message.update(stop_delta(stop_reason))
+        message.update(stop_delta(stop_reason, stop_sequence))
 
     return message
 

@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from worker.simulator.accounting import Accounting, AccountingSnapshot
+from worker.simulator.batches import MAX_BYTES as MAX_BATCH_BYTES
+from worker.simulator.batches import BatchConfig, Batches
+from worker.simulator.cache import CachePlan, PromptCache
 from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
 from worker.simulator.protocol import (
     PREFILL_UNSUPPORTED,
     REQUEST_ID,
+    THINKING_SIGNATURE,
     TRAILING_WHITESPACE,
     ApiError,
     MessagesRequest,
@@ -35,6 +42,7 @@ from worker.simulator.protocol import (
     new_id,
     parse_messages_request,
     stop_delta,
+    thinking_text,
     usage,
 )
 from worker.simulator.ratelimit import Clock, RateLimiter, RateLimitExceeded, RateLimits, Reservation
@@ -42,6 +50,7 @@ from worker.simulator.text import (
     Directives,
     Document,
     common_prefix_length,
+    count_tokens,
     load_document,
     overlap_words,
     parse_directives,
@@ -77,8 +86,14 @@ class SimulatorConfig:
     repeat_overlap: float = 0.0
     #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
     seed: int = 0
-    #: Monotonic clock for the rate limiter, injectable for tests.
+    #: Monotonic clock for the rate limiter, batch processing and the prompt cache's TTLs (tests move it).
     clock: Clock = time.monotonic
+    #: How Message Batches are processed (timing, expiry, seeded request errors).
+    batches: BatchConfig = field(default_factory=BatchConfig)
+    #: Keep every valid Messages request body, for tests (``Simulator.recorded``, ``GET /_sim/requests``).
+    record_requests: bool = False
+    #: The shortest prefix (tokens) the prompt cache stores; shorter ones are silently not cached.
+    cache_min_tokens: int = 1024
 
     def __post_init__(self) -> None:
         low, high = self.tokens_per_delta
@@ -104,6 +119,11 @@ class _Generation:
     stop_reason: str
     reached_end: bool
     fault: FaultPlan
+    cache: CachePlan = field(default_factory=CachePlan)
+    #: The stop sequence that ended the text, if one did.
+    stop_sequence: str | None = None
+    #: Thinking streamed before the text (requests that think); its tokens are billed as output.
+    thinking: str = ""
 
     @property
     def text(self) -> str:
@@ -143,22 +163,30 @@ class Simulator:
             config.clock,
         )
         self._request_numbers: dict[str, int] = {}
+        self._cache = PromptCache(config.clock, config.cache_min_tokens)
         self._closing = asyncio.Event()
+        self.batches = Batches(config.batches, config.clock, self.batch_result)
+        #: Request bodies, when ``config.record_requests``.
+        self.recorded: list[dict[str, Any]] = []
 
     def accounting(self) -> AccountingSnapshot:
         """A snapshot of what has been served since start or the last reset."""
         return self._accounting.snapshot()
 
     def reset(self) -> None:
-        """Clear accounting and the per-document request numbers (so ``fail_first`` fires again)."""
+        """Clear accounting, the per-document request numbers (so ``fail_first`` fires again) and
+        the prompt cache."""
         self._accounting.reset()
         self._request_numbers.clear()
+        self._cache.clear()
 
     def make_app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BATCH_BYTES + 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        self.batches.add_routes(app, self._authenticate)
         app.router.add_get("/_sim/accounting", self._get_accounting)
+        app.router.add_get("/_sim/requests", self._get_requests)
         app.router.add_post("/_sim/reset", self._post_reset)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         app.on_response_prepare.append(self._on_prepare)
@@ -176,6 +204,9 @@ class Simulator:
     async def _get_accounting(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.accounting().to_dict())
 
+    async def _get_requests(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.recorded)
+
     async def _post_reset(self, request: web.Request) -> web.StreamResponse:
         self.reset()
         return web.json_response({"ok": True})
@@ -187,38 +218,27 @@ class Simulator:
         request[REQUEST_ID] = new_id("req_")
         try:
             self._authenticate(request)
-            parsed = parse_messages_request(await request.read())
-            supports_prefill = model_supports_prefill(parsed.model)
-            if supports_prefill is None or model_retired(parsed.model):
-                raise ApiError(404, "not_found_error", f"model: {parsed.model}")
-
-            if parsed.ends_with_assistant and not supports_prefill:
-                raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
-
-            if parsed.ends_with_assistant and parsed.text_so_far != parsed.text_so_far.rstrip():
-                raise ApiError(400, "invalid_request_error", TRAILING_WHITESPACE)
-
-            try:
-                document = load_document(parsed.system, parsed.first_user_text)
-                directives = parse_directives(parsed.system, parsed.first_user_text)
-                faults = self.config.faults.for_document(directives.faults, directives.fail_first)
-            except ValueError as exc:
-                raise ApiError(400, "invalid_request_error", str(exc)) from exc
-
+            raw = await request.read()
+            parsed, document, directives, faults = self._validate(raw)
         except ApiError as error:
             return self._answer_error(request, error)
 
         self._accounting.document_request(document.key)
+        cache = self._cache.plan(parsed.model, parsed.blocks)
         try:
-            reservation = self._limiter.reserve(parsed.input_tokens, parsed.max_tokens)
+            # Cache reads do not count against input tokens per minute; writes do.
+            reservation = self._limiter.reserve(parsed.input_tokens - cache.read, parsed.max_tokens)
         except RateLimitExceeded as exc:
             self._accounting.rate_limited()
             limited = ApiError(429, "rate_limit_error", str(exc), retry_after=str(exc.retry_after))
             return self._answer_error(request, limited)
 
+        if self.config.record_requests:
+            self.recorded.append(json.loads(raw))
         progress = _Progress(self._limiter, reservation)
         try:
-            generation = self._plan(parsed, document, directives, faults)
+            generation = self._plan_with_options(parsed, document, directives, faults)
+            generation = dataclasses.replace(generation, cache=cache)
             kind = generation.fault.kind
             if kind is not None:
                 self._accounting.fault_injected(kind.value)
@@ -228,6 +248,81 @@ class Simulator:
             return await self._generate(request, parsed, generation, progress)
         finally:
             progress.settle()
+
+    def _validate(self, raw: bytes) -> tuple[MessagesRequest, Document, Directives, FaultConfig]:
+        """Parse and check one Messages request body as the API does; raises ``ApiError``."""
+        parsed = parse_messages_request(raw)
+        supports_prefill = model_supports_prefill(parsed.model)
+        if supports_prefill is None or model_retired(parsed.model):
+            raise ApiError(404, "not_found_error", f"model: {parsed.model}")
+
+        if parsed.ends_with_assistant and not supports_prefill:
+            raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
+
+        if parsed.ends_with_assistant and parsed.text_so_far != parsed.text_so_far.rstrip():
+            raise ApiError(400, "invalid_request_error", TRAILING_WHITESPACE)
+
+        try:
+            document = load_document(parsed.system, parsed.first_user_text)
+            directives = parse_directives(parsed.system, parsed.first_user_text)
+            faults = self.config.faults.for_document(directives.faults, directives.fail_first)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request_error", str(exc)) from exc
+        return parsed, document, directives, faults
+
+    def batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The ``result`` of one batch request: ``succeeded`` with a full Message, or ``errored``.
+
+        Validation errors inside ``params`` surface here, when the batch ends, as they do from the
+        API. A batch never streams, never draws the streaming faults, and is not charged against
+        the streaming rate limits; it does advance the document's request number, like any request.
+        """
+        try:
+            if params.get("stream"):
+                raise ApiError(400, "invalid_request_error", "stream: streaming is not supported in batches")
+            parsed, document, directives, _ = self._validate(json.dumps(params).encode())
+        except ApiError as error:
+            request_id = new_id("req_")
+            body = {"type": "error", "error": {"type": error.error_type, "message": error.message}}
+            return {"type": "errored", "error": {**body, "request_id": request_id}}
+        generation = self._plan_with_options(parsed, document, directives, FaultConfig())
+        tokens = len(generation.ends)
+        self._accounting.batch_result(document.key, parsed.input_tokens, tokens, generation.reached_end)
+        message = self._message(parsed, generation, tokens)
+        return {"type": "succeeded", "message": message}
+
+    def _plan_with_options(
+        self, parsed: MessagesRequest, document: Document, directives: Directives, faults: FaultConfig
+    ) -> _Generation:
+        """``_plan``, then the request options: thinking takes its share of ``max_tokens`` first,
+        and the text stops before the first stop sequence it contains."""
+        thinking = thinking_text(parsed) if parsed.options.thinking is not None else ""
+        if thinking:
+            thinking_tokens = count_tokens(thinking)
+            if thinking_tokens >= parsed.max_tokens:
+                raise ApiError(
+                    400, "invalid_request_error", "max_tokens: too small to leave room for any text"
+                )
+            text_budget = dataclasses.replace(parsed, max_tokens=parsed.max_tokens - thinking_tokens)
+            generation = self._plan(text_budget, document, directives, faults)
+            self._accounting.thinking(thinking_tokens)
+        else:
+            generation = self._plan(parsed, document, directives, faults)
+        generation = dataclasses.replace(generation, thinking=thinking)
+        return _stop_at_sequence(generation, parsed.options.stop_sequences)
+
+    def _message(self, parsed: MessagesRequest, generation: _Generation, tokens: int) -> dict[str, Any]:
+        """The non-streaming Message for a finished generation of ``tokens`` text tokens."""
+        billed = max(1, tokens) + (count_tokens(generation.thinking) if generation.thinking else 0)
+        return message_body(
+            parsed,
+            generation.text,
+            generation.stop_reason,
+            billed,
+            generation.cache,
+            thinking=generation.thinking,
+            stop_sequence=generation.stop_sequence,
+        )
 
     def _authenticate(self, request: web.Request) -> None:
         authorization = request.headers.get("authorization", "")
@@ -244,7 +339,11 @@ class Simulator:
         return error_response(request, error)
 
     def _plan(
-        self, parsed: MessagesRequest, document: Document, directives: Directives, faults: FaultConfig
+        self,
+        parsed: MessagesRequest,
+        document: Document,
+        directives: Directives,
+        faults: FaultConfig,
     ) -> _Generation:
         """Work out what this request outputs: continuation offset, overlap, stop reason, fault."""
         key = document.key
@@ -284,13 +383,26 @@ class Simulator:
             source, start, ends = document.text, offset, document.ends[first : first + count]
 
         fault = plan_fault(faults, self.config.seed, key, number, count)
-        return _Generation(key, number, source, start, ends, stop_reason, stop_reason == "end_turn", fault)
+        reached_end = stop_reason == "end_turn"
+        return _Generation(key, number, source, start, ends, stop_reason, reached_end, fault)
 
     async def _generate(
         self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
     ) -> web.StreamResponse:
         streaming = parsed.stream
         self._accounting.response_started(streaming)
+        cache = generation.cache
+        self._cache.commit(cache)
+        continuation = bool(parsed.text_so_far)
+        self._accounting.bill(
+            parsed.model,
+            continuation,
+            requests=1,
+            input_tokens=max(0, parsed.input_tokens - cache.read - cache.written),
+            cache_write_5m_tokens=cache.write_5m,
+            cache_write_1h_tokens=cache.write_1h,
+            cache_read_tokens=cache.read,
+        )
         log.debug(
             "simulator_generation request_id=%s document=%s request_number=%d tokens=%d fault=%s",
             request[REQUEST_ID],
@@ -308,6 +420,8 @@ class Simulator:
             progress.failure = progress.failure or "client_disconnect"
             raise
         finally:
+            thinking = count_tokens(generation.thinking) if generation.thinking else 0
+            self._accounting.bill(parsed.model, continuation, output_tokens=progress.tokens + thinking)
             self._accounting.response_finished(
                 generation.key, streaming, progress.tokens, progress.failure, generation.reached_end
             )
@@ -338,8 +452,7 @@ class Simulator:
 
         progress.tokens = len(generation.ends)
         self._accounting.response_status(200)
-        body = message_body(parsed, generation.text, generation.stop_reason, progress.tokens)
-        return web.json_response(body)
+        return web.json_response(self._message(parsed, generation, progress.tokens))
 
     async def _stream(
         self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress
@@ -350,12 +463,22 @@ class Simulator:
         )
         self._accounting.response_status(200)
         await response.prepare(request)
-        writer = SseWriter(response, self.config.ping_interval)
-        start_event = {"type": "message_start", "message": message_body(parsed, "", None, 1)}
+        text_index = 1 if generation.thinking else 0
+        writer = SseWriter(response, self.config.ping_interval, text_index)
+        start_event = {
+            "type": "message_start",
+            "message": message_body(parsed, "", None, 1, generation.cache),
+        }
         writer.event("message_start", start_event)
+        if generation.thinking:
+            _thinking_block(writer, generation.thinking)
         writer.event(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": text_index,
+                "content_block": {"type": "text", "text": ""},
+            },
         )
         writer.ping()
         kind, fire_after = generation.fault.kind, generation.fault.after_tokens
@@ -383,13 +506,14 @@ class Simulator:
             await self._stream_fault(request, writer, kind)
             return response
 
-        writer.event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        writer.event("content_block_stop", {"type": "content_block_stop", "index": text_index})
+        billed = max(1, sent) + (count_tokens(generation.thinking) if generation.thinking else 0)
         writer.event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": stop_delta(generation.stop_reason),
-                "usage": usage(parsed.input_tokens, max(1, sent)),
+                "delta": stop_delta(generation.stop_reason, generation.stop_sequence),
+                "usage": usage(parsed.input_tokens, billed, generation.cache),
             },
         )
         writer.event("message_stop", {"type": "message_stop"})
@@ -416,6 +540,34 @@ class Simulator:
             await writer.response.write_eof()
         else:
             _drop(request)
+
+
+def _thinking_block(writer: SseWriter, thinking: str) -> None:
+    """Content block 0 of a thinking request: thinking deltas, then the signature, as the API sends."""
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    writer.event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": start})
+    for at in range(0, len(thinking), 48):
+        delta = {"type": "thinking_delta", "thinking": thinking[at : at + 48]}
+        writer.event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+    signature = {"type": "signature_delta", "signature": THINKING_SIGNATURE}
+    writer.event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
+    writer.event("content_block_stop", {"type": "content_block_stop", "index": 0})
+
+
+def _stop_at_sequence(generation: _Generation, stop_sequences: Sequence[str]) -> _Generation:
+    """Cut the text before the first stop sequence in it (the sequence itself is not sent)."""
+    text = generation.text
+    found = [(text.find(seq), seq) for seq in stop_sequences if seq in text]
+    if not found:
+        return generation
+    cut, sequence = min(found)
+    limit = generation.start + cut
+    ends = [end for end in generation.ends if end <= limit]
+    if cut > 0 and (not ends or ends[-1] < limit):
+        ends.append(limit)
+    return dataclasses.replace(
+        generation, ends=ends, stop_reason="stop_sequence", reached_end=False, stop_sequence=sequence
+    )
 
 
 def _drop(request: web.Request) -> None:
