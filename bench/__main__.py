@@ -31,6 +31,7 @@ from bench import (
     waste,
 )
 from bench.common import Row
+from worker.config import QueueSettings
 from worker.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("waste", lambda: waste.run(10 if quick else 60, 500 if quick else 2000)),
         ("economy", lambda: economy.run(10 if quick else 100, 4000, 3000)),
         ("rate limits", lambda: rate_limits.run(70.0 if quick else 150.0)),
-        ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else 5.0)),
+        ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else QueueSettings().lease_seconds)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),

@@ -10,7 +10,8 @@ expires. Measured from the simulator's accounting and the store:
   restart-from-scratch worker loses (everything A had received);
 * time to resume = from the kill to B's first committed text; bounded by ``lease_seconds``.
 
-``python -m bench.sigkill --runs 3 --lease 5``
+``python -m bench.sigkill --runs 3`` measures at the default settings (``[queue] lease_seconds``
+and ``[worker] poll_seconds`` as shipped); ``--lease 5`` overrides the lease.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import anyio.to_thread
 from bench.common import Row, SimulatorProcess, median, poll_until, simulator_process
 from jobs.models import JobSpec, Message, State
 from jobs.sqlite import SQLiteStore
+from worker.config import QueueSettings, WorkerSettings
 from worker.simulator import count_tokens, document_key, expected_document
 
 __all__ = ("run", "main")
@@ -48,7 +50,7 @@ base_url = "{base_url}"
 url = "sqlite:///{folder / "jobs.db"}"
 lease_seconds = {lease}
 [worker]
-poll_seconds = 0.1
+poll_seconds = {WorkerSettings().poll_seconds}
 [logging]
 format = "json"
 level = "warning"
@@ -147,7 +149,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--lease", type=float, default=QueueSettings().lease_seconds)
     args = parser.parse_args()
     for row in anyio.run(run, args.runs, args.lease):
         print(row.to_json())

@@ -12,9 +12,11 @@ The tree::
     │   ├── JobNotFoundError   no job with that id
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
-    └── GenerationError        a generation ended in a way that is not a transport fault
-        ├── RefusalError       the model refused (stop_reason "refusal"): terminal
-        └── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
+    ├── GenerationError        a generation ended in a way that is not a transport fault
+    │   ├── RefusalError       the model refused (stop_reason "refusal"): terminal
+    │   └── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
+    ├── AccountError           the API rejected the key, the bill or the permission: run stops
+    └── OutageLimitError       the store stayed unavailable longer than the outage limit
 
 Each class's docstring is its default message, as procrastinate does, and each carries the exit
 code the command line uses when it stops on that error (``exit_code``), so a new kind of error
@@ -39,6 +41,8 @@ __all__ = (
     "GenerationError",
     "RefusalError",
     "BudgetError",
+    "AccountError",
+    "OutageLimitError",
 )
 
 
@@ -105,3 +109,14 @@ class RefusalError(GenerationError):
 
 class BudgetError(GenerationError):
     """The job reached its cost cap (max_cost_usd); its text is kept."""
+
+
+class AccountError(PoolError):
+    """The API account cannot be used (authentication, billing or permission): no job was charged."""
+
+    #: ``run`` stopped by the account, every job left as it was (worker.preflight.EXIT_ACCOUNT).
+    exit_code = 3
+
+
+class OutageLimitError(PoolError):
+    """The job store stayed unavailable longer than [worker] outage_limit."""

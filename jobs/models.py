@@ -195,7 +195,8 @@ class Outcome(enum.StrEnum):
     RETRY = "retry"
     #: A terminal failure: the job is failed.
     FAILED = "failed"
-    #: The worker is shutting down: back to the queue now; does not count as a failed attempt.
+    #: Not the job's fault (the worker is shutting down, the account is overloaded or the store was
+    #: down): back to the queue (at ``retry_at`` if set); does not count as a failed attempt.
     RELEASED = "released"
     #: The worker died or stalled and its lease expired; recorded by the next claimer.
     LEASE_EXPIRED = "lease_expired"
@@ -252,7 +253,7 @@ class AttemptResult:
     resume_mode: ResumeMode = ResumeMode.FRESH
     stop_reason: str | None = None
     error: str | None = None
-    #: For RETRY: not claimable again before this time.
+    #: For RETRY and RELEASED: not claimable again before this time.
     retry_at: float | None = None
     #: Seconds from the attempt's first request to its first text.
     time_to_first_token: float | None = None

@@ -28,15 +28,17 @@ class Settlement:
 
 
 def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
-    """SUCCEEDED finishes the job; RELEASED re-queues it now without counting a failure; FAILED
-    fails it; RETRY counts a failure and re-queues it at ``retry_at``, unless the failures reach
-    ``max_attempts``, which fails it (the dead-letter)."""
+    """SUCCEEDED finishes the job; RELEASED re-queues it without counting a failure (at
+    ``retry_at`` when given: an overload pause or a store outage); FAILED fails it; RETRY counts a
+    failure and re-queues it at ``retry_at``, unless the failures reach ``max_attempts``, which
+    fails it (the dead-letter)."""
     if result.outcome == Outcome.SUCCEEDED:
         # An earlier attempt's error stays in the attempts' history, not on a good document.
         return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, None)
     if result.outcome == Outcome.RELEASED:
-        reason = "released by the worker (shutting down)"
-        return Settlement(State.QUEUED, reason, job.failures, now, None, job.last_error)
+        reason = f"released by the worker ({result.error or 'shutting down'})"
+        run_at = result.retry_at if result.retry_at is not None else now
+        return Settlement(State.QUEUED, reason, job.failures, run_at, None, job.last_error)
     if result.outcome == Outcome.FAILED:
         return Settlement(State.FAILED, f"failed: {result.error}", job.failures, now, now, result.error)
     failures = job.failures + 1

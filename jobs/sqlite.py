@@ -8,9 +8,15 @@ Durability and concurrency, in short:
 * **``BEGIN IMMEDIATE`` for every write transaction.** It takes the write lock up front, so two
   processes can never both read a job as claimable and then both claim it, and never deadlock
   upgrading a read lock to a write lock; a waiting writer is retried by ``busy_timeout``.
-* **The event loop never blocks.** Each store owns one connection; every call runs in a worker
-  thread (``anyio.to_thread.run_sync``) behind a ``CapacityLimiter(1)``, so calls from many tasks
-  queue up asynchronously and use the connection one at a time.
+* **The event loop never blocks.** Each store owns a write connection and a read connection;
+  every call runs in a worker thread (``anyio.to_thread.run_sync``) behind its connection's
+  ``CapacityLimiter(1)``, so calls from many tasks queue up asynchronously. Reads (status, counts,
+  text) use the read connection, so they never queue behind writes (WAL readers see the last
+  commit without waiting for the write lock).
+* **A short busy timeout** (``BUSY_TIMEOUT_SECONDS``, well under a third of the default lease): a
+  write blocked by another process's lock fails soon as a ``StoreError``, which the worker treats
+  as an outage (retried, nothing charged); a heartbeat is retried on the next tick instead of
+  waiting out a whole lease behind the lock.
 * **Driver errors become** :class:`~jobs.errors.StoreError` at this boundary.
 
 Semantics worth knowing:
@@ -71,7 +77,7 @@ __all__ = ("SQLiteStore",)
 T = TypeVar("T")
 
 #: How long a writer waits for another process's write transaction before giving up.
-BUSY_TIMEOUT_SECONDS = 30.0
+BUSY_TIMEOUT_SECONDS = 1.5
 #: UPDATE … FROM (3.33) and the JSON functions built in (3.38 makes them default; most builds had them).
 MIN_SQLITE = (3, 35, 0)
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
@@ -98,6 +104,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._limiter = anyio.CapacityLimiter(1)
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_limiter = anyio.CapacityLimiter(1)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, access: Access = "create") -> SQLiteStore:
@@ -112,6 +120,31 @@ class SQLiteStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a worker thread, one call at a time."""
         return await anyio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the read-only ``fn(conn, *args)`` on the read connection (the write connection for
+        ``:memory:``, which is private to one connection). The write connection opens first, so
+        the schema exists before anything is read."""
+        if self.path == ":memory:":
+            return await self._run(fn, *args)
+        if self._read_conn is None and self._conn is None:
+            await self._run(_no_op)
+        return await anyio.to_thread.run_sync(self._call_read, fn, args, limiter=self._read_limiter)
+
+    def _call_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._closed:
+            raise StoreError("the job store is closed")
+        try:
+            if self._read_conn is None:
+                conn = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA query_only = ON")
+                self._read_conn = conn
+            return fn(self._read_conn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite ({self.path}): {exc}") from exc
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._closed:
@@ -234,6 +267,9 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -404,31 +440,31 @@ class SQLiteStore:
             return rows.job(row)
 
     async def next_due(self) -> float | None:
-        return await self._run(_next_due)
+        return await self._read(_next_due)
 
     # -- reading -----------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
-        return rows.job(await self._run(_get_row, job_id))
+        return rows.job(await self._read(_get_row, job_id))
 
     async def read_text(self, job_id: str) -> str:
-        return await self._run(_read_text_checked, job_id)
+        return await self._read(_read_text_checked, job_id)
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
-        found = await self._run(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
+        found = await self._read(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
         return [rows.attempt(row) for row in found]
 
     async def history(self, job_id: str) -> list[Transition]:
-        found = await self._run(_select_for_job, sql.SELECT_HISTORY, job_id)
+        found = await self._read(_select_for_job, sql.SELECT_HISTORY, job_id)
         return [rows.transition(row) for row in found]
 
     async def counts(self) -> dict[State, int]:
-        counted = await self._run(_select, sql.SELECT_COUNTS, {})
+        counted = await self._read(_select, sql.SELECT_COUNTS, {})
         found = {State(row["state"]): int(row["n"]) for row in counted}
         return {state: found.get(state, 0) for state in State}
 
     async def model_counts(self) -> dict[str, int]:
-        counted = await self._run(_select, sql.SELECT_MODEL_COUNTS, {})
+        counted = await self._read(_select, sql.SELECT_MODEL_COUNTS, {})
         return {str(row["model"]): int(row["n"]) for row in counted}
 
     async def list_jobs(
@@ -439,7 +475,7 @@ class SQLiteStore:
             "after_id": after_id,
             "limit": limit,
         }
-        return [rows.job(row) for row in await self._run(_select, sql.LIST_JOBS, params)]
+        return [rows.job(row) for row in await self._read(_select, sql.LIST_JOBS, params)]
 
     # -- rate limits -------------------------------------------------------------------------
 
@@ -631,3 +667,7 @@ def _permission_hint(path: str, exc: sqlite3.Error) -> str:
     if folder.exists() and not os.access(folder, os.W_OK):
         return f" (permission denied: its folder {folder} is not writable; SQLite needs it for -wal, -shm)"
     return ""
+
+
+def _no_op(conn: sqlite3.Connection) -> None:
+    return None

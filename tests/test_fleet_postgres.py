@@ -195,7 +195,10 @@ def _ensure_started(cluster: tuple[str, str]) -> None:
 async def test_postgresql_restarting_mid_run_crashes_nothing(tmp_path: Path, postgres_url: str) -> None:
     cluster = _cluster(postgres_url)
     if cluster is None:
-        pytest.skip("needs a local cluster managed by pg_ctlcluster to restart")
+        reason = "needs a local cluster managed by pg_ctlcluster to restart"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 (CI): this test must run, but it {reason}")
+        pytest.skip(reason)
     jobs = fleet_jobs()
     async with run_simulator(SimulatorConfig(tokens_per_second=RATE)) as sim:
         config = write_config(tmp_path, sim, postgres_url, lease=5.0)

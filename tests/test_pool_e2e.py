@@ -39,7 +39,10 @@ async def test_each_fault_kind_recovers_byte_identical(tmp_path: Path, model: st
     run.assert_exact(jobs)
     injected = run.simulator.accounting().faults_injected
     assert injected.get(fault, 0) > 0, f"no {fault} was injected: the test would prove nothing"
-    assert run.stats.retries >= injected[fault]
+    # 429/529 (the account's weather) re-queue the job uncharged; other faults count a retry.
+    assert run.stats.retries + run.stats.released >= injected[fault]
+    if fault in ("http_529", "http_429"):
+        assert run.stats.retries == 0, "overload and rate limits must not use up the jobs' attempts"
 
 
 @pytest.mark.parametrize("model", MODELS)

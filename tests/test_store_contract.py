@@ -34,6 +34,7 @@ from jobs.models import (
 )
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
+from tests.faulty_store import FaultyStore
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec
 
 LEASE = 30.0
@@ -737,3 +738,42 @@ async def test_a_batch_mixing_nul_characters_and_unicode_reads_back_exactly(make
     for job_id, text in texts.items():
         assert await store.read_text(job_id) == text
         assert (await store.get(job_id)).committed_chars == len(text)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+async def test_a_call_that_fails_before_reaching_the_store_changes_nothing(make_store: StoreFactory) -> None:
+    """Through the fault-injecting wrapper: a refused call leaves no trace and the next works."""
+    faulty = FaultyStore(await make_store())
+    store = faulty.store
+    await store.enqueue([make_spec("f1")])
+    claim = await claim_one(store)
+    faulty.fail_nth("commit", 1)
+    with pytest.raises(StoreError):
+        await write(store, claim, 0, "lost?")
+    assert (await store.get("f1")).committed_chars == 0
+    assert await write(store, claim, 0, "kept") is WriteStatus.OK
+    faulty.go_down()
+    with pytest.raises(StoreError):
+        await store.counts()
+    faulty.come_back()
+    assert (await store.counts())[State.RUNNING] == 1
+    assert await store.read_text("f1") == "kept"
+
+
+async def test_a_commit_whose_answer_was_lost_is_visible_for_reconciling(make_store: StoreFactory) -> None:
+    """The write went through, the answer did not: resending it is an offset mismatch (never a
+    double append), and ``get`` shows the committed length and our lease, which is how the
+    checkpoint writer recognises its own write."""
+    faulty = FaultyStore(await make_store())
+    store = faulty.store
+    await store.enqueue([make_spec("f2")])
+    claim = await claim_one(store)
+    faulty.fail_nth("commit", 1, after=True)
+    with pytest.raises(StoreError):
+        await write(store, claim, 0, "once")
+    assert await write(store, claim, 0, "once") is WriteStatus.OFFSET_MISMATCH
+    job = await store.get("f2")
+    assert job.committed_chars == 4 and job.lease is not None and job.lease.token == claim.token
+    assert await store.read_text("f2") == "once"

@@ -26,8 +26,9 @@ from jobs.errors import RefusalError
 from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
+from worker.policy import Verdict, judge
 from worker.resume import Joiner, build_messages, supports_prefill
-from worker.retry import backoff_delay, classify, is_prefill_rejection
+from worker.retry import backoff_delay, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
 
 __all__ = ("AttemptSettings", "Attempt", "Limiter")
@@ -105,6 +106,9 @@ class Attempt:
         self.first_mode: ResumeMode | None = None
         self.time_to_first_token: float | None = None
         self.stop_reason: str | None = None
+        #: The failure policy's verdict on how the attempt ended (None if it did not fail); the pool
+        #: reads it to pause, to stop on account errors, and to spare the job an attempt.
+        self.verdict: Verdict | None = None
         self.economy = AttemptEconomy(economy or Economy(), self.spec, claim.job.usage, claim.text)
         text.usage_fn = lambda: self.economy.live(self.usage)
 
@@ -135,9 +139,11 @@ class Attempt:
         return self.result(Outcome.SUCCEEDED)
 
     def _failed(self, exc: Exception) -> AttemptResult:
-        decision = classify(exc)
+        decision = self.verdict = judge(exc)
         if not decision.retryable:
-            log.warning("attempt_failed", kind=decision.kind, error=decision.reason, retryable=False)
+            log.warning(
+                "attempt_failed", kind=decision.kind, error=decision.reason, retryable=False, scope="job"
+            )
             return self.result(Outcome.FAILED, error=decision.reason)
         failures = self.claim.job.failures + 1
         delay = backoff_delay(
@@ -153,6 +159,7 @@ class Attempt:
             kind=decision.kind,
             error=decision.reason,
             retryable=True,
+            scope=str(decision.scope),
             retry_in=round(delay, 3),
         )
         return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)

@@ -9,6 +9,12 @@ text. All writes for a job go through this one task, so chunks always commit in 
 
 A write refused for a lost lease marks the job lost and cancels its scope: the attempt stops at
 once and never writes again.
+
+While the store is down, text stays pending in memory and is committed once it is back, so an
+outage loses nothing. The pending text of all jobs together is bounded (``max_pending_chars``):
+past it, the job holding the most is *held* (its scope cancelled, its text kept for the next
+commit), so memory stops growing while the others stream on. Each commit is shielded with a
+deadline, so no flush can hang a shutdown.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import structlog
 from jobs.errors import StoreError
 from jobs.models import CheckpointWrite, Usage, WriteStatus
 from jobs.store import Store
+from worker.outage import StoreGuard
 
 __all__ = ("JobText", "CheckpointWriter", "CheckpointStats")
 
@@ -35,6 +42,7 @@ class JobText:
     __slots__ = (
         "committed",
         "first_pending_at",
+        "held",
         "job_id",
         "last_commit_at",
         "lost",
@@ -43,7 +51,9 @@ class JobText:
         "pending_len",
         "requests",
         "scope",
+        "start_len",
         "token",
+        "uncertain",
         "usage",
         "usage_fn",
         "waiters",
@@ -54,12 +64,17 @@ class JobText:
         self.token = token
         self.parts: list[str] = [text] if text else []
         self.committed = len(text)
+        self.start_len = len(text)
         self.pending: list[str] = []
         self.pending_len = 0
         self.first_pending_at = math.inf
         self.last_commit_at = now
         self.scope = scope
         self.lost = False
+        #: Stopped because the pending text of all jobs reached the bound during an outage.
+        self.held = False
+        #: A commit of this job failed without an answer: it may have been applied anyway.
+        self.uncertain = False
         self.usage: Usage | None = None
         #: The running attempt's usage so far, read at each commit, so that the usage committed
         #: always covers the text committed with it (a killed worker loses neither).
@@ -85,6 +100,10 @@ class CheckpointStats:
     chars: int = 0
     #: Per flush, the longest wait between text arriving and being committed (when recorded).
     lags: list[float] | None = None
+    #: Text dropped from memory without being committed (a shutdown deadline during an outage).
+    unsaved_chars: int = 0
+    #: Jobs held because pending text reached ``max_pending_chars``.
+    held: int = 0
 
 
 class CheckpointWriter:
@@ -98,6 +117,8 @@ class CheckpointWriter:
         checkpoint_seconds: float,
         lease_seconds: float,
         record_lags: bool = False,
+        guard: StoreGuard | None = None,
+        max_pending_chars: int = 50_000_000,
     ) -> None:
         self._store = store
         self._chars = checkpoint_chars
@@ -111,6 +132,11 @@ class CheckpointWriter:
         self._urgent: set[str] = set()
         self._wake = anyio.Event()
         self._stopping = False
+        self._guard = guard or StoreGuard()
+        self._max_pending = max_pending_chars
+        self._pending_total = 0
+        #: A commit waits at most this long (shielded) before its result is treated as a failure.
+        self._commit_deadline = max(5.0, lease_seconds)
         self.stats = CheckpointStats(lags=[] if record_lags else None)
 
     # -- called by the job tasks -----------------------------------------------------------
@@ -129,8 +155,36 @@ class CheckpointWriter:
         job.parts.append(text)
         job.pending.append(text)
         job.pending_len += len(text)
+        self._pending_total += len(text)
         if job.pending_len >= self._chars:
             self._wake.set()
+        if self._pending_total > self._max_pending:
+            self._hold_largest()
+
+    def _hold_largest(self) -> None:
+        """Stop the stream holding the most pending text; its text stays, for the next commit."""
+        live = [j for j in self._jobs.values() if not j.held and not j.lost]
+        if not live:
+            return
+        job = max(live, key=lambda j: j.pending_len)
+        job.held = True
+        self.stats.held += 1
+        log.warning(
+            "pending_text_bound_reached",
+            pending_chars=self._pending_total,
+            bound=self._max_pending,
+            held_job=job.job_id,
+        )
+        job.scope.cancel()
+
+    def streaming_chars(self) -> int:
+        """Characters the running attempts have produced so far (not counting resumed text)."""
+        return sum(job.length() - job.start_len for job in self._jobs.values())
+
+    async def flush_all(self) -> None:
+        """Commit every job now (after an outage, before claiming: leases are refreshed first)."""
+        for job in list(self._jobs.values()):
+            await self.flush(job)
 
     async def flush(self, job: JobText, usage: Usage | None = None) -> bool:
         """Commit everything pending for ``job`` now; True if it is committed, False if the lease
@@ -139,6 +193,8 @@ class CheckpointWriter:
             job.usage, job.usage_fn = usage, None
         if job.lost:
             return False
+        if self._jobs.get(job.job_id) is not job:
+            return True  # unregistered meanwhile: its flush happened before it was
         done = anyio.Event()
         job.waiters.append(done)
         self._urgent.add(job.job_id)
@@ -147,8 +203,17 @@ class CheckpointWriter:
         return not job.lost
 
     def unregister(self, job: JobText) -> None:
-        self._jobs.pop(job.job_id, None)
+        if self._jobs.pop(job.job_id, None) is not None:
+            self._pending_total -= job.pending_len
+            # Everything produced but not known committed (pending, or in a commit still in flight).
+            unsaved = len(job.text()) - job.committed
+            if unsaved and not job.lost:
+                self.stats.unsaved_chars += unsaved
+                log.error("text_not_saved", job_id=job.job_id, chars=unsaved)
         self._urgent.discard(job.job_id)
+        for event in job.waiters:
+            event.set()
+        job.waiters.clear()
 
     # -- the writer task -------------------------------------------------------------------
 
@@ -179,15 +244,18 @@ class CheckpointWriter:
                 due.append(job)
         urgent = self._urgent
         self._urgent = set()
+        # Only the flushes asked for before this batch was taken are answered by it: a flush asked
+        # for while the commit runs waits for the next batch, which carries its text.
+        answered = {job.job_id: list(job.waiters) for job in due if job.job_id in urgent}
         if due and not await self._commit(due, now):
             self._urgent |= urgent  # nothing was written: owed flushes wait for the next try
             return
-        for job_id in urgent:
+        for job_id, events in answered.items():
             waiting = self._jobs.get(job_id)
-            if waiting is not None:
-                for event in waiting.waiters:
-                    event.set()
-                waiting.waiters.clear()
+            for event in events:
+                event.set()
+                if waiting is not None and event in waiting.waiters:
+                    waiting.waiters.remove(event)
 
     async def _commit(self, jobs: Sequence[JobText], now: float) -> bool:
         """Commit one batch; False if the store failed (the text stays pending, for the next try)."""
@@ -199,20 +267,30 @@ class CheckpointWriter:
             batch.append(CheckpointWrite(job.job_id, job.token, job.committed, text, usage, job.requests))
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
+        statuses: list[WriteStatus] | None = None
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self._commit_deadline
                 statuses = await self._store.commit(batch, self._lease)
         except StoreError as exc:
             log.warning("checkpoint_failed", jobs=len(batch), error=str(exc))
+            self._guard.failed(exc, "checkpoint")
+        if statuses is None:
             for job, (pending, length, since) in zip(jobs, taken, strict=True):
+                job.uncertain = True
                 job.pending = pending + job.pending
                 job.pending_len += length
                 job.first_pending_at = min(since, job.first_pending_at)
             return False
+        self._guard.ok()
         done = anyio.current_time()
         self.stats.flushes += 1
         worst = 0.0
         for job, write, status, (_, length, since) in zip(jobs, batch, statuses, taken, strict=True):
+            self._pending_total -= length
+            if status is WriteStatus.OFFSET_MISMATCH and job.uncertain:
+                status = await self._reconcile(job, write)
+            job.uncertain = False
             if status is WriteStatus.OK:
                 job.committed += length
                 job.last_commit_at = done
@@ -230,3 +308,32 @@ class CheckpointWriter:
         if self.stats.lags is not None and worst:
             self.stats.lags.append(worst)
         return True
+
+    async def _reconcile(self, job: JobText, write: CheckpointWrite) -> WriteStatus:
+        """An offset mismatch right after a commit that failed without an answer: that commit
+        went through after all. If the lease is still ours, take the store's committed length and
+        put back the part of this write it lacks (for the next flush); else the lease is lost."""
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + self._commit_deadline
+                stored = await self._store.get(job.job_id)
+        except StoreError:
+            stored = None
+        end = write.offset + len(write.text)
+        if (
+            stored is None
+            or stored.lease is None
+            or stored.lease.token != job.token
+            or not write.offset <= stored.committed_chars <= end
+        ):
+            return WriteStatus.OFFSET_MISMATCH
+        applied = stored.committed_chars - write.offset
+        rest = write.text[applied:]
+        log.info("checkpoint_reconciled", job_id=job.job_id, applied=applied, resent=len(rest))
+        if rest:
+            job.pending.insert(0, rest)
+            job.pending_len += len(rest)
+            self._pending_total += len(rest)
+            job.first_pending_at = min(job.first_pending_at, anyio.current_time())
+        job.committed += applied - len(write.text)  # the caller adds the whole write back
+        return WriteStatus.OK

@@ -66,8 +66,9 @@ class AnthropicSettings:
 class QueueSettings:
     #: sqlite:///path.db (relative paths are relative to the config file) or postgresql://…
     url: str = "sqlite:///var/jobs.db"
-    #: A worker that stops heartbeating loses its job after this many seconds.
-    lease_seconds: float = 30.0
+    #: A worker that stops heartbeating loses its job after this many seconds (so a killed
+    #: worker's jobs resume elsewhere within about this long; heartbeats come every third of it).
+    lease_seconds: float = 10.0
     #: Default attempts per job before it is failed (the dead-letter).
     max_attempts: int = 8
 
@@ -92,6 +93,14 @@ class WorkerSettings:
     grace_seconds: float = 10.0
     #: How often an idle worker looks for new jobs (seconds).
     poll_seconds: float = 1.0
+    #: 429/529s may go on this long (seconds) before they start to use up the jobs' attempts.
+    overload_patience: float = 1800.0
+    #: The worker exits (code 1) once the job store has been unavailable this long (seconds).
+    outage_limit: float = 300.0
+    #: The longest any shutdown step (settling a job, the last checkpoint) may take (seconds).
+    shutdown_deadline: float = 5.0
+    #: Uncommitted text kept in memory while the store is down, over all jobs (characters).
+    max_pending_chars: int = 50_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +206,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.retry_after_max": (0, _DAY),
     "worker.grace_seconds": (0, _DAY),
     "worker.poll_seconds": (0.01, 3600),
+    "worker.overload_patience": (0, 7 * 86400),
+    "worker.outage_limit": (1, 7 * 86400),
+    "worker.shutdown_deadline": (0.1, 3600),
+    "worker.max_pending_chars": (1000, 10**10),
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),

@@ -13,6 +13,9 @@ last token without being answered 429.
   them for unlimited dimensions; so do we).
 * Requests per minute are also smoothed per process with aiolimiter, so one process never sends
   its share of a minute in one burst (the API may enforce 60 RPM as one request a second).
+* A store outage never fails a request: reservations wait it out through the worker's
+  :class:`~worker.outage.StoreGuard`; a calibration or refund that cannot be written is skipped
+  (the buckets then stay a little fuller than true, which errs on the side of waiting).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from jobs.buckets import Amounts, BucketState, Limits, calibrate, give_back, pause, refill, try_take
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, StoreError
 from jobs.models import Usage
 from jobs.store import Store
 from worker.attempt import Limiter
+from worker.outage import StoreGuard
 from worker.retry import retry_after_seconds
 
 __all__ = ("FleetLimiter", "LimiterStats", "Ticket", "check_limits")
@@ -86,6 +90,7 @@ class FleetLimiter(Limiter):
         refund: bool = True,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        guard: StoreGuard | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -96,6 +101,7 @@ class FleetLimiter(Limiter):
         self.clock = clock
         self.sleep = sleep
         self.stats = LimiterStats()
+        self.guard = guard or StoreGuard()
         self.limited = not limits.unlimited
         # A job may ask for more per request than the output bucket holds: ask for less, and let
         # long-form continuation carry the document on, rather than wait forever.
@@ -127,7 +133,7 @@ class FleetLimiter(Limiter):
 
         started = self.clock()
         waited = False
-        while (wait := await self.store.update_buckets(self.key, limits, peek)) > 0:
+        while (wait := await self._update(peek)) > 0:
             waited = True
             await self.sleep(min(wait, _MAX_WAIT_STEP))
         if waited:
@@ -145,7 +151,7 @@ class FleetLimiter(Limiter):
             return try_take(state, limits, amounts, now, CLOCK_MARGIN)
 
         waited = False
-        while (wait := await self.store.update_buckets(self.key, limits, take)) > 0:
+        while (wait := await self._update(take)) > 0:
             waited = True
             await self.sleep(min(wait, _MAX_WAIT_STEP))
         self.stats.reservations += 1
@@ -165,8 +171,8 @@ class FleetLimiter(Limiter):
         def adjust(state: BucketState, now: float) -> tuple[BucketState, None]:
             return calibrate(state, limits, remaining, now, _HEADER_TOLERANCE), None
 
-        await self.store.update_buckets(self.key, limits, adjust)
-        self.stats.calibrations += 1
+        if await self._try_update(adjust, "calibrate"):
+            self.stats.calibrations += 1
 
     async def release(
         self, ticket: Any, usage: Usage | None, headers: Mapping[str, str] | None, error: BaseException | None
@@ -196,8 +202,23 @@ class FleetLimiter(Limiter):
             return state, None
 
         if refund.input_tokens or refund.output_tokens or pause_until is not None:
-            await self.store.update_buckets(self.key, limits, settle)
+            await self._try_update(settle, "release")
         self.stats.refunded_output_tokens += max(0.0, refund.output_tokens)
+
+    async def _update(self, change: Callable[[BucketState, float], tuple[BucketState, float]]) -> float:
+        """A bucket change the request must wait for: retried through a store outage."""
+        return await self.guard.call("limiter", self.store.update_buckets, self.key, self.limits, change)
+
+    async def _try_update(
+        self, change: Callable[[BucketState, float], tuple[BucketState, None]], what: str
+    ) -> bool:
+        """A best-effort bucket change (one try): a store failure skips it."""
+        try:
+            await self.store.update_buckets(self.key, self.limits, change)
+        except StoreError as exc:
+            log.warning("limiter_update_skipped", what=what, error=str(exc))
+            return False
+        return True
 
     def _pause_until(self, error: BaseException | None) -> float | None:
         if not isinstance(error, anthropic.APIStatusError) or error.status_code not in (429, 529):

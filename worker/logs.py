@@ -25,11 +25,40 @@ from typing import TextIO
 
 import structlog
 
-__all__ = ("configure_logging", "get_logger")
+__all__ = ("configure_logging", "get_logger", "add_logger_name")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 #: The SDK's loggers; at debug level they log request options, prompt text included.
 SDK_LOGGERS = ("anthropic", "httpx2", "httpx", "httpcore")
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A print logger that remembers the name given to ``structlog.get_logger(name)``."""
+
+    def __init__(self, stream: TextIO, name: str | None) -> None:
+        super().__init__(stream)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    """structlog passes ``get_logger``'s positional arguments here; the print factory drops them."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: object) -> _NamedPrintLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        return _NamedPrintLogger(self._stream, name)
+
+
+def add_logger_name(
+    logger: object, method_name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``logger=<module name>`` on every event (unless one was bound already)."""
+    name = getattr(logger, "name", None)
+    if name and "logger" not in event_dict:
+        event_dict["logger"] = name
+    return event_dict
 
 
 def configure_logging(
@@ -41,6 +70,7 @@ def configure_logging(
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -55,7 +85,7 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=_NamedPrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     _set_sdk_level(level, sdk_level)
@@ -97,5 +127,5 @@ def _route_stdlib_logging(stream: TextIO, renderer: structlog.typing.Processor, 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger whose events carry ``logger=name``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger=name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
     return logger

@@ -6,9 +6,17 @@ running streams ``grace_seconds`` to finish, then cancels them; each cancelled j
 and releases its lease under a shielded scope, so another worker resumes it at once. A second
 signal exits immediately: leases then expire and other workers resume from the last checkpoint.
 
-A job's failure is contained: the attempt classifies it and the job is retried or failed; the pool
-goes on. A lost lease (another worker took the job, or a user cancelled it) stops that attempt
-without a write.
+A job's failure is contained: ``worker.policy`` judges it and the job is failed (its spec is
+wrong), retried (this try went wrong) or released uncharged (the account or the store is at
+fault); the pool goes on. A lost lease (another worker took the job, or a user cancelled it) stops
+that attempt without a write.
+
+Pauses: a 429/529 pauses this worker's claims (the fleet limiter pauses the fleet) and is charged
+to a patience measured in time, not to the job; a store outage pauses claims until the store
+answers (``worker.outage``), then every lease is refreshed before the next claim; an
+authentication, billing or permission error is confirmed with one cheap request, then the run
+stops with :class:`~jobs.errors.AccountError`, every job left as it was. Every shielded step
+(settling a job, the last flushes) has a deadline, so shutdown never hangs on a dead store.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from jobs.errors import LeaseLostError, StoreError
+from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
 from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
@@ -33,6 +41,8 @@ from worker.checkpoint import CheckpointWriter, JobText
 from worker.daily_cap import DailyCap
 from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
+from worker.outage import StoreGuard
+from worker.pauses import Pauses
 
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
 
@@ -47,13 +57,22 @@ def new_worker_id() -> str:
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     concurrency: int = 8
-    lease_seconds: float = 30.0
+    #: Short, so a killed worker's jobs resume within about this long (heartbeats every third).
+    lease_seconds: float = 10.0
     checkpoint_chars: int = 2000
     checkpoint_seconds: float = 1.0
     grace_seconds: float = 10.0
     poll_seconds: float = 1.0
     #: The size of a typical request, used to wait for rate-limit room before claiming.
     typical_max_tokens: int = 8192
+    #: How long 429/529s may go on before they start to use up the jobs' attempts.
+    overload_patience: float = 1800.0
+    #: How long the store may stay unavailable before the worker gives up (exits non-zero).
+    outage_limit: float = 300.0
+    #: The longest any shielded shutdown step (settle, final flush) may take.
+    shutdown_deadline: float = 5.0
+    #: Pending (uncommitted) text kept in memory during an outage, over all jobs.
+    max_pending_chars: int = 50_000_000
     attempt: AttemptSettings = field(default_factory=AttemptSettings)
 
 
@@ -88,6 +107,7 @@ class Pool:
         worker_id: str | None = None,
         limiter: Limiter | None = None,
         record_lags: bool = False,
+        guard: StoreGuard | None = None,
         economy: Economy | None = None,
         daily_cap: DailyCap | None = None,
     ) -> None:
@@ -100,36 +120,64 @@ class Pool:
         self.economy = economy or Economy()
         self.daily_cap = daily_cap
         self.stats = PoolStats()
+        self.guard = guard or StoreGuard(limit=settings.outage_limit)
         self.writer = CheckpointWriter(
             store,
             checkpoint_chars=settings.checkpoint_chars,
             checkpoint_seconds=settings.checkpoint_seconds,
             lease_seconds=settings.lease_seconds,
             record_lags=record_lags,
+            guard=self.guard,
+            max_pending_chars=settings.max_pending_chars,
         )
         self._running: dict[str, anyio.CancelScope] = {}
         self._no_prefill: set[str] = set()
         self._stopping = False
         self._changed = anyio.Event()
-        self._waiting_for_room = anyio.CancelScope()
+        self._claim_wait = anyio.CancelScope()
+        self._grace = settings.grace_seconds
+        self._settling: set[anyio.CancelScope] = set()
+        self._outages_flushed = 0
+        self.pauses = Pauses(
+            client, settings.attempt, overload_patience=settings.overload_patience, halt=self._halt
+        )
+        #: Set when the run must end in error (account refused, outage limit passed).
+        self.fatal: PoolError | None = None
+        #: True when a signal stopped the run.
+        self.interrupted = False
 
     @property
     def running(self) -> int:
         return len(self._running)
 
-    def request_stop(self) -> None:
+    def request_stop(self, *, grace: float | None = None) -> None:
         """Stop claiming; running jobs get the grace period, then are checkpointed and released."""
+        if grace is not None:
+            self._grace = min(self._grace, grace)
         if not self._stopping:
-            log.info("pool_stopping", running=len(self._running), grace_seconds=self.settings.grace_seconds)
+            log.info("pool_stopping", running=len(self._running), grace_seconds=self._grace)
         self._stopping = True
         self._changed.set()
-        self._waiting_for_room.cancel()
+        self._claim_wait.cancel()
+        deadline = anyio.current_time() + self._grace + self.settings.shutdown_deadline
+        for scope in self._settling:
+            scope.deadline = min(scope.deadline, deadline)
+
+    def _halt(self, error: PoolError) -> None:
+        """End the run in error: stop now, release what runs (no grace: it would fail too)."""
+        if self.fatal is None:
+            self.fatal = error
+            log.error("pool_halting", error=str(error))
+        self.request_stop(grace=0.0)
 
     async def run(self, *, until_empty: bool = False, handle_signals: bool = True) -> PoolStats:
         """Run until stopped (or, with ``until_empty``, until nothing is queued or running)."""
         log.info("pool_started", worker=self.worker_id, concurrency=self.settings.concurrency)
         ignore_request_warnings()
-        log_deprecated(await self.store.model_counts(), where="worker_start")
+        try:
+            log_deprecated(await self.store.model_counts(), where="worker_start")
+        except StoreError as exc:
+            log.warning("model_check_skipped", error=str(exc))
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.writer.run)
             try:
@@ -148,7 +196,11 @@ class Pool:
             failed=self.stats.failed,
             retries=self.stats.retries,
             released=self.stats.released,
+            spared=self.pauses.spared,
+            unsaved_chars=self.writer.stats.unsaved_chars,
         )
+        if self.fatal is not None:
+            raise self.fatal
         return self.stats
 
     async def _claim_loop(self, jobs: TaskGroup, until_empty: bool) -> None:
@@ -156,23 +208,13 @@ class Pool:
         while not self._stopping:
             self._changed = anyio.Event()
             free = settings.concurrency - len(self._running)
-            claims: list[Claim] = []
             if free > 0 and self.limiter is not None and self.limiter.limited:
                 free = 1  # one at a time, each after its room is there: waiting jobs stay queued
-                with anyio.CancelScope() as self._waiting_for_room:
-                    await self.limiter.wait_for_room(256, settings.typical_max_tokens)
-                if self._waiting_for_room.cancel_called:
-                    break  # a stop was requested while waiting
-            if free > 0 and await self._daily_cap_reached():
-                if until_empty:
-                    self.request_stop()
-                    break
-                free = 0  # claim again tomorrow (UTC); running jobs carry on
-            if free > 0:
-                try:
-                    claims = await self.store.claim(self.worker_id, settings.lease_seconds, limit=free)
-                except StoreError as exc:
-                    log.warning("claim_failed", error=str(exc))
+            claims: list[Claim] = []
+            with anyio.CancelScope() as self._claim_wait:
+                claims = await self._claim(free, until_empty)
+            if self._claim_wait.cancel_called:
+                break  # a stop was requested while waiting
             for claim in claims:
                 self._running[claim.job.id] = anyio.CancelScope()
                 jobs.start_soon(self._run_job, claim)
@@ -181,6 +223,39 @@ class Pool:
             if claims and len(claims) == free and len(self._running) < settings.concurrency:
                 continue  # a full batch (one at a time under rate limits) and slots left: claim again
             await self._idle_wait()
+
+    async def _claim(self, free: int, until_empty: bool) -> list[Claim]:
+        """Claim up to ``free`` jobs once nothing forbids it: an overload pause, a store outage, or
+        (under rate limits) no room for one more request. [] when the outage limit is passed."""
+        if free <= 0:
+            return []
+        await self.pauses.wait_out_weather()
+        try:
+            if self.guard.down and self._running:
+                await self.guard.wait_up()  # the writer's retries will see the store come back
+            if self.guard.outages != self._outages_flushed:
+                # Back from an outage: refresh our leases before a claim could take them over.
+                self._outages_flushed = self.guard.outages
+                await self.writer.flush_all()
+            if self.limiter is not None and self.limiter.limited:
+                await self.guard.call(
+                    "wait_for_room", self.limiter.wait_for_room, 256, self.settings.typical_max_tokens
+                )
+            if await self._daily_cap_reached():
+                if until_empty:
+                    self.request_stop()
+                return []  # claim again tomorrow (UTC); running jobs carry on
+            return await self.guard.call(
+                "claim", self.store.claim, self.worker_id, self.settings.lease_seconds, limit=free
+            )
+        except StoreError as exc:
+            self._halt(
+                OutageLimitError(
+                    f"the job store was unavailable for over {self.guard.limit:g} s "
+                    f"([worker] outage_limit): {exc}"
+                )
+            )
+            return []
 
     async def _daily_cap_reached(self) -> bool:
         if self.daily_cap is None:
@@ -215,14 +290,17 @@ class Pool:
                 tg.cancel_scope.cancel()
 
     async def _store_is_empty(self) -> bool:
-        counts = await self.store.counts()
+        try:
+            counts = await self.guard.call("counts", self.store.counts)
+        except StoreError:
+            return False  # the claim loop halts on the outage limit at its next claim
         return counts[State.QUEUED] == 0 and counts[State.RUNNING] == 0
 
     async def _drain(self) -> None:
         """After a stop: wait out the grace period, then cancel what still runs."""
         if not self._running:
             return
-        with anyio.move_on_after(self.settings.grace_seconds):
+        with anyio.move_on_after(self._grace):
             while self._running:
                 self._changed = anyio.Event()
                 await self._changed.wait()
@@ -232,11 +310,12 @@ class Pool:
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                if self._stopping:
+                if self._stopping and self.interrupted:
                     log.warning("pool_killed", signal=signal.Signals(signum).name)
                     os._exit(130)
                 log.info("signal_received", signal=signal.Signals(signum).name)
                 self.stats.interrupted_by = signal.Signals(signum).name
+                self.interrupted = True
                 self.request_stop()
 
     async def _run_job(self, claim: Claim) -> None:
@@ -264,13 +343,29 @@ class Pool:
                 with scope:
                     result = await attempt.run()
             finally:
-                with anyio.CancelScope(shield=True):
-                    if result is None:
-                        result = attempt.result(Outcome.RELEASED, error="worker shutting down")
-                    await self._settle(claim, text, result, time.monotonic() - started)
-                    self.writer.unregister(text)
-                    del self._running[job_id]
-                    self._changed.set()
+                with anyio.CancelScope(shield=True) as shield:
+                    shield.deadline = self._settle_deadline()
+                    self._settling.add(shield)
+                    try:
+                        if result is None:
+                            why = "store unavailable: text held" if text.held else "worker shutting down"
+                            result = attempt.result(Outcome.RELEASED, error=why)
+                        result = await self.pauses.apply(attempt.verdict, result)
+                        await self._settle(claim, text, result, time.monotonic() - started)
+                    finally:
+                        self._settling.discard(shield)
+                if shield.cancelled_caught:
+                    log.error("settle_timed_out", note="the lease will expire and the job resume")
+                self.writer.unregister(text)
+                del self._running[job_id]
+                self._changed.set()
+
+    def _settle_deadline(self) -> float:
+        """Settling may wait out an outage while running; once stopping, only the shutdown bound."""
+        bound = self.settings.shutdown_deadline
+        if not self._stopping:
+            bound += self.settings.outage_limit
+        return anyio.current_time() + bound
 
     async def _settle(self, claim: Claim, text: JobText, result: AttemptResult, elapsed: float) -> None:
         """Commit the last text, then record the attempt's end. Shielded by the caller."""
@@ -279,7 +374,7 @@ class Pool:
             log.warning("job_lease_lost", note="another worker or a cancel owns the job now; no write made")
             return
         try:
-            job = await self.store.settle(claim.job.id, claim.token, result)
+            job = await self.guard.call("settle", self.store.settle, claim.job.id, claim.token, result)
         except LeaseLostError:
             self.stats.lease_lost += 1
             log.warning("job_lease_lost", note="lost before settling")

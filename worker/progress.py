@@ -13,6 +13,7 @@ from typing import TextIO
 
 import anyio
 
+from jobs.errors import StoreError
 from jobs.models import State
 from jobs.store import Store
 from worker.pool import Pool
@@ -37,7 +38,7 @@ class ProgressDisplay:
         try:
             while True:
                 if tick % 4 == 0:
-                    counts = await self.store.counts()
+                    counts = await self._counts(counts)
                 tick += 1
                 stats = self.pool.stats
                 now = time.monotonic()
@@ -56,6 +57,8 @@ class ProgressDisplay:
                     f"{counts.get(State.FAILED, 0)} failed · {rate:,.0f} tok/s · "
                     f"retries {stats.retries} · resumes {stats.resumes}"
                 )
+                if self.pool.guard.down:
+                    line += " · paused: store unavailable"
                 if tty:
                     self.stream.write(f"\r\x1b[2K{line}")
                     self.stream.flush()
@@ -69,6 +72,15 @@ class ProgressDisplay:
                 self.stream.write("\n")
                 self.stream.flush()
 
+    async def _counts(self, last: dict[State, int]) -> dict[State, int]:
+        """Jobs per state; the last known counts while the store is unavailable."""
+        try:
+            counts = await self.store.counts()
+        except StoreError:
+            return last
+        return counts
+
     def _streaming_estimate(self) -> int:
-        """Output tokens of attempts still streaming, from committed characters (≈ 4 per token)."""
-        return self.pool.writer.stats.chars // 4
+        """Output tokens of attempts still streaming (≈ 4 characters a token). Finished attempts
+        are in ``stats.output_tokens`` already, so only running ones are estimated."""
+        return self.pool.writer.streaming_chars() // 4

@@ -1,4 +1,11 @@
-"""``python -m worker run``: the pool, configured from the settings."""
+"""``python -m worker run``: the pool, configured from the settings.
+
+Exit codes: 0 done (or stopped by a signal without ``--until-empty``); 1 a job failed
+(``--until-empty``) or the store stayed down past ``[worker] outage_limit``; 3
+(``EXIT_ACCOUNT``) the API account or endpoint cannot be used, found by the preflight or
+confirmed during the run, with every job left as it was; 130 ``--until-empty`` interrupted by a
+signal (running jobs were checkpointed and released).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import anyio.to_thread
 
 from jobs.buckets import Limits
 from jobs.costs import load_prices
-from jobs.errors import ConfigError
+from jobs.errors import AccountError, ConfigError, OutageLimitError, PoolError
 from jobs.store import open_store
 from worker.config import Config
 
@@ -20,12 +27,27 @@ if TYPE_CHECKING:
     import anthropic
 
     from worker.economy import Economy
-    from worker.pool import PoolSettings, PoolStats
+    from worker.pool import Pool, PoolSettings, PoolStats
 
 # The SDK and the pool are imported by the functions that use them: importing the SDK takes
 # seconds on a busy machine, and the commands that only read the queue never need it.
 
-__all__ = ("register", "make_client", "pool_settings", "make_economy", "exit_code")
+__all__ = (
+    "register",
+    "make_client",
+    "pool_settings",
+    "EXIT_ACCOUNT",
+    "EXIT_INTERRUPTED",
+    "make_economy",
+    "exit_code",
+)
+
+#: ``run`` stopped by the API account (the preflight's code, kept here without importing the SDK).
+EXIT_ACCOUNT = AccountError.exit_code
+#: ``run --until-empty`` stopped by SIGINT/SIGTERM before the queue was empty.
+EXIT_INTERRUPTED = 130
+#: Where the API key comes from (named in messages about a refused key).
+KEY_SOURCE = "ANTHROPIC_API_KEY"
 
 
 def register(
@@ -107,6 +129,10 @@ def pool_settings(config: Config) -> PoolSettings:
         grace_seconds=w.grace_seconds,
         poll_seconds=w.poll_seconds,
         typical_max_tokens=config.anthropic.max_tokens,
+        overload_patience=w.overload_patience,
+        outage_limit=w.outage_limit,
+        shutdown_deadline=w.shutdown_deadline,
+        max_pending_chars=w.max_pending_chars,
         attempt=AttemptSettings(
             idle_timeout=w.idle_timeout,
             backoff_base=w.backoff_base,
@@ -128,6 +154,15 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
     return 1 if stats.failed or stats.truncated else 0
 
 
+def url_source(config: Config) -> str:
+    """The setting the base URL came from, for messages."""
+    if config.anthropic.base_url:
+        return "[anthropic] base_url"
+    if os.environ.get("ANTHROPIC_BASE_URL"):
+        return "ANTHROPIC_BASE_URL"
+    return "the API's default base URL"
+
+
 def make_economy(config: Config, max_cost: float | None = None) -> Economy:
     """Prices (shipped, plus ``[costs] prices_file``) and the run's budget."""
     from worker.budget import RunBudget
@@ -146,7 +181,9 @@ def make_economy(config: Config, max_cost: float | None = None) -> Economy:
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.daily_cap import DailyCap
     from worker.limits import FleetLimiter, check_limits
+    from worker.outage import StoreGuard
     from worker.pool import Pool
+    from worker.preflight import preflight
     from worker.progress import ProgressDisplay
     from worker.schedules import load_schedules, run_scheduler
 
@@ -160,12 +197,29 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
     economy = make_economy(config, getattr(args, "max_cost", None))
     client = make_client(config)
     store = open_store(config.queue_url())
+    guard = StoreGuard(limit=config.worker.outage_limit)
+    failure: PoolError | None = None
     try:
+        try:
+            await preflight(
+                client, await store.model_counts(), key_source=KEY_SOURCE, url_source=url_source(config)
+            )
+        except AccountError as exc:
+            print(f"error: {exc}; no job was claimed", file=sys.stderr)
+            return EXIT_ACCOUNT
         limiter = None
         if not limits.unlimited:
-            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max)
+            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max, guard=guard)
         daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
-        pool = Pool(store, client, pool_settings(config), limiter=limiter, economy=economy, daily_cap=daily)
+        pool = Pool(
+            store,
+            client,
+            pool_settings(config),
+            limiter=limiter,
+            economy=economy,
+            daily_cap=daily,
+            guard=guard,
+        )
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
@@ -174,10 +228,31 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 tg.start_soon(ProgressDisplay(pool, store).run)
             if schedules:
                 tg.start_soon(run_scheduler, schedules, store, config)
-            stats = await pool.run(until_empty=args.until_empty)
+            try:
+                stats = await pool.run(until_empty=args.until_empty)
+            except (AccountError, OutageLimitError) as exc:
+                failure = exc
             tg.cancel_scope.cancel()
+        if failure is not None:
+            return _failed(failure, pool)
         return exit_code(stats, until_empty=args.until_empty)
     finally:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + config.worker.shutdown_deadline
             await client.close()
             await store.close()
+
+
+def _failed(failure: PoolError, pool: Pool) -> int:
+    """One line for a run that had to stop; the exit code says which kind."""
+    unsaved = pool.writer.stats.unsaved_chars
+    note = f"; {unsaved} characters could not be saved" if unsaved else ""
+    if isinstance(failure, AccountError):
+        print(
+            f"error: stopped: the API refused the key from {KEY_SOURCE}: {failure}; "
+            f"every job was left as it was (running jobs released){note}",
+            file=sys.stderr,
+        )
+        return EXIT_ACCOUNT
+    print(f"error: {failure}{note}", file=sys.stderr)
+    return 1

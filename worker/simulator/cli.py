@@ -93,6 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="shortest prompt prefix (tokens) the prompt cache stores (default 1024)",
     )
+    parser.add_argument(
+        "--overload-seconds",
+        type=float,
+        default=0.0,
+        help="answer every Messages request 529 for this many seconds from the first (default 0)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -113,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         repeat_overlap=args.repeat_overlap,
         cache_min_tokens=args.cache_min_tokens,
         seed=args.seed,
+        overload_seconds=args.overload_seconds,
     )
 
 

@@ -86,6 +86,9 @@ class SimulatorConfig:
     repeat_overlap: float = 0.0
     #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
     seed: int = 0
+    #: An overload storm: every Messages request is answered 529 for this many seconds from the
+    #: first one (0 = none); then the service recovers. The shape of "two minutes of 100 % 529s".
+    overload_seconds: float = 0.0
     #: Monotonic clock for the rate limiter, batch processing and the prompt cache's TTLs (tests move it).
     clock: Clock = time.monotonic
     #: How Message Batches are processed (timing, expiry, seeded request errors).
@@ -165,6 +168,7 @@ class Simulator:
         self._request_numbers: dict[str, int] = {}
         self._cache = PromptCache(config.clock, config.cache_min_tokens)
         self._closing = asyncio.Event()
+        self._first_request_at: float | None = None
         self.batches = Batches(config.batches, config.clock, self.batch_result)
         #: Request bodies, when ``config.record_requests``.
         self.recorded: list[dict[str, Any]] = []
@@ -184,6 +188,8 @@ class Simulator:
         """The aiohttp application serving this simulator."""
         app = web.Application(client_max_size=MAX_BATCH_BYTES + 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._list_models)
+        app.router.add_get("/v1/models/{model_id}", self._get_model)
         self.batches.add_routes(app, self._authenticate)
         app.router.add_get("/_sim/accounting", self._get_accounting)
         app.router.add_get("/_sim/requests", self._get_requests)
@@ -214,10 +220,42 @@ class Simulator:
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return error_response(request, ApiError(404, "not_found_error", "Not found"))
 
+    async def _list_models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``: the cheap call a worker makes to check its key before working."""
+        try:
+            self._authenticate(request)
+        except ApiError as error:
+            return self._answer_error(request, error)
+        data = [_model_info(model) for model in LISTED_MODELS]
+        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        return web.json_response(body)
+
+    async def _get_model(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models/{id}``: 404 for a model the simulator does not serve (or retired)."""
+        model = request.match_info["model_id"]
+        try:
+            self._authenticate(request)
+            if model_supports_prefill(model) is None or model_retired(model):
+                raise ApiError(404, "not_found_error", f"model: {model}")
+        except ApiError as error:
+            return self._answer_error(request, error)
+        return web.json_response(_model_info(model))
+
+    def _in_overload_storm(self) -> bool:
+        if self.config.overload_seconds <= 0:
+            return False
+        now = self.config.clock()
+        if self._first_request_at is None:
+            self._first_request_at = now
+        return now - self._first_request_at < self.config.overload_seconds
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         request[REQUEST_ID] = new_id("req_")
         try:
             self._authenticate(request)
+            if self._in_overload_storm():
+                self._accounting.fault_injected("overload_storm")
+                raise ApiError(529, "overloaded_error", "Overloaded")
             raw = await request.read()
             parsed, document, directives, faults = self._validate(raw)
         except ApiError as error:
@@ -575,6 +613,14 @@ def _drop(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
         transport.close()
+
+
+#: What ``GET /v1/models`` lists (the simulator serves any model its name rules accept).
+LISTED_MODELS = ("claude-sonnet-5-5", "claude-opus-4-7", "claude-sonnet-4-5")
+
+
+def _model_info(model: str) -> dict[str, str]:
+    return {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
 
 
 def _fault_error(kind: FaultKind, faults: FaultConfig) -> ApiError:

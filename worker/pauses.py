@@ -1,0 +1,133 @@
+"""What the pool does with the failure policy's verdicts: pause, spare the job, or stop the run.
+
+Kept apart from ``worker.pool`` (which claims and settles) so the rules read in one place:
+
+* **Weather** (429/529): claims pause for a backoff that grows over the spell (and the server's
+  ``retry-after``); the job goes back to the queue uncharged until the spell has lasted longer than
+  ``overload_patience`` seconds, after which attempts are counted again. A success, or any output,
+  ends the spell. Under ``[rate_limits]`` the fleet limiter also pauses the whole fleet.
+* **Account** (401/402/403): confirmed by one cheap request (the models list); confirmed, the run
+  stops with :class:`~jobs.errors.AccountError` and the job is released uncharged; if the key
+  works after all, the failure is an ordinary attempt failure.
+* **Infrastructure** (store outage, disk full): the job is released uncharged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import anthropic
+import anyio
+import structlog
+
+from jobs.errors import AccountError, PoolError
+from jobs.models import AttemptResult, Outcome
+from worker.attempt import AttemptSettings
+from worker.policy import Scope, Spell, Verdict, judge, settle_outcome
+from worker.retry import backoff_delay
+
+__all__ = ("Pauses",)
+
+log = structlog.get_logger("worker.pauses")
+
+#: How long the confirming request may take.
+_PROBE_SECONDS = 10.0
+
+
+class Pauses:
+    """One pool's pause state: the overload spell, and whether the account was confirmed bad."""
+
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        attempt: AttemptSettings,
+        *,
+        overload_patience: float,
+        halt: Callable[[PoolError], None],
+    ) -> None:
+        self._client = client
+        self._attempt = attempt
+        self._patience = overload_patience
+        self._halt = halt
+        self._weather = Spell()
+        self._hits = 0
+        self._paused_until = 0.0
+        self._probe_lock = anyio.Lock()
+        self._account_ok = False
+        self._stopped = False
+        #: Attempts re-queued without being charged.
+        self.spared = 0
+
+    async def wait_out_weather(self) -> None:
+        """Sleep until an overload pause ends (no new claims meanwhile)."""
+        now = anyio.current_time()
+        delay = self._paused_until - now
+        if delay > 0:
+            log.info(
+                "worker_paused",
+                reason="overloaded or rate limited",
+                seconds=round(delay, 3),
+                spell_seconds=round(self._weather.lasted(now), 1),
+            )
+            await anyio.sleep(delay)
+
+    async def apply(self, verdict: Verdict | None, result: AttemptResult) -> AttemptResult:
+        """How the attempt that ended with ``verdict`` (None: it did not fail) is recorded."""
+        if verdict is None or verdict.scope is Scope.JOB:
+            if result.outcome is Outcome.SUCCEEDED or result.usage.output_tokens:
+                self._weather, self._hits = self._weather.clear(), 0
+            return result
+        if verdict.weather:
+            return self._weathered(verdict, result)
+        if verdict.stop and not await self._account_confirmed(verdict):
+            verdict = replace(verdict, scope=Scope.ATTEMPT, stop=False)  # the key works: charge it
+        return self._recorded(verdict, result, patience_left=True)
+
+    def _recorded(self, verdict: Verdict, result: AttemptResult, *, patience_left: bool) -> AttemptResult:
+        outcome = settle_outcome(verdict, patience_left=patience_left)
+        if outcome is Outcome.RELEASED:
+            self.spared += 1
+        return replace(result, outcome=outcome)
+
+    def _weathered(self, verdict: Verdict, result: AttemptResult) -> AttemptResult:
+        now = anyio.current_time()
+        if result.usage.output_tokens:
+            # The stream got going before the overload hit: the service is working, so the spell
+            # (and the backoff) start again from here.
+            self._weather, self._hits = self._weather.clear(), 0
+        self._weather = self._weather.hit(now)
+        self._hits = min(self._hits + 1, 32)  # the backoff is capped long before 2**32
+        delay = backoff_delay(
+            self._hits,
+            base=self._attempt.backoff_base,
+            cap=self._attempt.backoff_max,
+            retry_after=verdict.retry_after,
+            retry_after_max=self._attempt.retry_after_max,
+        )
+        self._paused_until = max(self._paused_until, now + delay)
+        patience_left = not self._weather.exceeded(now, self._patience)
+        recorded = self._recorded(verdict, result, patience_left=patience_left)
+        return replace(recorded, retry_at=time.time() + delay)
+
+    async def _account_confirmed(self, verdict: Verdict) -> bool:
+        """True if a second, cheap request is refused the same way (the run then stops), or cannot
+        be made; False if the key works after all."""
+        async with self._probe_lock:
+            if self._stopped:
+                return True
+            if self._account_ok:
+                return False
+            try:
+                with anyio.fail_after(_PROBE_SECONDS):
+                    await self._client.models.list(limit=1)
+            except Exception as exc:
+                again = judge(exc)
+                if again.scope is Scope.ACCOUNT and again.stop:
+                    self._stopped = True
+                    log.error("account_refused", kind=verdict.kind, error=verdict.reason)
+                    self._halt(AccountError(verdict.reason))
+                return True  # confirmed, or unreachable just now: do not charge the job
+            self._account_ok = True
+            return False
