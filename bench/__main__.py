@@ -24,6 +24,7 @@ from bench import (
     concurrency,
     cpu_per_token,
     economy,
+    joins,
     queue_throughput,
     rate_limits,
     sigkill,
@@ -82,6 +83,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("sigkill", lambda: sigkill.run(1 if quick else 3, 3.0 if quick else QueueSettings().lease_seconds)),
         ("concurrency", lambda: concurrency.run([100] if quick else [250, 1000], 10.0 if quick else 30.0)),
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
+        ("joins", lambda: joins.run(1000 if quick else 10_000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
     ]
     done: list[tuple[str, list[Row], float]] = []
@@ -122,8 +124,8 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
         "",
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
         "`python -m bench.economy`, `python -m bench.rate_limits`, `python -m bench.sigkill`, "
-        "`python -m bench.concurrency`, `python -m bench.queue_throughput`, `python -m bench.vs_pgqueuer` "
-        "(each `--help` shows its parameters).",
+        "`python -m bench.concurrency`, `python -m bench.queue_throughput`, `python -m bench.vs_pgqueuer`, "
+        "`python -m bench.joins` (each `--help` shows its parameters).",
         "",
     ]
     return "\n".join(lines)

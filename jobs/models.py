@@ -28,6 +28,8 @@ __all__ = (
     "Outcome",
     "AttemptResult",
     "AttemptRecord",
+    "format_joins",
+    "parse_joins",
     "Transition",
     "CheckpointWrite",
     "WriteStatus",
@@ -257,6 +259,9 @@ class AttemptResult:
     retry_at: float | None = None
     #: Seconds from the attempt's first request to its first text.
     time_to_first_token: float | None = None
+    #: How each resume's join was placed: (rule, count) pairs sorted by rule, plus
+    #: ``("uncertain", n)`` when rules could not decide (see ``worker.join``).
+    joins: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +282,7 @@ class AttemptRecord:
     stop_reason: str | None
     error: str | None
     time_to_first_token: float | None
+    joins: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,3 +331,16 @@ class EnqueueResult:
 
     inserted: tuple[str, ...]
     existing: tuple[str, ...]
+
+
+def format_joins(joins: tuple[tuple[str, int], ...]) -> str | None:
+    """The attempt column's text: ``rule=count,...`` (None for an attempt without resumes)."""
+    return ",".join(f"{rule}={count}" for rule, count in joins) or None
+
+
+def parse_joins(text: str | None) -> tuple[tuple[str, int], ...]:
+    """The inverse of :func:`format_joins`."""
+    if not text:
+        return ()
+    pairs = (item.rpartition("=") for item in text.split(","))
+    return tuple((rule, int(count)) for rule, _, count in pairs)

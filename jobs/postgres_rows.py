@@ -22,6 +22,7 @@ from jobs.models import (
     State,
     Usage,
     WriteStatus,
+    format_joins,
 )
 from jobs.rows import Row, attempt, job, spec_json, transition
 from jobs.rules import settle
@@ -173,6 +174,7 @@ def settle_params(job: Job, result: AttemptResult, now: float) -> dict[str, Any]
         "error": result.error,
         "stop_reason": result.stop_reason,
         "time_to_first_token": result.time_to_first_token,
+        "joins": format_joins(result.joins),
         "chars": job.committed_chars,
         "state": next_.state.value,
         "reason": next_.reason,

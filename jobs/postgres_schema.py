@@ -208,6 +208,11 @@ _ECONOMY = (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
     Migration(2, "token economy: cost cap, prompt cache mode, output accounting", _ECONOMY),
+    Migration(
+        3,
+        "attempts.joins: which join rule placed each resume",
+        ("ALTER TABLE attempts ADD COLUMN joins text",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -273,7 +273,8 @@ closed AS (
         resume_mode = COALESCE(%(resume_mode)s::text, resume_mode),
         requests = COALESCE(%(requests)s::bigint, requests),
         stop_reason = %(stop_reason)s::text, error = %(error)s::text,
-        time_to_first_token = %(time_to_first_token)s::float8, chars_at_end = %(chars)s
+        time_to_first_token = %(time_to_first_token)s::float8, chars_at_end = %(chars)s,
+        joins = COALESCE(%(joins)s::text, joins)
     WHERE job_id = %(id)s AND number = %(number)s
 ),
 history AS (

@@ -24,6 +24,7 @@ from jobs.models import (
     State,
     Transition,
     Usage,
+    parse_joins,
 )
 
 __all__ = (
@@ -130,6 +131,7 @@ def attempt(row: Row) -> AttemptRecord:
         stop_reason=row["stop_reason"],
         error=row["error"],
         time_to_first_token=row["time_to_first_token"],
+        joins=parse_joins(row["joins"]),
     )
 
 

@@ -69,6 +69,7 @@ from jobs.models import (
     Transition,
     Usage,
     WriteStatus,
+    format_joins,
 )
 from jobs.store import Access, Clock
 
@@ -253,6 +254,10 @@ class SQLiteStore:
             if version == 1:
                 for statement in sql.MIGRATION_ECONOMY:
                     conn.execute(statement)
+                version = 2
+            if version == 2:
+                for statement in sql.MIGRATION_JOINS:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
@@ -425,6 +430,7 @@ class SQLiteStore:
                 sql.CLOSE_ATTEMPT,
                 {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
                 | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
+                | {"joins": format_joins(result.joins)}
                 | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
                 | {"chars": job.committed_chars},
             )
@@ -564,6 +570,7 @@ class SQLiteStore:
                     sql.CLOSE_ATTEMPT,
                     {"job_id": job_id, "number": attempt, "now": now, "outcome": Outcome.LEASE_LOST}
                     | {"resume_mode": None, "requests": None, "error": "cancelled", "stop_reason": None}
+                    | {"joins": None}
                     | {"time_to_first_token": None, "chars": job.committed_chars},
                 )
             row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})

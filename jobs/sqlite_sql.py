@@ -20,10 +20,10 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
 
 from __future__ import annotations
 
-__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA", "MIGRATION_ECONOMY")
+__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA", "MIGRATION_ECONOMY", "MIGRATION_JOINS")
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -144,6 +144,9 @@ MIGRATION_ECONOMY = (
         for column in ("estimated_output_tokens", "document_tokens", "repeated_tokens")
     ),
 )
+
+#: Version 3: which join rule placed each resume of the attempt (``rule=count,...``; ``worker.join``).
+MIGRATION_JOINS = ("ALTER TABLE attempts ADD COLUMN joins TEXT",)
 
 # -- producers ---------------------------------------------------------------------------------
 
@@ -293,6 +296,7 @@ CLOSE_ATTEMPT = """
 UPDATE attempts
 SET ended_at = :now, outcome = :outcome, resume_mode = COALESCE(:resume_mode, resume_mode),
     requests = COALESCE(:requests, requests), stop_reason = :stop_reason, error = :error,
+    joins = COALESCE(:joins, joins),
     time_to_first_token = :time_to_first_token, chars_at_end = :chars
 WHERE job_id = :job_id AND number = :number AND ended_at IS NULL
 """

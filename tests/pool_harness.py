@@ -117,13 +117,18 @@ async def pool_run(
     *,
     sim_config: SimulatorConfig | None = None,
     settings: PoolSettings = FAST_SETTINGS,
+    store: Store | None = None,
     economy: Economy | None = None,
     **setting_overrides: object,
 ) -> Run:
-    """Enqueue ``jobs``, run a pool until the queue is empty, and collect the results."""
+    """Enqueue ``jobs``, run a pool until the queue is empty, and collect the results.
+
+    The store is a fresh SQLite file unless ``store`` is given (then the caller closes it).
+    """
     if setting_overrides:
         settings = dataclasses.replace(settings, **setting_overrides)  # type: ignore[arg-type]
-    store = SQLiteStore(tmp_path / "jobs.db")
+    own = store is None
+    store = store or SQLiteStore(tmp_path / "jobs.db")
     try:
         async with simulated(sim_config) as sim:
             client = anthropic.AsyncAnthropic(
@@ -142,4 +147,5 @@ async def pool_run(
             texts = {job.id: await store.read_text(job.id) for job in jobs}
             return Run(stats, states, texts, sim, store)
     finally:
-        await store.close()
+        if own:
+            await store.close()

@@ -58,12 +58,13 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-async def finish(store: Store, text: str, outcome: Outcome) -> str:
+async def finish(store: Store, text: str, outcome: Outcome, joins: tuple[tuple[str, int], ...] = ()) -> str:
     """Claim the next job, commit ``text`` and settle it with ``outcome``; returns its id."""
     [claim] = await store.claim("w1", 30)
     await store.commit([CheckpointWrite(claim.job.id, claim.token, 0, text, Usage(5, 7))], 30)
     error = None if outcome == Outcome.SUCCEEDED else "it broke"
-    await store.settle(claim.job.id, claim.token, AttemptResult(outcome, usage=Usage(5, 7), error=error))
+    result = AttemptResult(outcome, usage=Usage(5, 7), error=error, joins=joins)
+    await store.settle(claim.job.id, claim.token, result)
     return claim.job.id
 
 
@@ -193,12 +194,14 @@ def test_status_json_shape(project: Project, capsys: pytest.CaptureFixture[str])
 
 def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     project.with_store(lambda store: store.enqueue([make_spec("a", max_attempts=2)]))
-    project.with_store(lambda store: finish(store, "first try", Outcome.RETRY))
+    joins = (("anchor", 2), ("short_repeat", 1))
+    project.with_store(lambda store: finish(store, "first try", Outcome.RETRY, joins))
 
     assert project.run("show", "a") == 0
     out = capsys.readouterr().out
     assert "state      queued (attempts 1, failures 1 of 2)" in out
     assert "#1 w1" in out and "retry" in out and "error: it broke" in out
+    assert "joins anchor=2,short_repeat=1" in out
     assert "running -> queued: retry: it broke" in out
     assert out.endswith("text (9 characters)\nfirst try\n")
 
@@ -209,6 +212,7 @@ def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]
     [attempt] = data["attempts"]
     assert (attempt["outcome"], attempt["resume_mode"], attempt["error"]) == ("retry", "fresh", "it broke")
     assert attempt["usage"]["output_tokens"] == 7
+    assert attempt["joins"] == {"anchor": 2, "short_repeat": 1}
     assert [h["reason"] for h in data["history"]] == ["enqueued", "claimed by w1", "retry: it broke"]
 
     assert project.run("show", "a", "--json", "--no-text") == 0

@@ -13,6 +13,7 @@ import pytest
 from jobs.models import AttemptRecord, Job, Outcome, ResumeMode, State
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import CONTINUATION_MODEL, PREFILL_MODEL, expected, pool_run, spec
+from tests.store_fixtures import StoreFactory
 from worker.simulator import SimulatorConfig, count_tokens
 
 MODELS = [PREFILL_MODEL, CONTINUATION_MODEL]
@@ -65,6 +66,48 @@ async def test_a_document_longer_than_max_tokens_is_seamless(tmp_path: Path, mod
     assert len(attempts) == 1, "continuations past max_tokens belong to one attempt"
     assert attempts[0].requests >= 9
     assert attempts[0].stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("echo", ["mixed", "repeat:2"])
+async def test_continuations_join_exactly_whatever_the_model_repeats(
+    tmp_path: Path, make_store: StoreFactory, echo: str
+) -> None:
+    """The issue's behaviours, mixed per document, on the continuation model and both backends:
+    rich documents (doubled words, refrains, tables, code, CJK) resumed after faults and at every
+    max_tokens stop, each continuation opening with a repeat, restart, preamble or restatement."""
+    faults = "midstream_error=0.1,drop=0.1,http_529=0.05"
+    jobs = [
+        spec(
+            f"join-{i}",
+            tokens=1500,
+            model=CONTINUATION_MODEL,
+            max_tokens=250,
+            faults=f"{faults},seed={i}",
+            extra=f" [sim:style=rich] [sim:echo={echo}]",
+        )
+        for i in range(6)
+    ]
+    store = await make_store()
+    run = await pool_run(tmp_path, jobs, sim_config=SimulatorConfig(ping_interval=0.05), store=store)
+    run.assert_exact(jobs)
+    echoes = run.simulator.accounting().echoes
+    if echo == "mixed":
+        assert "anchor" in echoes and len(echoes) >= 6, f"too few behaviours drawn to prove much: {echoes}"
+    else:
+        assert set(echoes) == {"repeat"}, echoes
+    rules: dict[str, int] = {}
+    for job in jobs:
+        for attempt in await store.attempts(job.id):
+            for rule, count in attempt.joins:
+                rules[rule] = rules.get(rule, 0) + count
+    # A stream that fails before its join is decided records no rule; most are decided.
+    resumes = sum(count for rule, count in rules.items() if rule != "uncertain")
+    assert resumes >= sum(echoes.values()) // 2, (rules, echoes)
+    assert rules.get("uncertain", 0) == 0, rules
+    if echo == "repeat:2":
+        assert set(rules) <= {"short_repeat", "restart"}, rules
+    else:
+        assert len(rules) >= 4, rules
 
 
 async def test_output_budget_caps_a_long_document(tmp_path: Path) -> None:

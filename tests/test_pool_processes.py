@@ -86,7 +86,9 @@ async def enqueue(tmp_path: Path, jobs: list[JobSpec]) -> SQLiteStore:
 
 @pytest.mark.parametrize("model", [PREFILL_MODEL, CONTINUATION_MODEL])
 async def test_sigkill_mid_stream_then_a_new_worker_resumes(tmp_path: Path, model: str) -> None:
-    job = spec("killed", tokens=3000, model=model)
+    continuation = model == CONTINUATION_MODEL
+    extra = " [sim:style=rich] [sim:echo=mixed]" if continuation else ""
+    job = spec("killed", tokens=3000, model=model, extra=extra)
     async with run_simulator(SimulatorConfig(tokens_per_second=RATE, tokens_per_delta=(1, 2))) as sim:
         config = write_config(tmp_path, sim, lease=1.5, grace=5)
         store = await enqueue(tmp_path, [job])
@@ -111,12 +113,16 @@ async def test_sigkill_mid_stream_then_a_new_worker_resumes(tmp_path: Path, mode
             assert [a.outcome for a in attempts] == [Outcome.LEASE_EXPIRED, Outcome.SUCCEEDED]
             assert attempts[1].chars_at_start == at_kill.committed_chars
             assert attempts[1].resume_mode in (ResumeMode.PREFILL, ResumeMode.CONTINUATION)
+            assert attempts[1].joins and "uncertain" not in dict(attempts[1].joins), attempts[1].joins
 
             emitted = sim.accounting().documents[document_key(None, job.messages[0].content)].output_tokens
             regenerated = emitted - count_tokens(expected(job))
             one_interval = RATE * CHECKPOINT_SECONDS
-            # The writer wakes every interval/4, and a delta carries up to 2 tokens.
-            assert 0 <= regenerated <= one_interval * 1.25 + 2, regenerated
+            # The writer wakes every interval/4, and a delta carries up to 2 tokens. A continuation
+            # also rewrites what its safe-commit gate held back (about a line) and its reply's
+            # echo (up to a restarted paragraph).
+            slack = 250 if continuation else 0
+            assert 0 <= regenerated <= one_interval * 1.25 + 2 + slack, regenerated
         finally:
             await store.close()
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.models import JobSpec, Message, ResumeMode
+from worker.join import JoinRule
 from worker.resume import (
-    CONTINUE_INSTRUCTION,
-    MIN_OVERLAP,
     Joiner,
+    anchor_for,
     build_messages,
-    remove_overlap,
+    continue_instruction,
     supports_prefill,
 )
 
@@ -72,7 +74,8 @@ def test_continuation_ends_with_a_user_turn() -> None:
     messages, carry = build_messages(spec(), "Half a story ", ResumeMode.CONTINUATION)
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"] == "Half a story "
-    assert messages[2]["content"] == CONTINUE_INSTRUCTION
+    assert messages[2]["content"] == continue_instruction("Half a story")
+    assert "<last_words>Half a story</last_words>" in messages[2]["content"]
     assert carry == ""
 
 
@@ -109,45 +112,56 @@ def test_continuation_joiner_leaves_a_clean_continuation_alone() -> None:
     assert out == "Then the rain came."
 
 
-def test_short_coincidences_are_not_removed() -> None:
-    assert remove_overlap("it was the end", "the end of days") == 0
+def test_a_short_repeat_after_a_safe_commit_is_cut() -> None:
+    """The issue's failure: the model repeats the last two short words ("we how")."""
+    committed = "the canyon we how "
+    joiner = Joiner(ResumeMode.CONTINUATION, committed)
+    assert feed_all(joiner, ["we how", " granite walls."]) == "granite walls."
+    assert joiner.join is not None
+    assert (joiner.join.rule, joiner.join.uncertain) == (JoinRule.SHORT_REPEAT, False)
 
 
-words = st.lists(
-    st.sampled_from(["alpha", "beta", "gamma", "delta", "ember", "frost", "grove", "harbor"]), min_size=1
-)
+def test_a_short_repeat_after_an_unsafe_commit_is_cut_and_marked_uncertain() -> None:
+    joiner = Joiner(ResumeMode.CONTINUATION, "it was the end")
+    assert feed_all(joiner, ["the end", " of days"]) == " of days"
+    assert joiner.join is not None and joiner.join.uncertain
 
 
-@given(
-    head=words,
-    tail=words,
-    repeat=st.integers(min_value=0, max_value=8),
-    sep=st.sampled_from([" ", "\n\n", ". "]),
-    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=30),
-)
-def test_continuation_join_is_exact(
-    head: list[str], tail: list[str], repeat: int, sep: str, cuts: list[int]
-) -> None:
-    """Whatever the model repeats of the last words (or nothing), however the deltas are cut,
-    committed + joined == the document."""
-    committed = " ".join(head) + sep
-    rest = " ".join(tail)
-    repeated = " ".join(head[-repeat:]) + sep if repeat else ""
-    assume(not repeated or len(repeated.strip()) >= MIN_OVERLAP)
-    # A clean continuation that happens to begin with the committed tail (at least MIN_OVERLAP
-    # characters, at a word boundary) cannot be told from a repeat; the property is stated for
-    # text that does not.
-    stem = committed.rstrip()
-    echoes = [stem[i:] for i in range(len(stem)) if i == 0 or not stem[i - 1].isalnum()]
-    assume(not any(len(e) >= MIN_OVERLAP and rest.startswith(e) for e in echoes))
-    stream = repeated + rest
-    deltas, i = [], 0
-    for cut in cuts:
-        deltas.append(stream[i : i + cut])
-        i += cut
-    deltas.append(stream[i:])
-    out = feed_all(Joiner(ResumeMode.CONTINUATION, committed), [d for d in deltas if d])
-    assert committed + out == committed + rest
+def test_a_reply_that_repeats_the_anchor_is_cut_after_it() -> None:
+    committed = "one two three four five six seven eight "
+    assert anchor_for(committed) == "three four five six seven eight"
+    joiner = Joiner(ResumeMode.CONTINUATION, committed)
+    assert feed_all(joiner, ["three four five six seven eight", " nine"]) == "nine"
+    assert joiner.join is not None and joiner.join.rule is JoinRule.ANCHOR
+
+
+def test_a_preamble_line_is_dropped() -> None:
+    committed = "The river ran past the old mill and into the "
+    joiner = Joiner(ResumeMode.CONTINUATION, committed)
+    out = feed_all(joiner, ["Continuing from where I left off:\n\n", "valley. Then the rain came."])
+    assert out == "valley. Then the rain came."
+    assert joiner.join is not None and joiner.join.preamble
+
+
+def test_safe_commits_never_end_between_a_genuine_repeat() -> None:
+    """ "that that": nothing is committed between the two, so no resume can start there."""
+    text = "He said that that was all. " + "Then the rain came down over the valley and the river rose. " * 3
+    joiner = Joiner(ResumeMode.FRESH, "", safe_commits=True)
+    pieces = [joiner.feed(text[i : i + 3]) for i in range(0, len(text), 3)]
+    commits = list(itertools.accumulate(pieces))
+    assert "He said that " not in commits
+    assert commits[-1] + joiner.finish() == text
+
+
+def test_max_tokens_drops_the_text_that_is_not_yet_safe() -> None:
+    joiner = Joiner(ResumeMode.FRESH, "", safe_commits=True)
+    text = (
+        "A long enough line of prose that has no newline in it at all, so it runs on and on. " * 2
+        + "The gran"
+    )
+    out = joiner.feed(text) + joiner.finish(complete=False)
+    assert text.startswith(out) and len(out) < len(text)
+    assert out[-1].isspace()
 
 
 @given(body=st.text(min_size=1), ws=st.sampled_from(["", " ", "\n", "\n\n", " \n"]), rest=st.text())

@@ -376,6 +376,25 @@ class TestContinuation:
         assert repeated and first.endswith(repeated)
         assert 3 <= len(repeated.split()) <= 8
 
+    async def test_an_echo_directive_repeats_the_quoted_anchor(self, simulator: Simulator) -> None:
+        """``[sim:echo=anchor]``: a continuation turn that quotes the last words gets them back
+        first, then the document's continuation; the behaviour is counted."""
+        prompt = "anchored [sim:tokens=200] [sim:echo=anchor]"
+        document = expected_document(None, prompt)
+        async with client_for(simulator) as client:
+            first, _ = await stream_text(client, [{"role": "user", "content": prompt}], max_tokens=50)
+            anchor = " ".join(first.split()[-4:])
+            messages: list[MessageParam] = [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": first},
+                {"role": "user", "content": f"Continue. <last_words>{anchor}</last_words>"},
+            ]
+            second, stop = await stream_text(client, messages, max_tokens=1000)
+
+        assert stop == "end_turn"
+        assert second == first[len(first.rstrip()) - len(anchor) :] + document[len(first) :]
+        assert simulator.accounting().echoes == {"anchor": 1}
+
     async def test_mismatched_continuation_uses_longest_common_prefix(self, simulator: Simulator) -> None:
         """Text so far that is not a prefix continues from the common prefix and is counted."""
         prompt = "mismatch [sim:tokens=100]"

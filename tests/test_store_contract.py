@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sqlite3
 import sys
 import textwrap
 from collections.abc import Awaitable
@@ -20,6 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs import sqlite_sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
 from jobs.models import (
@@ -317,6 +319,7 @@ async def test_settle_succeeded_records_the_attempt(make_store: StoreFactory) ->
         resume_mode=ResumeMode.FRESH,
         stop_reason="end_turn",
         time_to_first_token=0.25,
+        joins=(("anchor", 3), ("short_repeat", 1), ("uncertain", 1)),
     )
 
     job = await store.settle("a", claim.token, result)
@@ -332,6 +335,7 @@ async def test_settle_succeeded_records_the_attempt(make_store: StoreFactory) ->
     assert attempt.outcome == Outcome.SUCCEEDED
     assert (attempt.usage, attempt.requests, attempt.resume_mode) == (Usage(10, 7, 2, 1), 2, ResumeMode.FRESH)
     assert (attempt.chars_at_end, attempt.time_to_first_token, attempt.ended_at) == (5, 0.25, clock())
+    assert attempt.joins == (("anchor", 3), ("short_repeat", 1), ("uncertain", 1))
     assert (await store.history("a"))[-1].reason == "succeeded"
 
 
@@ -652,6 +656,28 @@ async def test_several_processes_on_one_file_never_claim_a_job_twice(tmp_path: P
         await store.close()
 
 
+async def test_a_version_1_sqlite_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file written before the ``joins`` column keeps its jobs and gains the column."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in sqlite_sql.SCHEMA:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        await store.enqueue([make_spec("a")])
+        claim = await claim_one(store)
+        await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED, joins=(("clean", 1),)))
+        [attempt] = await store.attempts("a")
+        assert attempt.joins == (("clean", 1),)
+        version = await store._run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        assert version == sqlite_sql.SCHEMA_VERSION
+    finally:
+        await store.close()
+
+
 async def test_sqlite_file_persists_and_has_a_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "new" / "folder" / "jobs.db"
     store = SQLiteStore.from_url(f"sqlite:///{path}")
@@ -662,7 +688,8 @@ async def test_sqlite_file_persists_and_has_a_schema_version(tmp_path: Path) -> 
     reopened = SQLiteStore(path)
     try:
         assert (await reopened.get("a")).state == State.QUEUED
-        assert await reopened._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]) == 2
+        version = await reopened._run(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
+        assert version == sqlite_sql.SCHEMA_VERSION
         assert await reopened._run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     finally:
         await reopened.close()

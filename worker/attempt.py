@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,8 @@ class Attempt:
         #: The failure policy's verdict on how the attempt ended (None if it did not fail); the pool
         #: reads it to pause, to stop on account errors, and to spare the job an attempt.
         self.verdict: Verdict | None = None
+        #: Which rule placed each resume's join (``worker.join.JoinRule``), plus "uncertain".
+        self.joins: Counter[str] = Counter()
         self.economy = AttemptEconomy(economy or Economy(), self.spec, claim.job.usage, claim.text)
         text.usage_fn = lambda: self.economy.live(self.usage)
 
@@ -124,6 +127,7 @@ class Attempt:
             error=error,
             retry_at=retry_at,
             time_to_first_token=self.time_to_first_token,
+            joins=tuple(sorted(self.joins.items())),
         )
 
     async def run(self) -> AttemptResult:
@@ -164,13 +168,15 @@ class Attempt:
         )
         return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)
 
+    def _continues(self) -> bool:
+        """Whether this model resumes by a continuation turn (and so commits whole words only)."""
+        model = self.spec.model
+        return model in self.no_prefill or not supports_prefill(model)
+
     def _mode(self, text: str) -> ResumeMode:
         if not text:
             return ResumeMode.FRESH
-        model = self.spec.model
-        if model in self.no_prefill or not supports_prefill(model):
-            return ResumeMode.CONTINUATION
-        return ResumeMode.PREFILL
+        return ResumeMode.CONTINUATION if self._continues() else ResumeMode.PREFILL
 
     async def _generate(self) -> None:
         spec = self.spec
@@ -204,7 +210,8 @@ class Attempt:
             )
             reserve = self.economy.prepare(params, max_tokens)
             try:
-                stop = await self._request(params, Joiner(mode, text, carry), reserve)
+                joiner = Joiner(mode, text, carry, safe_commits=self._continues())
+                stop = await self._request(params, joiner, reserve)
             except anthropic.BadRequestError as exc:
                 if mode is ResumeMode.PREFILL and is_prefill_rejection(exc):
                     log.info("prefill_rejected", model=spec.model)
@@ -248,11 +255,15 @@ class Attempt:
                 on_response=lambda headers: self.limiter.started(ticket, headers),
                 result=result,
             )
-            append(joiner.finish())
+            append(joiner.finish(complete=result.stop_reason != "max_tokens"))
         except BaseException as exc:
             error = exc
             raise
         finally:
+            if joiner.join is not None:
+                self.joins[str(joiner.join.rule)] += 1
+                if joiner.join.uncertain:
+                    self.joins["uncertain"] += 1
             usage = economy.finish(finished=error is None)
             self.usage = self.usage + usage
             if self.time_to_first_token is None:

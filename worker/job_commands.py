@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, token_accounting
 from jobs.export import export_jobs, manifest_entry
-from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage
+from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage, format_joins
 from jobs.store import Access, Store, open_store
 from worker.config import Config
 from worker.cost_report import show_cost_lines, spend_text
@@ -206,6 +206,7 @@ def _attempt_json(record: AttemptRecord, job: Job, prices: PriceTable) -> dict[s
         "stop_reason": record.stop_reason,
         "error": record.error,
         "time_to_first_token": record.time_to_first_token,
+        "joins": dict(record.joins),
     }
 
 
@@ -261,6 +262,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
             f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache))}"
+            + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )
     print("history")

@@ -404,6 +404,7 @@ class Pool:
             "attempts": job.attempts,
             "requests": result.requests,
             "resume_mode": str(result.resume_mode),
+            "joins": dict(result.joins),
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
             "cache_read_tokens": result.usage.cache_read_input_tokens,

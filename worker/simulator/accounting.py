@@ -70,6 +70,8 @@ class AccountingSnapshot:
     batch_input_tokens: int = 0
     batch_output_tokens: int = 0
     documents: dict[str, DocumentStats] = field(default_factory=dict)
+    #: How continuation turns started, by behaviour (``worker.simulator.continuation.Echo``).
+    echoes: dict[str, int] = field(default_factory=dict)
     #: Tokens billed per model (``BILLED_FIELDS``), the ground truth for cost.
     billed: dict[str, dict[str, int]] = field(default_factory=dict)
     #: The part of ``billed`` for requests that carried text so far (continuations and resumes).
@@ -89,6 +91,7 @@ class AccountingSnapshot:
                 "rate_limited": self.rate_limited,
             },
             "faults_injected": dict(sorted(self.faults_injected.items())),
+            "echoes": dict(sorted(self.echoes.items())),
             "streams": {
                 "started": self.streams_started,
                 "completed": self.streams_completed,
@@ -149,6 +152,7 @@ class Accounting:
         self._status: Counter[int] = Counter()
         self._rate_limited = 0
         self._faults: Counter[str] = Counter()
+        self._echoes: Counter[str] = Counter()
         self._streams_started = 0
         self._streams_completed = 0
         self._streams_failed: Counter[str] = Counter()
@@ -193,6 +197,9 @@ class Accounting:
     def fault_injected(self, kind: str) -> None:
         """Count one injected fault."""
         self._faults[kind] += 1
+
+    def echo_drawn(self, kind: str) -> None:
+        self._echoes[kind] += 1
 
     def mismatched_continuation(self) -> None:
         """Count a continuation whose text so far was not a prefix of the document."""
@@ -250,6 +257,7 @@ class Accounting:
             requests_by_status=dict(self._status),
             rate_limited=self._rate_limited,
             faults_injected=dict(self._faults),
+            echoes=dict(self._echoes),
             streams_started=self._streams_started,
             streams_completed=self._streams_completed,
             streams_failed=dict(self._streams_failed),

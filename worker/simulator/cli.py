@@ -85,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="probability that a continuation first repeats the last 3-8 words (default 0)",
     )
+    parser.add_argument(
+        "--echo",
+        default=None,
+        help="how continuations start: mixed, none, repeat:N or KIND:WEIGHT,... (replaces --repeat-overlap)",
+    )
     parser.add_argument("--api-key", default=None, help="require this API key (default: accept any)")
     parser.add_argument("--seed", type=int, default=0, help="seed for delta sizes, overlaps and faults")
     parser.add_argument(
@@ -117,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         itpm=args.itpm,
         otpm=args.otpm,
         repeat_overlap=args.repeat_overlap,
+        echo=args.echo,
         cache_min_tokens=args.cache_min_tokens,
         seed=args.seed,
         overload_seconds=args.overload_seconds,

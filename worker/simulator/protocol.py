@@ -109,6 +109,8 @@ class MessagesRequest:
     text_so_far: str
     ends_with_assistant: bool
     input_tokens: int
+    #: The last user turn's text (a continuation turn may quote an anchor to repeat).
+    last_user_text: str = ""
     #: The prompt as rendered blocks, with their ``cache_control`` breakpoints.
     blocks: tuple[PromptBlock, ...] = ()
     options: RequestOptions = field(default_factory=RequestOptions)
@@ -249,6 +251,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         text_so_far="".join(text for role, text in turns if role == "assistant"),
         ends_with_assistant=turns[-1][0] == "assistant",
         input_tokens=input_tokens,
+        last_user_text=next(text for role, text in reversed(turns) if role == "user"),
         blocks=tuple(blocks),
         options=options,
     )

@@ -26,6 +26,7 @@ from worker.simulator.accounting import Accounting, AccountingSnapshot
 from worker.simulator.batches import MAX_BYTES as MAX_BATCH_BYTES
 from worker.simulator.batches import BatchConfig, Batches
 from worker.simulator.cache import CachePlan, PromptCache
+from worker.simulator.continuation import draw_echo, parse_echo, requested_anchor
 from worker.simulator.faults import FaultConfig, FaultKind, FaultPlan, plan_fault
 from worker.simulator.protocol import (
     PREFILL_UNSUPPORTED,
@@ -82,8 +83,12 @@ class SimulatorConfig:
     rpm: int = 0
     itpm: int = 0
     otpm: int = 0
-    #: Probability that a continuation via a later user turn first repeats 3-8 words.
+    #: Probability that a continuation via a later user turn first repeats 3-8 words (when no
+    #: ``echo`` spec applies).
     repeat_overlap: float = 0.0
+    #: How every continuation via a later user turn starts (``worker.simulator.continuation``
+    #: spec, e.g. ``mixed`` or ``repeat:2``); a document's ``[sim:echo=...]`` overrides it.
+    echo: str | None = None
     #: Mixed into delta sizes, overlaps and fault draws (never into the document text).
     seed: int = 0
     #: An overload storm: every Messages request is answered 529 for this many seconds from the
@@ -108,6 +113,9 @@ class SimulatorConfig:
 
         if not 0.0 <= self.repeat_overlap <= 1.0:
             raise ValueError(f"repeat_overlap {self.repeat_overlap} is not a probability")
+
+        if self.echo is not None:
+            parse_echo(self.echo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,11 +401,7 @@ class Simulator:
             offset = common_prefix_length(document.text, so_far)
             self._accounting.mismatched_continuation()
 
-        overlap = ""
-        rng = random.Random(f"overlap:{self.config.seed}:{key}:{number}")
-        repeat, words = rng.random() < self.config.repeat_overlap, rng.randint(3, 8)
-        if repeat and so_far and not parsed.ends_with_assistant:
-            overlap = overlap_words(so_far, words)
+        overlap = self._echo(parsed, directives, so_far[:offset], f"{key}:{number}")
 
         first = document.token_index_after(offset)
         overlap_ends: list[int] = []
@@ -423,6 +427,20 @@ class Simulator:
         fault = plan_fault(faults, self.config.seed, key, number, count)
         reached_end = stop_reason == "end_turn"
         return _Generation(key, number, source, start, ends, stop_reason, reached_end, fault)
+
+    def _echo(self, parsed: MessagesRequest, directives: Directives, so_far: str, draw: str) -> str:
+        """What the reply says before the document's continuation (continuation turns only)."""
+        if not so_far or parsed.ends_with_assistant:
+            return ""
+        rng = random.Random(f"overlap:{self.config.seed}:{draw}")
+        spec = directives.echo or self.config.echo
+        if spec is None:
+            repeat, words = rng.random() < self.config.repeat_overlap, rng.randint(3, 8)
+            return overlap_words(so_far, words) if repeat else ""
+        anchor = requested_anchor(parsed.last_user_text, so_far)
+        kind, echo = draw_echo(rng, parse_echo(spec), so_far, anchor)
+        self._accounting.echo_drawn(kind.value)
+        return echo
 
     async def _generate(
         self, request: web.Request, parsed: MessagesRequest, generation: _Generation, progress: _Progress

@@ -24,6 +24,9 @@ import re
 from array import array
 from dataclasses import dataclass
 
+from worker.simulator.continuation import parse_echo
+from worker.simulator.rich_text import rich_tokens
+
 __all__ = (
     "DEFAULT_DOCUMENT_TOKENS",
     "MAX_DOCUMENT_TOKENS",
@@ -80,13 +83,17 @@ class Directives:
 
     Syntax: ``[sim:KEY]`` or ``[sim:KEY=VALUE]`` anywhere in the text. Keys:
     ``tokens=N`` (document length), ``refuse`` (refuse after 8 tokens), ``refuse_after=N``,
-    ``fail_first=N`` and ``faults=SPEC`` (a fault spec in the ``--faults`` syntax, or ``none``).
+    ``fail_first=N``, ``faults=SPEC`` (a fault spec in the ``--faults`` syntax, or ``none``),
+    ``style=prose|rich`` (:mod:`worker.simulator.rich_text`) and ``echo=SPEC`` (how continuations
+    start, :mod:`worker.simulator.continuation`; overrides the server's ``--echo``).
     """
 
     tokens: int = DEFAULT_DOCUMENT_TOKENS
     refuse_after: int | None = None
     fail_first: int | None = None
     faults: str | None = None
+    style: str = "prose"
+    echo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,7 @@ def parse_directives(*texts: str | None) -> Directives:
     refuse_after: int | None = None
     fail_first: int | None = None
     faults: str | None = None
+    style, echo = "prose", None
     for text in texts:
         for match in _DIRECTIVE_RE.finditer(text or ""):
             key, value = match.group(1).lower(), match.group(2)
@@ -150,10 +158,17 @@ def parse_directives(*texts: str | None) -> Directives:
                 fail_first = _positive_int(key, value)
             elif key == "faults":
                 faults = (value or "").strip()
+            elif key == "style":
+                style = (value or "").strip().lower()
+                if style not in ("prose", "rich"):
+                    raise ValueError("simulator directive [sim:style] must be prose or rich")
+            elif key == "echo":
+                echo = (value or "").strip()
+                parse_echo(echo)
             else:
                 raise ValueError(f"unknown simulator directive [sim:{key}]")
 
-    return Directives(tokens=tokens, refuse_after=refuse_after, fail_first=fail_first, faults=faults)
+    return Directives(tokens, refuse_after, fail_first, faults, style, echo)
 
 
 def _digest(system: str | None, first_user_text: str) -> bytes:
@@ -179,7 +194,10 @@ def load_document(system: str | None, first_user_text: str) -> Document:
     """
     directives = parse_directives(system, first_user_text)
     rng = random.Random(int.from_bytes(_digest(system, first_user_text)[:8], "big"))
-    tokens = _generate_tokens(rng, directives.tokens)
+    if directives.style == "rich":
+        tokens = rich_tokens(rng, directives.tokens, _WORDS, tokenize)
+    else:
+        tokens = _generate_tokens(rng, directives.tokens)
     ends = array("q", itertools.accumulate(map(len, tokens)))
     return Document(key=document_key(system, first_user_text), text="".join(tokens), ends=ends)
 
