@@ -6,7 +6,9 @@ The tree::
     ├── ConfigError            bad configuration: stops start-up with a message (exit 2)
     ├── InvalidJobError        a job definition that cannot be enqueued (file, line, field)
     ├── MissingDependencyError an optional extra is not installed
+    ├── OutputError            a file or folder we were asked to write cannot be written
     ├── StoreError             the job store failed (driver errors are translated to this)
+    │   ├── NoQueueError       nothing at the queue URL, and the command may not create it (exit 2)
     │   ├── JobNotFoundError   no job with that id
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
@@ -16,17 +18,23 @@ The tree::
     ├── AccountError           the API rejected the key, the bill or the permission: run stops
     └── OutageLimitError       the store stayed unavailable longer than the outage limit
 
-Each class's docstring is its default message, as procrastinate does.
+Each class's docstring is its default message, as procrastinate does, and each carries the exit
+code the command line uses when it stops on that error (``exit_code``), so a new kind of error
+brings its own code without the command line learning about it.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = (
     "PoolError",
     "ConfigError",
     "InvalidJobError",
     "MissingDependencyError",
+    "OutputError",
     "StoreError",
+    "NoQueueError",
     "JobNotFoundError",
     "JobStateError",
     "LeaseLostError",
@@ -41,12 +49,18 @@ __all__ = (
 class PoolError(Exception):
     """Something went wrong in the worker pool."""
 
+    #: The process exit code when the command line stops on this error (README: 1 = a runtime
+    #: failure, 2 = bad usage or configuration).
+    exit_code: ClassVar[int] = 1
+
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.__doc__)
 
 
 class ConfigError(PoolError):
     """The configuration is invalid."""
+
+    exit_code = 2
 
 
 class InvalidJobError(PoolError):
@@ -56,9 +70,21 @@ class InvalidJobError(PoolError):
 class MissingDependencyError(PoolError):
     """An optional dependency is not installed."""
 
+    exit_code = 2
+
+
+class OutputError(PoolError):
+    """The output cannot be written."""
+
 
 class StoreError(PoolError):
     """The job store failed."""
+
+
+class NoQueueError(StoreError):
+    """No queue exists at the configured URL (a command that only reads never creates one)."""
+
+    exit_code = 2
 
 
 class JobNotFoundError(StoreError):
@@ -87,6 +113,9 @@ class BudgetError(GenerationError):
 
 class AccountError(PoolError):
     """The API account cannot be used (authentication, billing or permission): no job was charged."""
+
+    #: ``run`` stopped by the account, every job left as it was (worker.preflight.EXIT_ACCOUNT).
+    exit_code = 3
 
 
 class OutageLimitError(PoolError):

@@ -9,6 +9,13 @@ Ids are checked again here even though the JSONL parser only accepts safe ones: 
 jobs enqueued by other code. An id that is not a plain, safe file name, or whose file would land
 outside ``DIR``, is reported and skipped (its manifest line has ``"file": null``).
 
+Files get the usual permissions (``0666`` less the umask), like any file the user creates. The
+folder is created only once the store has answered, so a mistyped queue URL leaves nothing
+behind; a folder that cannot be written (``--out`` is a file, lies under one, or is read-only)
+raises :class:`~jobs.errors.OutputError` naming the path. Files named after a job of the queue
+that this export does not include (an earlier, wider export wrote them) are reported as
+``stale``, and removed with ``clean=True``; other files in the folder are never touched.
+
 Manifest lines (one per job, ordered by id)::
 
     {"id", "state", "attempts", "failures", "chars", "usage": {input_tokens, output_tokens,
@@ -17,7 +24,8 @@ Manifest lines (one per job, ordered by id)::
      "waste_usd", "output_tokens": {billed, in_document, wasted, generated_twice, estimated},
      "stop_reason", "last_error",
      "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
-     "duration_seconds" (finished - started, or null), "file" (name in DIR, or null)}
+     "duration_seconds" (finished - started, or null),
+     "truncated" (true if cut off by its output_budget), "file" (name in DIR, or null)}
 """
 
 from __future__ import annotations
@@ -34,8 +42,9 @@ from typing import Any
 import anyio.to_thread
 
 from jobs.costs import PriceTable, job_spend, load_prices, token_accounting
+from jobs.errors import JobNotFoundError, OutputError
 from jobs.jsonl import is_valid_job_id
-from jobs.models import Job, State
+from jobs.models import TRUNCATED, Job, State
 from jobs.store import Store
 
 __all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
@@ -54,6 +63,10 @@ class ExportReport:
     #: One message per job skipped (unsafe id).
     problems: tuple[str, ...]
     manifest: Path
+    #: Files an earlier export listed that this one does not (removed if ``clean``).
+    stale: tuple[str, ...] = ()
+    #: Whether ``stale`` files were removed.
+    cleaned: bool = False
 
 
 def _iso(at: float | None) -> str | None:
@@ -82,6 +95,7 @@ def manifest_entry(job: Job, file: str | None, prices: PriceTable | None = None)
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "duration_seconds": duration,
+        "truncated": job.stop_reason == TRUNCATED,
         "file": file,
     }
 
@@ -98,10 +112,12 @@ def safe_path(out: Path, job_id: str) -> Path | None:
     return path
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    ``mkstemp`` makes the file 0600 whatever the umask, so the final ``mode`` is set here."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(temp, path)
@@ -110,9 +126,44 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` would give a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _prepare(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
+
+
+def _candidates(folder: Path, written: set[str]) -> list[str]:
+    """``<id>.md`` files in ``folder`` that this export did not write."""
+    names = (p.name for p in folder.iterdir() if p.suffix == ".md" and p.name not in written)
+    return sorted(n for n in names if is_valid_job_id(n.removesuffix(".md")))
+
+
+async def _stale(store: Store, folder: Path, written: set[str]) -> tuple[str, ...]:
+    """Files named after a job of this queue that this export does not include (an earlier,
+    wider export wrote them); files of other names are the user's and are never touched."""
+    stale: list[str] = []
+    for name in await anyio.to_thread.run_sync(_candidates, folder, written):
+        try:
+            await store.get(name.removesuffix(".md"))
+        except JobNotFoundError:
+            continue
+        stale.append(name)
+    return tuple(stale)
+
+
+def _os_problem(out: Path, exc: OSError) -> OutputError:
+    """One line for the user: what is wrong with ``out``."""
+    where = exc.filename or out
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), where)
+        return OutputError(f"cannot export to {out}: {blocker} is a file, not a folder")
+    return OutputError(f"cannot export to {out}: {where}: {exc.strerror or exc}")
 
 
 async def export_jobs(
@@ -121,6 +172,7 @@ async def export_jobs(
     states: Sequence[State] = (State.SUCCEEDED,),
     *,
     page_size: int = 500,
+    clean: bool = False,
     prices: PriceTable | None = None,
 ) -> ExportReport:
     """Write the text of every job in ``states`` to ``out`` and list them in the manifest.
@@ -128,26 +180,38 @@ async def export_jobs(
     Jobs are read page by page (``list_jobs(after_id=…)``), so memory holds one page, one
     document and the manifest lines. A job not succeeded with no committed text gets no file.
     """
-    folder = await anyio.to_thread.run_sync(_prepare, out)
+    page = await store.list_jobs(states, limit=page_size)  # a store that fails leaves no folder
     prices = prices or load_prices()
-    lines: list[str] = []
-    problems: list[str] = []
-    files = 0
-    after: str | None = None
-    while page := await store.list_jobs(states, after_id=after, limit=page_size):
-        after = page[-1].id
-        for job in page:
-            path = safe_path(folder, job.id)
-            if path is None:
-                problems.append(f"{job.id!r}: not a safe file name: skipped")
-            elif job.state == State.SUCCEEDED or job.committed_chars:
-                data = (await store.read_text(job.id)).encode("utf-8")
-                await anyio.to_thread.run_sync(write_atomically, path, data)
-                files += 1
-            else:
-                path = None
-            file = None if path is None else path.name
-            lines.append(json.dumps(manifest_entry(job, file, prices), ensure_ascii=False) + "\n")
-    manifest = folder / MANIFEST_NAME
-    await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"))
-    return ExportReport(len(lines), files, tuple(problems), manifest)
+    mode = file_mode()
+    try:
+        folder = await anyio.to_thread.run_sync(_prepare, out)
+        lines: list[str] = []
+        problems: list[str] = []
+        written: set[str] = set()
+        while page:
+            for job in page:
+                path = safe_path(folder, job.id)
+                if path is None:
+                    problems.append(f"{job.id!r}: not a safe file name: skipped")
+                elif job.state == State.SUCCEEDED or job.committed_chars:
+                    data = (await store.read_text(job.id)).encode("utf-8")
+                    await anyio.to_thread.run_sync(write_atomically, path, data, mode)
+                    written.add(path.name)
+                else:
+                    path = None
+                file = None if path is None else path.name
+                lines.append(json.dumps(manifest_entry(job, file, prices), ensure_ascii=False) + "\n")
+            page = await store.list_jobs(states, after_id=page[-1].id, limit=page_size)
+        manifest = folder / MANIFEST_NAME
+        await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"), mode)
+        stale = await _stale(store, folder, written)
+        if clean:
+            await anyio.to_thread.run_sync(_remove, folder, stale)
+    except OSError as exc:
+        raise _os_problem(out, exc) from None
+    return ExportReport(len(lines), len(written), tuple(problems), manifest, stale, clean)
+
+
+def _remove(folder: Path, names: Sequence[str]) -> None:
+    for name in names:
+        (folder / name).unlink(missing_ok=True)

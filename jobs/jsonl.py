@@ -7,7 +7,23 @@ A line::
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
-a time. ``null`` means "not given" for every optional field.
+a time. ``null`` means "not given" for every optional field. :func:`check_job` validates one
+parsed object and returns the spec or its (field, problem) pairs, for callers other than files
+(the HTTP API).
+
+**Refused here because they could never succeed** (each would cost a request, then fail): a lone
+surrogate in any string (not encodable as UTF-8), a prompt or message of whitespace only, a
+final assistant turn (a prefill) on a model that rejects prefill or one that ends in whitespace
+(the API refuses both with a 400).
+
+**Content blocks** ``[{"type": "text", "text": …}, …]`` are joined as the API reads them: a user
+turn's blocks with a newline between them, an assistant turn's with nothing (it is one text the
+model continues). A file of blocks therefore sends the text a reader of the blocks would expect.
+
+**run_at** is epoch seconds or an ISO 8601 date *and time* with a UTC offset or ``Z``, in the
+extended or basic format (``2030-01-01T09:00:00Z``, ``2030-01-01 09:00+02:00``,
+``20300101T0900Z``). A date alone, or a time without an offset, is refused: which midnight is
+meant is not written down.
 
 **Ids.** An id is 1-200 characters of ``[A-Za-z0-9._-]`` that does not start with ``.``: it is
 used as a file name by ``export``, so no id can name a path outside the export folder. A line
@@ -28,11 +44,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
+from jobs.prefill import supports_prefill
 
 if TYPE_CHECKING:
     from worker.config import Config
 
-__all__ = ("parse_jobs", "parse_object", "is_valid_job_id", "derived_id", "JOB_ID_PATTERN", "FIELDS")
+__all__ = (
+    "parse_jobs",
+    "check_job",
+    "parse_object",
+    "Problem",
+    "is_valid_job_id",
+    "derived_id",
+    "JOB_ID_PATTERN",
+    "FIELDS",
+)
+
+#: A problem with one field: (field, what is wrong), e.g. ("messages[1].content", "must not be empty").
+Problem = tuple[str, str]
 
 #: A job id: safe as a file name on every platform we export to.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -71,13 +100,12 @@ def derived_id(line: dict[str, Any]) -> str:
 class _Line:
     """Validates one line's object, collecting problems instead of stopping at the first."""
 
-    def __init__(self, where: str, data: dict[str, Any]) -> None:
-        self.where = where
+    def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.errors: list[str] = []
+        self.errors: list[Problem] = []
 
     def problem(self, field: str, message: str) -> None:
-        self.errors.append(f"{self.where}: {field}: {message}")
+        self.errors.append((field, message))
 
     def get(self, name: str) -> Any:
         return self.data.get(name)
@@ -91,6 +119,9 @@ class _Line:
             return None
         if not value and not empty:
             self.problem(name, "must not be empty")
+            return None
+        if value and not value.strip() and not empty:
+            self.problem(name, "must not be only whitespace")
             return None
         return value
 
@@ -141,17 +172,28 @@ class _Line:
                 return None
             return float(value)
         if isinstance(value, str):
-            try:
-                when = datetime.fromisoformat(value)
-            except ValueError:
-                self.problem("run_at", f"must be an ISO-8601 time or epoch seconds, got {value!r}")
-                return None
-            if when.tzinfo is None:
-                self.problem("run_at", f"needs a timezone, e.g. {value}Z or {value}+00:00")
-                return None
-            return when.timestamp()
+            return self.iso_time(value)
         self.problem("run_at", f"must be an ISO-8601 string or a number, got {_kind(value)}")
         return None
+
+    def iso_time(self, value: str) -> float | None:
+        rule = "an ISO 8601 date and time with an offset, e.g. 2030-01-01T09:00:00Z, or epoch seconds"
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            self.problem("run_at", f"must be {rule}, got {value!r}")
+            return None
+        if _TIME_PART.search(value) is None:
+            # Python reads "2030-01-01+00:00" as a bare date and drops the offset: refuse both.
+            day = when.date().isoformat()
+            self.problem(
+                "run_at", f"a date alone is not a time: give one with an offset, e.g. {day}T00:00:00Z"
+            )
+            return None
+        if when.tzinfo is None:
+            self.problem("run_at", f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
+            return None
+        return when.timestamp()
 
     def messages(self) -> tuple[Message, ...] | None:
         prompt, messages = self.get("prompt"), self.get("messages")
@@ -165,7 +207,8 @@ class _Line:
             text = self.string("prompt")
             return None if text is None else (Message("user", text),)
         if not isinstance(messages, list) or not messages:
-            self.problem("messages", f"must be a non-empty list, got {_kind(messages)}")
+            got = "an empty list" if messages == [] else _kind(messages)
+            self.problem("messages", f"must be a non-empty list of messages, got {got}")
             return None
         parsed = [self.message(f"messages[{n}]", item) for n, item in enumerate(messages)]
         if any(m is None for m in parsed):
@@ -188,16 +231,17 @@ class _Line:
         if role not in ("user", "assistant"):
             self.problem(f"{field}.role", f'must be "user" or "assistant", got {json.dumps(role)}')
             ok = False
-        content = self.content(f"{field}.content", item.get("content"))
+        joiner = "\n" if role == "user" else ""
+        content = self.content(f"{field}.content", item.get("content"), joiner)
         if not ok or content is None:
             return None
         return Message("user" if role == "user" else "assistant", content)
 
-    def content(self, field: str, value: object) -> str | None:
-        """A string, or a list of text blocks (joined without separators)."""
+    def content(self, field: str, value: object, joiner: str) -> str | None:
+        """A string, or a list of text blocks joined as the API reads them (module docstring)."""
         if isinstance(value, str):
-            if not value:
-                self.problem(field, "must not be empty")
+            if not value.strip():
+                self.problem(field, "must not be empty" if not value else "must not be only whitespace")
                 return None
             return value
         if not isinstance(value, list) or not value:
@@ -208,11 +252,42 @@ class _Line:
             where = f"{field}[{n}]"
             if not isinstance(block, dict) or block.get("type") != "text" or set(block) != {"type", "text"}:
                 self.problem(where, 'must be a text block {"type": "text", "text": "..."}')
-            elif not isinstance(block["text"], str) or not block["text"]:
+            elif not isinstance(block["text"], str) or not block["text"].strip():
                 self.problem(f"{where}.text", f"must be a non-empty string, got {_kind(block['text'])}")
             else:
                 texts.append(block["text"])
-        return "".join(texts) if len(texts) == len(value) else None
+        return joiner.join(texts) if len(texts) == len(value) else None
+
+    def prefill(self, messages: tuple[Message, ...], model: str) -> None:
+        """A final assistant turn must suit the model and the API's rule on whitespace."""
+        last = len(messages) - 1
+        if messages[last].role != "assistant":
+            return
+        if not supports_prefill(model):
+            self.problem(
+                f"messages[{last}].role",
+                f"model {model} does not accept a final assistant turn (prefill): end with a user turn",
+            )
+        elif messages[last].content != messages[last].content.rstrip():
+            self.problem(
+                f"messages[{last}].content",
+                "a final assistant turn must not end in whitespace (the API refuses it)",
+            )
+
+
+def _load(raw: str) -> tuple[Any, str | None]:
+    """The line's value, or why it is not JSON we accept."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant), None
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError as exc:  # NaN/Infinity, or an integer past Python's digit limit
+        text = str(exc)
+        if "digits" in text:
+            return None, "an integer with more than 4300 digits"
+        return None, text
 
 
 class _NotJSON(ValueError):
@@ -229,18 +304,52 @@ def _kind(value: object) -> str:
         return "null"
     if type(value) is int:
         return "an integer"
+    if value == "":
+        return "an empty string"
+    if isinstance(value, str) and not value.strip():
+        return "only whitespace"
     return names.get(type(value), type(value).__name__)
 
 
-def _parse_line(where: str, data: dict[str, Any], config: Config) -> tuple[JobSpec | None, list[str]]:
-    line = _Line(where, data)
+_TIME_PART = re.compile(r"\d[Tt ]\d")
+
+
+def _surrogates(value: object, field: str) -> list[Problem]:
+    """Strings that cannot be UTF-8 (a lone surrogate such as "\\ud800"), anywhere in ``value``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return [(field, f"contains a lone surrogate (\\u{ord(value[exc.start]):04x}), not valid Unicode")]
+        return []
+    if isinstance(value, dict):
+        found = [p for k in value for p in _surrogates(k, f"{field} key")]
+        return found + [p for k, v in value.items() for p in _surrogates(v, f"{field}.{k}")]
+    if isinstance(value, list):
+        return [p for n, item in enumerate(value) for p in _surrogates(item, f"{field}[{n}]")]
+    return []
+
+
+def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
+    """Validate one job object (a parsed JSONL line, or an HTTP request's body).
+
+    Returns the spec, with the defaults from ``config`` filled in, or every problem found as
+    (field, problem) pairs; the field is ``line`` when the object itself is wrong.
+    """
+    if not isinstance(data, dict):
+        return [("line", f"must be a JSON object, got {_kind(data)}")]
+    line = _Line(data)
     for name in sorted(set(data) - set(FIELDS)):
         line.problem(name, f"unknown field (known: {', '.join(FIELDS)})")
     job_id = data.get("id")
     if job_id is None:
         job_id = derived_id(data)
     elif not is_valid_job_id(job_id):
-        line.problem("id", "must be 1-200 characters of A-Z a-z 0-9 . _ - and not start with '.'")
+        shown = json.dumps(job_id, ensure_ascii=False)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        line.problem(
+            "id", f"must be 1-200 characters of A-Z a-z 0-9 . _ - and not start with '.', got {shown}"
+        )
     messages = line.messages()
     system = line.string("system", empty=True)
     model = line.string("model")
@@ -252,10 +361,14 @@ def _parse_line(where: str, data: dict[str, Any], config: Config) -> tuple[JobSp
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
-    if line.errors or messages is None:
-        return None, line.errors
     defaults = config.anthropic
-    spec = JobSpec(
+    if messages is not None:
+        line.prefill(messages, model or defaults.model)
+    for name in sorted(data):
+        line.errors.extend(_surrogates(data[name], name))
+    if line.errors or messages is None:
+        return line.errors
+    return JobSpec(
         id=job_id,
         messages=messages,
         model=model or defaults.model,
@@ -269,15 +382,15 @@ def _parse_line(where: str, data: dict[str, Any], config: Config) -> tuple[JobSp
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
     )
-    return spec, []
 
 
 def parse_object(data: object, where: str, config: Config) -> tuple[JobSpec | None, list[str]]:
     """Validate one already-decoded job object (an HTTP body's, say) exactly as a JSONL line is
     validated; problems read ``WHERE: field: problem``."""
-    if not isinstance(data, dict):
-        return None, [f"{where}: job: must be a JSON object, got {_kind(data)}"]
-    return _parse_line(where, data, config)
+    result = check_job(data, config)
+    if isinstance(result, JobSpec):
+        return result, []
+    return None, [f"{where}: {field}: {problem}" for field, problem in result]
 
 
 def parse_jobs(
@@ -304,23 +417,13 @@ def parse_jobs(
             raw = raw.removeprefix("\ufeff")
         if not raw.strip():
             continue
-        try:
-            data = json.loads(raw, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            errors.append(f"{where}: line: not valid JSON ({exc.msg} at column {exc.colno})")
+        data, problem = _load(raw)
+        if problem is not None:
+            errors.append(f"{where}: line: not valid JSON ({problem})")
             continue
-        except _NotJSON as exc:
-            errors.append(f"{where}: line: not valid JSON ({exc})")
-            continue
-        except RecursionError:
-            errors.append(f"{where}: line: not valid JSON (nested too deeply)")
-            continue
-        if not isinstance(data, dict):
-            errors.append(f"{where}: line: must be a JSON object, got {_kind(data)}")
-            continue
-        spec, problems = _parse_line(where, data, config)
-        errors.extend(problems)
-        if spec is None:
+        spec = check_job(data, config)
+        if isinstance(spec, list):
+            errors.extend(f"{where}: {field}: {message}" for field, message in spec)
             continue
         if spec.id in first_line:
             errors.append(f"{where}: id: duplicate of line {first_line[spec.id]} ({spec.id!r})")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 __all__ = (
     "State",
     "TERMINAL_STATES",
+    "TRUNCATED",
     "Message",
     "JobSpec",
     "Usage",
@@ -53,6 +54,11 @@ class State(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+
+#: The stop reason of a document cut off because its ``output_budget`` ran out: it ends
+#: succeeded (nothing to retry), but truncated, which ``run --until-empty``, ``show`` and the
+#: export manifest all say.
+TRUNCATED = "output_budget"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,16 @@ from typing import Any, TypeVar
 
 from jobs import postgres_rows as convert
 from jobs import postgres_sql as sql
-from jobs import rows
+from jobs import rows, rules
 from jobs.buckets import BucketState, Limits
-from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, MissingDependencyError, StoreError
+from jobs.errors import (
+    ConfigError,
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    MissingDependencyError,
+    StoreError,
+)
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
@@ -89,6 +96,8 @@ class PostgresStore:
         max_size: pooled connections per process (claims, checkpoints, settles, limiter).
         timeout: seconds to wait for a pooled connection before raising ``StoreError``.
         auto_migrate: apply pending automatic migrations on first use.
+        create: False (commands that only read) never creates the schema: a database without
+            one raises ``NoQueueError`` on first use. Implies ``auto_migrate=False``.
     """
 
     def __init__(
@@ -99,24 +108,30 @@ class PostgresStore:
         max_size: int = 10,
         timeout: float = 10.0,
         auto_migrate: bool = True,
+        create: bool = True,
     ) -> None:
         if _MISSING is not None:
             raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
         self._clock: Clock = clock or time.time
         self._db = Connector(
-            conninfo, self._now, max_size=max_size, timeout=timeout, auto_migrate=auto_migrate
+            conninfo,
+            self._now,
+            max_size=max_size,
+            timeout=timeout,
+            auto_migrate=auto_migrate and create,
+            require_schema=not create,
         )
         #: host:port/dbname, for messages (never the password).
         self.where = self._db.where
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> PostgresStore:
+    def from_url(cls, url: str, *, clock: Clock | None = None, create: bool = True) -> PostgresStore:
         """``postgresql://user:password@host:port/dbname?sslmode=…`` (``postgres://`` too)."""
         if _MISSING is not None:
             raise MissingDependencyError(MISSING_MESSAGE) from _MISSING
         if url.partition("://")[0] not in ("postgresql", "postgres"):
-            raise StoreError(f"queue url {url!r}: expected postgresql://user@host:port/dbname")
-        return cls(url, clock=clock)
+            raise ConfigError(f"queue url {url!r}: expected postgresql://user@host:port/dbname")
+        return cls(url, clock=clock, create=create)
 
     def _now(self) -> float:
         return float(self._clock())
@@ -329,6 +344,16 @@ class PostgresStore:
                 sql.REQUEUE, {"id": job_id, "now": self._now(), "from_state": job.state.value}
             )
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def replace(self, spec: JobSpec) -> Job:
+        params = rows.spec_params(spec)
+
+        async def run(conn: Connection) -> Job:
+            rules.check_replaceable(convert.job(await _one(conn, sql.LOCK_JOB, spec.id)))
+            cur = await conn.execute(sql.REPLACE_SPEC, {**params, "now": self._now()})
+            return convert.job(await _fetched(cur, spec.id))
 
         return await self._db.run(run)
 

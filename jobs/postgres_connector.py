@@ -13,7 +13,13 @@ here:
   on a fresh connection after discarding the pool's dead ones. A connection lost during COMMIT is
   not retried, since it may have committed: the caller gets a ``StoreError``. Reads always retry.
 * **Driver errors become** ``StoreError`` here, with the server named but never the password.
-* **Schema.** The first call applies pending automatic migrations (:mod:`jobs.postgres_schema`).
+* **Schema.** The first call applies pending automatic migrations (:mod:`jobs.postgres_schema`),
+  unless the store was opened for reading only: then a database without the schema raises
+  :class:`~jobs.errors.NoQueueError` and nothing is created.
+* **One clear line when the server cannot be reached at all.** Before the pool opens, one direct
+  connection is tried: if it fails (no server, a wrong password, a database that does not exist)
+  the caller gets that reason at once, instead of the pool's retries and warnings for seconds
+  about something no retry can fix. Once the store has worked, outages are waited out as above.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobs import postgres_schema as schema
-from jobs.errors import StoreError
+from jobs.errors import NoQueueError, StoreError
 from jobs.postgres_listen import Listener
 
 __all__ = ("Connector", "Connection")
@@ -55,7 +61,14 @@ class Connector:
     """Pooled connections to one database, opened on first use and closed by :meth:`close`."""
 
     def __init__(
-        self, conninfo: str, now: Callable[[], float], *, max_size: int, timeout: float, auto_migrate: bool
+        self,
+        conninfo: str,
+        now: Callable[[], float],
+        *,
+        max_size: int,
+        timeout: float,
+        auto_migrate: bool,
+        require_schema: bool = False,
     ) -> None:
         try:
             params = conninfo_to_dict(conninfo)
@@ -71,6 +84,7 @@ class Connector:
         self._max_size = max_size
         self._timeout = timeout
         self._auto_migrate = auto_migrate
+        self._require_schema = require_schema
         self._pool: Pool | None = None
         self._migrated = False
         self._closed = False
@@ -115,6 +129,7 @@ class Connector:
             if self._closed:
                 raise StoreError("the job store is closed")
             if self._pool is None:
+                await self._probe()
                 self._pool = AsyncConnectionPool(
                     self.conninfo,
                     connection_class=Connection,
@@ -129,6 +144,14 @@ class Connector:
             if migrate and not self._migrated:
                 if self._auto_migrate:
                     await self._attempt(self._pool, self._migrate_automatic, False, self._timeout * 3)
+                elif self._require_schema:
+                    limit = self._timeout * 3
+                    version = await self._attempt(self._pool, schema.current_version, False, limit)
+                    if version == 0:
+                        raise NoQueueError(
+                            f"no queue at postgresql ({self.where}): the database has no job tables "
+                            "(`enqueue` or `migrate` creates them)"
+                        )
                 self._migrated = True
             return self._pool
 
@@ -167,6 +190,19 @@ class Connector:
             except (UnicodeEncodeError, OverflowError) as exc:
                 raise StoreError(f"postgresql ({self.where}): cannot store a value: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _probe(self) -> None:
+        """One direct connection before the pool exists: a server that cannot be reached, or
+        refuses us, is reported at once in one line (see the module docstring)."""
+        try:
+            with anyio.fail_after(self._timeout):
+                conn = await psycopg.AsyncConnection.connect(self.conninfo)
+                await conn.close()
+        except (psycopg.Error, TimeoutError) as exc:
+            reason = " ".join(str(exc).split()) or f"no answer within {self._timeout:g} s"
+            if "does not exist" in reason:
+                raise NoQueueError(f"no queue at postgresql ({self.where}): {reason}") from exc
+            raise StoreError(f"postgresql ({self.where}): cannot connect: {reason}") from exc
 
     async def _why_unreachable(self, exc: Exception) -> str:
         """The pool only says it timed out: one direct attempt tells the user why."""

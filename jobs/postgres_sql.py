@@ -19,6 +19,7 @@ __all__ = (
     "LOCK_JOB",
     "SETTLE",
     "REQUEUE",
+    "REPLACE_SPEC",
     "RETRY_FAILED",
     "CANCEL",
     "SELECT_JOB",
@@ -314,6 +315,22 @@ UPDATE jobs
 SET state = 'queued', failures = 0, run_at = %(now)s, lease_owner = NULL, lease_token = NULL,
     lease_expires_at = NULL, updated_at = %(now)s, finished_at = NULL
 WHERE id = %(id)s
+RETURNING *
+"""
+
+#: A queued job that never started gets a new spec; it keeps its id and place in the queue.
+REPLACE_SPEC = """
+WITH history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    VALUES (%(id)s, %(now)s, 'queued', 'queued', 'replaced by an operator', NULL)
+)
+UPDATE jobs
+SET messages = %(messages)s, system = %(system)s, model = %(model)s, max_tokens = %(max_tokens)s,
+    output_budget = %(output_budget)s, max_attempts = %(max_attempts)s, priority = %(priority)s,
+    requested_run_at = %(requested_run_at)s::float8, metadata = %(metadata)s,
+    max_cost_usd = %(max_cost_usd)s::float8, prompt_cache = %(prompt_cache)s,
+    run_at = COALESCE(%(requested_run_at)s::float8, %(now)s), updated_at = %(now)s
+WHERE id = %(id)s AND state = 'queued' AND attempts = 0
 RETURNING *
 """
 

@@ -32,6 +32,7 @@ __all__ = (
     "Row",
     "USAGE_FIELDS",
     "spec_json",
+    "spec_params",
     "usage",
     "job",
     "attempt",
@@ -57,6 +58,25 @@ def spec_json(spec: JobSpec) -> tuple[str, str]:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
     messages = json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
     return messages, metadata
+
+
+def spec_params(spec: JobSpec) -> dict[str, Any]:
+    """The spec's columns, named as both backends' statements name their parameters."""
+    messages, metadata = spec_json(spec)
+    return {
+        "id": spec.id,
+        "messages": messages,
+        "system": spec.system,
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "output_budget": spec.output_budget,
+        "max_attempts": spec.max_attempts,
+        "priority": spec.priority,
+        "requested_run_at": spec.run_at,
+        "metadata": metadata,
+        "max_cost_usd": spec.max_cost_usd,
+        "prompt_cache": spec.prompt_cache,
+    }
 
 
 def usage(row: Row) -> Usage:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.errors import JobStateError
 from jobs.models import AttemptResult, Job, Outcome, State
 
-__all__ = ("Settlement", "settle")
+__all__ = ("Settlement", "settle", "check_replaceable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,8 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
     failure and re-queues it at ``retry_at``, unless the failures reach ``max_attempts``, which
     fails it (the dead-letter)."""
     if result.outcome == Outcome.SUCCEEDED:
-        return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, job.last_error)
+        # An earlier attempt's error stays in the attempts' history, not on a good document.
+        return Settlement(State.SUCCEEDED, "succeeded", job.failures, now, now, None)
     if result.outcome == Outcome.RELEASED:
         reason = f"released by the worker ({result.error or 'shutting down'})"
         run_at = result.retry_at if result.retry_at is not None else now
@@ -45,3 +47,13 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
         return Settlement(State.FAILED, reason, failures, now, now, result.error)
     run_at = result.retry_at if result.retry_at is not None else now
     return Settlement(State.QUEUED, f"retry: {result.error}", failures, run_at, None, result.error)
+
+
+def check_replaceable(job: Job) -> None:
+    """Only a queued job that never started may get a new spec: once an attempt has run, its
+    text and usage belong to the old spec. Raises ``JobStateError``."""
+    if job.state != State.QUEUED or job.attempts:
+        started = f"{job.state}, {job.attempts} attempt(s)" if job.attempts else str(job.state)
+        raise JobStateError(
+            f"job {job.id!r} has started ({started}): only a queued job that never ran can be replaced"
+        )

@@ -33,6 +33,7 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -47,7 +48,14 @@ import anyio.to_thread
 from jobs import rows, rules
 from jobs import sqlite_sql as sql
 from jobs.buckets import BucketState, Limits
-from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
+from jobs.errors import (
+    ConfigError,
+    JobNotFoundError,
+    JobStateError,
+    LeaseLostError,
+    NoQueueError,
+    StoreError,
+)
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
@@ -65,7 +73,7 @@ from jobs.models import (
     format_joins,
 )
 from jobs.sqlite_changes import DataVersionSignal
-from jobs.store import Clock
+from jobs.store import Access, Clock
 
 __all__ = ("SQLiteStore",)
 
@@ -86,10 +94,15 @@ class SQLiteStore:
     Args:
         path: the database file (its folder is created if missing), or ``:memory:``.
         clock: returns the time as epoch seconds; tests inject a fake one.
+        access: ``create`` (the default) creates the file and its schema if missing;
+            ``existing`` refuses a missing file, or one without job tables, with ``NoQueueError``;
+            ``read`` also opens the file read-only (``mode=ro``), so nothing on disk is changed
+            and a read-only file can still be read (writes then fail with ``StoreError``).
     """
 
-    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock | None = None, access: Access = "create") -> None:
         self.path = str(path)
+        self._access: Access = "create" if self.path == ":memory:" else access
         self._clock: Clock = clock or time.time
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -98,12 +111,12 @@ class SQLiteStore:
         self._read_limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> SQLiteStore:
+    def from_url(cls, url: str, *, clock: Clock | None = None, access: Access = "create") -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``."""
         prefix = "sqlite:///"
         if not url.startswith(prefix) or len(url) == len(prefix) or "?" in url:
-            raise StoreError(f"queue url {url!r}: expected sqlite:///path/to/jobs.db")
-        return cls(url[len(prefix) :], clock=clock)
+            raise ConfigError(f"queue url {url!r}: expected sqlite:///path/to/jobs.db")
+        return cls(url[len(prefix) :], clock=clock, access=access)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -144,7 +157,7 @@ class SQLiteStore:
                 self._conn = self._connect()
             return fn(self._conn, *args)
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite ({self.path}): {exc}") from exc
+            raise StoreError(f"sqlite ({self.path}): {exc}{_permission_hint(self.path, exc)}") from exc
         except (UnicodeEncodeError, OverflowError) as exc:
             # Values SQLite cannot hold (lone surrogates, integers past 64 bits): nothing was written.
             raise StoreError(f"sqlite ({self.path}): cannot store a value: {exc}") from exc
@@ -155,7 +168,11 @@ class SQLiteStore:
                 f"this Python's SQLite is {sqlite3.sqlite_version}; the job store needs "
                 f"{'.'.join(map(str, MIN_SQLITE))} or newer (UPDATE … FROM and JSON functions)"
             )
-        if self.path != ":memory:":
+        if self._access != "create":
+            self._check_exists()
+        if self._access == "read":
+            return self._connect_read_only()
+        if self._access == "create" and self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -170,6 +187,33 @@ class SQLiteStore:
             for pragma in sql.PRAGMAS:
                 conn.execute(pragma)
             self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_exists(self) -> None:
+        if not Path(self.path).is_file():
+            what = "a folder, not a database file" if Path(self.path).is_dir() else "no such file"
+            raise NoQueueError(f"no queue at {self.path} ({what}; `enqueue` or `migrate` creates one)")
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """An existing queue, read-only: commands that only read never create a file, a folder or
+        a table where a mistyped URL points."""
+        uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
+            if version != sql.SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, this program reads {sql.SCHEMA_VERSION}: "
+                    + ("upgrade the program" if version > sql.SCHEMA_VERSION else "run `migrate` first")
+                )
         except BaseException:
             conn.close()
             raise
@@ -201,6 +245,8 @@ class SQLiteStore:
                     f"{self.path} has schema version {version}, newer than this program's "
                     f"{sql.SCHEMA_VERSION}: upgrade the program"
                 )
+            if version == 0 and self._access != "create":
+                raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
             if version == sql.SCHEMA_VERSION:
                 return
             if version == 0:
@@ -235,7 +281,7 @@ class SQLiteStore:
     # -- producers ---------------------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
-        params = [_spec_params(spec) for spec in specs]
+        params = [rows.spec_params(spec) for spec in specs]
         return await self._run(self._enqueue, params)
 
     def _enqueue(self, conn: sqlite3.Connection, params: list[dict[str, Any]]) -> EnqueueResult:
@@ -505,6 +551,18 @@ class SQLiteStore:
         _transition(conn, job.id, now, job.state, State.QUEUED, "retried by an operator", None)
         return rows.job(row)
 
+    async def replace(self, spec: JobSpec) -> Job:
+        params = rows.spec_params(spec)
+        return await self._run(self._replace, params)
+
+    def _replace(self, conn: sqlite3.Connection, params: dict[str, Any]) -> Job:
+        with _transaction(conn):
+            now = self._now()
+            rules.check_replaceable(rows.job(_get_row(conn, params["id"])))
+            row = _one(conn, sql.REPLACE_SPEC, {**params, "now": now})
+            _transition(conn, params["id"], now, State.QUEUED, State.QUEUED, "replaced by an operator", None)
+            return rows.job(row)
+
     async def retry_failed(self) -> int:
         return await self._run(self._retry_failed)
 
@@ -633,22 +691,20 @@ def _set_attempt_usage(conn: sqlite3.Connection, job_id: str, number: int, usage
         conn.execute(sql.ADD_JOB_USAGE, {"id": job_id, **delta})
 
 
-def _spec_params(spec: JobSpec) -> dict[str, Any]:
-    messages, metadata = rows.spec_json(spec)
-    return {
-        "id": spec.id,
-        "messages": messages,
-        "system": spec.system,
-        "model": spec.model,
-        "max_tokens": spec.max_tokens,
-        "output_budget": spec.output_budget,
-        "max_attempts": spec.max_attempts,
-        "priority": spec.priority,
-        "requested_run_at": spec.run_at,
-        "metadata": metadata,
-        "max_cost_usd": spec.max_cost_usd,
-        "prompt_cache": spec.prompt_cache,
-    }
+def _permission_hint(path: str, exc: sqlite3.Error) -> str:
+    """SQLite says "unable to open database file" or "attempt to write a readonly database"
+    without naming the cause; when it is a permission, say which."""
+    text = str(exc)
+    if path == ":memory:" or ("unable to open" not in text and "readonly" not in text):
+        return ""
+    file, folder = Path(path), Path(path).parent
+    if file.exists() and not os.access(file, os.R_OK):
+        return f" (permission denied: {path} is not readable by this user)"
+    if file.exists() and not os.access(file, os.W_OK):
+        return f" (permission denied: {path} is read-only for this user)"
+    if folder.exists() and not os.access(folder, os.W_OK):
+        return f" (permission denied: its folder {folder} is not writable; SQLite needs it for -wal, -shm)"
+    return ""
 
 
 def _no_op(conn: sqlite3.Connection) -> None:

@@ -318,6 +318,17 @@ WHERE id = :id
 RETURNING *
 """
 
+#: A queued job that never started gets a new spec; it keeps its id and place in the queue.
+REPLACE_SPEC = """
+UPDATE jobs
+SET messages = :messages, system = :system, model = :model, max_tokens = :max_tokens,
+    output_budget = :output_budget, max_attempts = :max_attempts, priority = :priority,
+    requested_run_at = :requested_run_at, metadata = :metadata, max_cost_usd = :max_cost_usd,
+    prompt_cache = :prompt_cache, run_at = COALESCE(:requested_run_at, :now), updated_at = :now
+WHERE id = :id AND state = 'queued' AND attempts = 0
+RETURNING *
+"""
+
 CANCEL = """
 UPDATE jobs
 SET state = 'cancelled', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,

@@ -17,7 +17,7 @@ test suite. Guarantees every backend gives:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from jobs.buckets import BucketState, Limits
 from jobs.errors import ConfigError
@@ -35,7 +35,7 @@ from jobs.models import (
     WriteStatus,
 )
 
-__all__ = ("Store", "ChangeSignal", "Clock", "open_store")
+__all__ = ("Store", "ChangeSignal", "Clock", "Access", "open_store")
 
 #: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
 Clock = Callable[[], float]
@@ -149,6 +149,11 @@ class Store(Protocol):
         text is kept, so it resumes. Raises ``JobStateError`` for other states."""
         ...
 
+    async def replace(self, spec: JobSpec) -> Job:
+        """Give a queued job that has never started a new spec (same id, same place in the queue).
+        Raises ``JobNotFoundError``, or ``JobStateError`` once an attempt has started."""
+        ...
+
     async def retry_failed(self) -> int:
         """Re-queue every failed job; returns how many."""
         ...
@@ -172,18 +177,29 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def open_store(url: str, *, clock: Clock | None = None) -> Store:
-    """Open the backend that ``url``'s scheme names. Drivers are imported lazily, so the
-    PostgreSQL extra is only needed by those who use it."""
+#: How a command may use the queue at its URL:
+#:
+#: * ``create``: create the database and its schema if missing, and migrate (``run``, ``enqueue``,
+#:   ``migrate``, ``serve``);
+#: * ``existing``: read and write a queue that exists, creating nothing (``retry``, ``cancel``);
+#: * ``read``: only read (``status``, ``show``, ``export``); a read-only SQLite file still works.
+#:
+#: Without ``create``, a URL with no queue behind it raises ``NoQueueError`` on first use.
+Access = Literal["create", "existing", "read"]
+
+
+def open_store(url: str, *, clock: Clock | None = None, access: Access = "create") -> Store:
+    """Open the backend that ``url``'s scheme names, for ``access``. Drivers are imported
+    lazily, so the PostgreSQL extra is only needed by those who use it."""
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ConfigError(f"queue url {url!r} has no scheme: use sqlite:///path.db or postgresql://…")
     if scheme == "sqlite":
         from jobs.sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(url, clock=clock)
+        return SQLiteStore.from_url(url, clock=clock, access=access)
     if scheme in ("postgresql", "postgres"):
         from jobs.postgres import PostgresStore
 
-        return PostgresStore.from_url(url, clock=clock)
+        return PostgresStore.from_url(url, clock=clock, create=access == "create")
     raise ConfigError(f"queue url scheme {scheme!r} is not supported: use sqlite:// or postgresql://")

@@ -61,9 +61,9 @@ def test_anthropic_base_url_env_applies_when_config_is_empty(monkeypatch: pytest
     [
         ("[worker]\nconcurency = 3\n", "unknown key 'concurency' in [worker]"),
         ("[wroker]\n", "unknown section [wroker]"),
-        ("[worker]\nconcurrency = 'many'\n", "worker.concurrency must be a int, got str"),
+        ("[worker]\nconcurrency = 'many'\n", "worker.concurrency must be an integer, got a string"),
         ("[worker]\nconcurrency = 0\n", "worker.concurrency must be at least 1"),
-        ("[worker]\nconcurrency = true\n", "worker.concurrency must be a int"),
+        ("[worker]\nconcurrency = true\n", "worker.concurrency must be an integer, got a boolean"),
         ("[logging]\nformat = 'xml'\n", "logging.format must be one of auto, console, json"),
         ("[worker\n", "not valid TOML"),
     ],
@@ -79,7 +79,7 @@ def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, message:
 def test_bad_environment_variables_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LONGFORM_WORKER_NOPE"):
         load_config(None, env={"LONGFORM_WORKER_NOPE": "1"})
-    with pytest.raises(ConfigError, match=r"LONGFORM_WORKER_CONCURRENCY: worker\.concurrency must be a int"):
+    with pytest.raises(ConfigError, match=r"LONGFORM_WORKER_CONCURRENCY: worker\.concurrency must be an int"):
         load_config(None, env={"LONGFORM_WORKER_CONCURRENCY": "lots"})
 
 
@@ -100,6 +100,63 @@ def test_cli_reports_bad_config_with_exit_code_2(tmp_path: Path, capsys: pytest.
 def test_cli_reports_bad_set_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--config", str(write(tmp_path, "")), "--set", "worker.concurrency"]) == 2
     assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[worker]\npoll_seconds = nan\n", "worker.poll_seconds must be a finite number, got nan"),
+        ("[queue]\nlease_seconds = inf\n", "queue.lease_seconds must be a finite number, got inf"),
+        ("[queue]\nlease_seconds = 1e9\n", "queue.lease_seconds must be at most 86400"),
+        ("[worker]\ncheckpoint_seconds = 36000\n", "worker.checkpoint_seconds must be at most 3600"),
+        ("[queue]\nmax_attempts = 100000\n", "queue.max_attempts must be at most 1000"),
+        ("[anthropic]\nmodel = ''\n", "anthropic.model must name a model"),
+        ("[anthropic]\nmodel = 'claude sonnet'\n", "anthropic.model must not contain spaces"),
+        ("[anthropic]\nbase_url = 'localhost:8080'\n", "base_url must be an http:// or https:// URL"),
+        ("[anthropic]\nbase_url = 'http://127.0.0.1:80x'\n", "anthropic.base_url is not a URL"),
+        ("[anthropic]\nbase_url = 'http://127.0.0.1:8080/v1'\n", "anthropic.base_url must not end in /v1"),
+        ("[queue]\nurl = 'sqlite://q.db'\n", "queue.url needs three slashes"),
+        ("[queue]\nurl = 'redis://localhost'\n", "queue.url has scheme 'redis'"),
+        ("[queue]\nurl = 'jobs.db'\n", "queue.url needs a scheme"),
+        ("[worker]\nbackoff_base = 10\nbackoff_max = 5\n", "worker.backoff_max (5) must be at least"),
+        ("[worker]\nconcurrency = [1]\n", "worker.concurrency must be an integer, got an array [1]"),
+    ],
+)
+def test_values_are_checked_for_what_they_mean(tmp_path: Path, text: str, message: str) -> None:
+    """NaN, infinity, absurd durations and malformed URLs stop start-up, naming file and key."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_nan_from_environment_and_flags_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"LONGFORM_QUEUE_LEASE_SECONDS: queue\.lease_seconds must be a fi"):
+        load_config(None, env={"LONGFORM_QUEUE_LEASE_SECONDS": "nan"})
+    with pytest.raises(ConfigError, match=r"flag --set worker\.poll_seconds: .* finite number, got inf"):
+        load_config(None, env={}, overrides={"worker.poll_seconds": "inf"})
+    with pytest.raises(ConfigError, match="environment variable ANTHROPIC_BASE_URL must not end in /v1"):
+        load_config(None, env={"ANTHROPIC_BASE_URL": "https://api.anthropic.com/v1/"})
+
+
+def test_a_short_flag_is_named_as_typed() -> None:
+    message = r"^flag --concurrency: worker\.concurrency must be at least 1, got 0$"
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env={}, overrides={"worker.concurrency": ("0", "flag --concurrency")})
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf[worker]\nconcurrency = 3\n")
+    assert load_config(path, env={}).worker.concurrency == 3
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"[worker]\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"config\.toml:2: not valid UTF-8"):
+        load_config(path, env={})
 
 
 def test_costs_section_is_read_and_checked(tmp_path: Path) -> None:

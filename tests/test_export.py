@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobs.errors import OutputError
 from jobs.export import MANIFEST_NAME, export_jobs, manifest_entry, safe_path
 from jobs.models import AttemptResult, CheckpointWrite, Job, Outcome, State, Usage
 from jobs.store import Store
@@ -87,6 +90,7 @@ async def test_text_is_exported_byte_for_byte(make_store: StoreFactory, tmp_path
         "started_at": entry["started_at"],
         "finished_at": entry["finished_at"],
         "duration_seconds": 0.0,
+        "truncated": False,
         "file": "empty.md",
     }
     assert entry["created_at"].endswith("Z")
@@ -167,6 +171,56 @@ async def test_paging_sees_every_job_once(make_store: StoreFactory, tmp_path: Pa
     report = await export_jobs(store, tmp_path, page_size=page_size)
     assert report.jobs == 5
     assert [e["id"] for e in read_manifest(tmp_path)] == [f"j{n}" for n in range(5)]
+
+
+async def test_files_honour_the_umask(make_store: StoreFactory, tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; an export gets 0666 less the umask, like any new file."""
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    await finish(store, "a", "text")
+    old = os.umask(0o027)
+    try:
+        await export_jobs(store, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for name in ("a.md", MANIFEST_NAME):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+async def test_an_unwritable_folder_is_one_error_naming_it(
+    make_store: StoreFactory, tmp_path: Path, where: str
+) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    await finish(store, "a", "text")
+    (tmp_path / "taken").write_text("not a folder", "utf-8")
+    out = tmp_path / "taken" if where == "is a file" else tmp_path / "taken" / "out"
+    with pytest.raises(OutputError, match=f"cannot export to {out}: .*taken is a file, not a folder"):
+        await export_jobs(store, out)
+    assert (tmp_path / "taken").read_text("utf-8") == "not a folder"
+
+
+async def test_files_of_an_earlier_wider_export_are_reported_and_cleaned(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    await finish(store, "a", "text a")
+    await store.enqueue([make_spec("b")])
+    await finish(store, "b", "partial b", Outcome.FAILED)
+    out = tmp_path / "out"
+    (tmp_path / "out").mkdir()
+    (out / "notes.md").write_text("the user's own file", "utf-8")
+    assert (await export_jobs(store, out, list(State))).files == 2
+
+    report = await export_jobs(store, out)
+    assert (report.stale, report.cleaned) == (("b.md",), False)
+    assert (out / "b.md").exists()
+
+    report = await export_jobs(store, out, clean=True)
+    assert (report.stale, report.cleaned) == (("b.md",), True)
+    assert sorted(p.name for p in out.iterdir()) == ["a.md", MANIFEST_NAME, "notes.md"]
 
 
 def test_the_manifest_carries_cost_and_waste_from_the_price_table() -> None:

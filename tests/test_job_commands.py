@@ -79,6 +79,49 @@ def test_enqueue_is_idempotent(project: Project, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out == "enqueued 0 jobs (2 already existed)\n"
 
 
+def test_changed_content_is_reported_and_replaced_on_request(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-enqueueing an id with other content names the id and fields; --replace applies it."""
+    assert (
+        project.run(
+            "enqueue", project.jsonl("v1.jsonl", {"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"})
+        )
+        == 0
+    )
+    capsys.readouterr()
+    v2 = project.jsonl("v2.jsonl", {"id": "a", "prompt": "x2", "max_tokens": 9}, {"id": "b", "prompt": "y"})
+    assert project.run("enqueue", v2) == 1
+    out, err = capsys.readouterr()
+    assert out == "enqueued 0 jobs (2 already existed)\n"
+    assert err == (
+        f"{v2}: id 'a': exists with different content (messages, max_tokens): left unchanged "
+        "(--replace replaces a job that has not started)\n"
+    )
+    assert project.run("enqueue", v2, "--replace") == 0
+    assert capsys.readouterr().out == "enqueued 0 jobs (2 already existed, 1 replaced)\n"
+    job = project.with_store(lambda store: store.get("a"))
+    assert (job.spec.messages[0].content, job.spec.max_tokens) == ("x2", 9)
+
+
+def test_replace_refuses_a_job_that_started(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("v1.jsonl", {"id": "a", "prompt": "x"})) == 0
+    project.with_store(lambda store: finish(store, "text", Outcome.SUCCEEDED))
+    capsys.readouterr()
+    assert project.run("enqueue", project.jsonl("v2.jsonl", {"id": "a", "prompt": "x2"}), "--replace") == 1
+    assert "error: job 'a' has started (succeeded, 1 attempt(s))" in capsys.readouterr().err
+    assert project.with_store(lambda store: store.get("a")).spec.messages[0].content == "x"
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"])
+def test_an_empty_file_says_so(project: Project, capsys: pytest.CaptureFixture[str], content: str) -> None:
+    file = project.root / "empty.jsonl"
+    file.write_text(content, "utf-8")
+    assert project.run("enqueue", str(file)) == 1
+    assert capsys.readouterr().err == f"error: {file}: no jobs (the input is empty): nothing enqueued\n"
+    assert not (project.root / "data").exists()
+
+
 def test_a_bad_line_enqueues_nothing(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     file = project.jsonl(
         "jobs.jsonl", {"id": "a", "prompt": "x"}, {"id": "b"}, "{oops", {"prompt": "z", "max_tokens": -1}
@@ -89,7 +132,7 @@ def test_a_bad_line_enqueues_nothing(project: Project, capsys: pytest.CaptureFix
     assert err[1].startswith(f"{file}:3: line: not valid JSON (")
     assert err[2] == f"{file}:4: max_tokens: must be a positive integer, got -1"
     assert err[3].startswith("nothing enqueued: 3 problem(s)")
-    assert project.status(capsys)["jobs"] == 0
+    assert not (project.root / "data").exists()
 
 
 def test_skip_invalid_enqueues_the_good_lines(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,13 +265,37 @@ def test_enqueue_dry_run_prints_worst_case_costs_and_enqueues_nothing(
     assert lines[1].endswith("worst case $0.0010 (capped by max_cost_usd $0.0010)")
     assert lines[2].startswith("c  unpriced") and lines[2].endswith("worst case unknown")
     assert lines[3].startswith("3 jobs, worst case unknown in all")
-    assert project.status(capsys)["jobs"] == 0
+    assert not (project.root / "data").exists(), "a dry run creates no queue"
 
 
 def test_unknown_ids_are_named(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"})) == 0
     for command in ("show", "retry", "cancel"):
         assert project.run(command, "no-such-job") == 1
         assert "no job with id 'no-such-job'" in capsys.readouterr().err
+
+
+def test_commands_that_do_not_enqueue_create_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped URL gets "no queue at …" (exit 2), and no file or folder appears."""
+    out = str(project.root / "out")
+    for command in (["status"], ["show", "a"], ["export", "--out", out], ["retry", "a"]):
+        assert project.run(*command) == 2
+        assert "error: no queue at " in capsys.readouterr().err
+    assert sorted(p.name for p in project.root.iterdir()) == ["config.toml"]
+
+
+def test_status_reads_a_read_only_queue(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert project.run("enqueue", project.jsonl("jobs.jsonl", {"id": "a", "prompt": "x"})) == 0
+    db = project.root / "data" / "jobs.db"
+    before = db.read_bytes()
+    db.chmod(0o444)
+    try:
+        assert project.status(capsys)["counts"]["queued"] == 1
+    finally:
+        db.chmod(0o644)
+    assert db.read_bytes() == before
 
 
 # -- export, retry, cancel ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.jsonl import JOB_ID_PATTERN, derived_id, is_valid_job_id, parse_jobs
+from jobs.jsonl import JOB_ID_PATTERN, check_job, derived_id, is_valid_job_id, parse_jobs
 from jobs.models import Message
 from worker.config import AnthropicSettings, Config, CostSettings, QueueSettings
 
@@ -131,8 +131,8 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
     (line(prompt="x", messages=[]), 'f.jsonl:1: messages: give "prompt" or "messages", not both'),
     (line(prompt=""), "f.jsonl:1: prompt: must not be empty"),
     (line(prompt=["x"]), "f.jsonl:1: prompt: must be a string, got a list"),
-    (line(messages=[]), "f.jsonl:1: messages: must be a non-empty list, got a list"),
-    (line(messages="hi"), "f.jsonl:1: messages: must be a non-empty list, got a string"),
+    (line(messages=[]), "f.jsonl:1: messages: must be a non-empty list of messages, got an empty list"),
+    (line(messages="hi"), "f.jsonl:1: messages: must be a non-empty list of messages, got a string"),
     (line(messages=["hi"]), "f.jsonl:1: messages[0]: must be an object with role and content, got a string"),
     (line(messages=[{"role": "system", "content": "x"}]), 'f.jsonl:1: messages[0].role: must be "user" or'),
     (
@@ -166,8 +166,54 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
     (line(prompt="x", max_attempts="3"), "f.jsonl:1: max_attempts: must be an integer, got a string"),
     (line(prompt="x", max_attempts=True), "f.jsonl:1: max_attempts: must be an integer, got a boolean"),
     (line(prompt="x", priority=2**70), "f.jsonl:1: priority: must fit in 64 bits"),
-    (line(prompt="x", run_at="tomorrow"), "f.jsonl:1: run_at: must be an ISO-8601 time or epoch seconds"),
-    (line(prompt="x", run_at="2026-01-01T00:00:00"), "f.jsonl:1: run_at: needs a timezone"),
+    (
+        line(prompt="x", run_at="tomorrow"),
+        "f.jsonl:1: run_at: must be an ISO 8601 date and time with an offset",
+    ),
+    (
+        line(prompt="x", run_at="2026-01-01T00:00:00"),
+        "f.jsonl:1: run_at: needs a UTC offset, e.g. 2026-01-01T00:00:00Z or 2026-01-01T00:00:00+00:00",
+    ),
+    (
+        line(prompt="x", run_at="2030-01-01"),
+        "f.jsonl:1: run_at: a date alone is not a time: give one with an offset, e.g. 2030-01-01T00:00:00Z",
+    ),
+    (line(prompt="x", run_at="2030-01-01+00:00"), "f.jsonl:1: run_at: a date alone is not a time"),
+    (line(prompt="x", run_at="2030-01-01Z"), "f.jsonl:1: run_at: must be an ISO 8601 date and time"),
+    ('{"prompt": "\\ud800"}', "f.jsonl:1: prompt: contains a lone surrogate (\\ud800)"),
+    (
+        '{"prompt": "x", "metadata": {"k": ["\\udc00"]}}',
+        "f.jsonl:1: metadata.k[0]: contains a lone surrogate",
+    ),
+    (line(prompt=" \n\t"), "f.jsonl:1: prompt: must not be only whitespace"),
+    (
+        line(messages=[{"role": "user", "content": "   "}]),
+        "f.jsonl:1: messages[0].content: must not be only whitespace",
+    ),
+    (
+        line(messages=[{"role": "user", "content": [{"type": "text", "text": " "}]}]),
+        "f.jsonl:1: messages[0].content[0].text: must be a non-empty string, got only whitespace",
+    ),
+    (
+        line(messages=[{"role": "user", "content": "Write."}, {"role": "assistant", "content": "Once "}]),
+        "f.jsonl:1: messages[1].content: a final assistant turn must not end in whitespace",
+    ),
+    (
+        line(
+            model="claude-sonnet-5-5",
+            messages=[{"role": "user", "content": "Write."}, {"role": "assistant", "content": "Once"}],
+        ),
+        "f.jsonl:1: messages[1].role: model claude-sonnet-5-5 does not accept a final assistant turn",
+    ),
+    (
+        '{"prompt": "x", "max_tokens": ' + "9" * 5000 + "}",
+        "f.jsonl:1: line: not valid JSON (an integer with more",
+    ),
+    ('{"prompt": "a\tb"}', "f.jsonl:1: line: not valid JSON (Invalid control character at column"),
+    (
+        line(prompt="x", id="bad id!"),
+        "f.jsonl:1: id: must be 1-200 characters of A-Z a-z 0-9 . _ - and not start",
+    ),
     (line(prompt="x", run_at=-1), "f.jsonl:1: run_at: must be a time in epoch seconds, got -1"),
     (
         line(prompt="x", run_at=1.7e12),
@@ -176,6 +222,50 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
     (line(prompt="x", run_at=[1]), "f.jsonl:1: run_at: must be an ISO-8601 string or a number, got a list"),
     (line(prompt="x", metadata=[1]), "f.jsonl:1: metadata: must be an object, got a list"),
 ]
+
+
+def test_a_bad_id_is_echoed_back() -> None:
+    _, [error] = parse(line(prompt="x", id="bad id!"))
+    assert error.endswith(', got "bad id!"')
+
+
+def test_content_blocks_are_joined_as_the_api_reads_them() -> None:
+    """User blocks are separate paragraphs to the model; assistant blocks are one continuing text."""
+    blocks = [{"type": "text", "text": "Write about cats."}, {"type": "text", "text": "Keep it short."}]
+    reply = [{"type": "text", "text": "Cats"}, {"type": "text", "text": " purr"}]
+    messages = [{"role": "user", "content": blocks}, {"role": "assistant", "content": reply}]
+    [spec], errors = parse(line(messages=messages))
+    assert errors == []
+    assert spec.messages == (
+        Message("user", "Write about cats.\nKeep it short."),
+        Message("assistant", "Cats purr"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2030-01-01T00:00:00Z", 1_893_456_000.0),
+        ("2030-01-01 02:00+02:00", 1_893_456_000.0),
+        ("20300101T0000Z", 1_893_456_000.0),
+        ("2030-01-01T00:00:00.5+00:00", 1_893_456_000.5),
+    ],
+)
+def test_run_at_accepts_iso_8601_times_with_an_offset(value: str, expected: float) -> None:
+    [spec], errors = parse(line(prompt="x", run_at=value))
+    assert (errors, spec.run_at) == ([], expected)
+
+
+def test_check_job_returns_fields_and_problems() -> None:
+    """The per-record validator the HTTP API shares: no file or line in its answers."""
+    assert check_job([1], CONFIG) == [("line", "must be a JSON object, got a list")]
+    assert check_job({"prompt": "", "max_tokens": 0}, CONFIG) == [
+        ("prompt", "must not be empty"),
+        ("max_tokens", "must be a positive integer, got 0"),
+    ]
+    spec = check_job({"id": "a", "prompt": "x"}, CONFIG)
+    assert not isinstance(spec, list)
+    assert (spec.id, spec.model) == ("a", "default-model")
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD_LINES)

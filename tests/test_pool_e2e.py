@@ -115,6 +115,8 @@ async def test_output_budget_caps_a_long_document(tmp_path: Path) -> None:
     run = await pool_run(tmp_path, [job])
     assert run.states["capped"] is State.SUCCEEDED
     assert count_tokens(run.texts["capped"]) == 500
+    assert run.stats.truncated == 1
+    assert (await _attempts(tmp_path, "capped"))[-1].stop_reason == "output_budget"
     assert expected(job).startswith(run.texts["capped"])
 
 

@@ -353,6 +353,18 @@ async def test_usage_counts_every_attempt_including_lost_ones(make_store: StoreF
     assert job.usage == Usage(220, 80)
 
 
+async def test_success_clears_an_earlier_attempts_error(make_store: StoreFactory) -> None:
+    """The manifest must not show an old HTTP 401 beside a good document; history keeps it."""
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    await store.settle("a", claim.token, AttemptResult(Outcome.RETRY, error="HTTP 401"))
+    claim = await claim_one(store)
+    job = await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
+    assert (job.state, job.last_error) == (State.SUCCEEDED, None)
+    assert [a.error for a in await store.attempts("a")] == ["HTTP 401", None]
+
+
 async def test_output_accounting_is_summed_like_the_billed_usage(make_store: StoreFactory) -> None:
     """The estimated, in-document and repeated output counts move with each checkpoint's latest
     usage and are summed over attempts, a lost attempt's included."""
@@ -476,6 +488,36 @@ async def test_retry_and_cancel_refuse_wrong_states(make_store: StoreFactory) ->
     await store.cancel("queued")
     with pytest.raises(JobStateError, match="cancelled"):
         await store.cancel("queued")
+
+
+async def test_replace_gives_a_job_that_never_started_a_new_spec(make_store: StoreFactory) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("a"), make_spec("b")])
+    new = replace(make_spec("b"), model="other-model", max_tokens=77, metadata={"v": 2}, run_at=None)
+
+    job = await store.replace(new)
+
+    assert (job.spec, job.state, job.attempts) == (new, State.QUEUED, 0)
+    assert (await store.get("b")).spec == new
+    assert (await store.history("b"))[-1].reason == "replaced by an operator"
+    assert [c.job.id for c in await store.claim("w", LEASE, limit=2)] == ["a", "b"]  # its place is kept
+
+
+async def test_replace_refuses_a_job_that_started(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a"), make_spec("b")])
+    claim = await claim_one(store)
+    with pytest.raises(JobStateError, match="'a' has started"):
+        await store.replace(replace(make_spec("a"), model="m2"))
+    await store.settle(claim.job.id, claim.token, AttemptResult(Outcome.RELEASED))
+    with pytest.raises(JobStateError, match=r"'a' has started \(queued, 1 attempt"):
+        await store.replace(replace(make_spec("a"), model="m2"))
+    await store.cancel("b")
+    with pytest.raises(JobStateError, match="cancelled"):
+        await store.replace(make_spec("b"))
+    with pytest.raises(JobNotFoundError):
+        await store.replace(make_spec("nobody"))
+    assert (await store.get("a")).spec == make_spec("a")
 
 
 async def test_retry_failed_requeues_every_failed_job(make_store: StoreFactory) -> None:

@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from jobs.errors import RefusalError
-from jobs.models import AttemptResult, Claim, Outcome, ResumeMode, Usage
+from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.policy import Verdict, judge
@@ -185,7 +185,7 @@ class Attempt:
             budget_left = spec.output_budget - already_spent - self.usage.output_tokens
             if budget_left <= 0:
                 log.warning("output_budget_exhausted", output_budget=spec.output_budget)
-                self.stop_reason = "max_tokens"
+                self.stop_reason = TRUNCATED
                 return
             text = self.text.text()
             mode = self._mode(text)
@@ -200,6 +200,14 @@ class Attempt:
             }
             if spec.system is not None:
                 params["system"] = spec.system
+            log.debug(
+                "request_sent",
+                model=spec.model,
+                max_tokens=max_tokens,
+                resume_mode=str(mode),
+                messages=len(messages),
+                chars_so_far=len(text),
+            )
             reserve = self.economy.prepare(params, max_tokens)
             try:
                 joiner = Joiner(mode, text, carry, safe_commits=self._continues())

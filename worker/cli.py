@@ -5,24 +5,36 @@ Each command module registers its sub-commands with a handler
 (file, environment, flags), configures logging once, runs the handler, and turns the errors a user
 can fix (bad config, bad input, a missing job) into one message and an exit code, never a traceback.
 
-Exit codes: 0 success, 1 a job or an input failed, 2 bad usage or configuration, 130 interrupted.
+Errors raised inside task groups arrive wrapped in (nested) exception groups: they are unwrapped,
+and the first of the project's errors is printed as ``error: …`` with its class's ``exit_code``.
+Anything else is a bug and keeps its traceback; ``--debug`` prints the traceback of every error.
+
+Exit codes: 0 success, 1 a job or an input failed, 2 bad usage or configuration, 130 interrupted
+(plus any code a :class:`~jobs.errors.PoolError` subclass declares).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import structlog
 
-from jobs.errors import ConfigError, InvalidJobError, MissingDependencyError, PoolError, StoreError
+from jobs.errors import ConfigError, PoolError
 from worker.config import Config, load_config
 from worker.logs import configure_logging
 
-__all__ = ("main", "build_parser", "Handler", "common_options")
+__all__ = ("main", "build_parser", "Handler", "common_options", "user_error", "report_error", "INTERRUPTED")
+
+#: The exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace, Config], Awaitable[int]]
 
@@ -62,11 +74,29 @@ def common_options() -> argparse.ArgumentParser:
         "--log-level", choices=("debug", "info", "warning", "error"), default=argparse.SUPPRESS
     )
     group.add_argument("--queue-url", default=argparse.SUPPRESS, help="shortcut for --set queue.url=URL")
+    group.add_argument("--model", default=argparse.SUPPRESS, help="shortcut for --set anthropic.model=ID")
+    group.add_argument(
+        "--base-url", default=argparse.SUPPRESS, help="shortcut for --set anthropic.base_url=URL"
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the traceback of an error (and log at debug level unless --log-level says otherwise)",
+    )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from worker import demo, job_commands, migrate_command, run_command, schedule_commands, serve_command
+    from worker import (
+        demo,
+        enqueue_command,
+        job_commands,
+        migrate_command,
+        run_command,
+        schedule_commands,
+        serve_command,
+    )
     from worker.simulator import cli as simulator_cli
 
     common = common_options()
@@ -78,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run_command.register(commands, common)
     demo.register(commands, common)
+    enqueue_command.register(commands, common)
     job_commands.register(commands, common)
     schedule_commands.register(commands, common)
     migrate_command.register(commands, common)
@@ -101,44 +132,90 @@ async def _simulate(args: argparse.Namespace, config: Config) -> int:
     return await simulator_cli.serve(args)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, str]:
-    overrides: dict[str, str] = {}
+def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """``section.key`` -> (text, which flag gave it), so a bad value names the flag typed."""
+    overrides: dict[str, tuple[str, str]] = {}
     for item in getattr(args, "set", []) or []:
         dotted, sep, text = item.partition("=")
         if not sep or "." not in dotted:
             raise ConfigError(f"flag --set {item!r}: expected SECTION.KEY=VALUE")
-        overrides[dotted.strip()] = text
+        overrides[dotted.strip()] = (text, f"flag --set {dotted.strip()}")
     for attr, dotted in _SHORT_FLAGS.items():
         value: Any = getattr(args, attr, None)
         if value is not None:
-            overrides[dotted] = str(value)
+            overrides[dotted] = (str(value), f"flag --{attr.replace('_', '-')}")
+    if getattr(args, "debug", False) and not getattr(args, "log_level", None):
+        overrides["logging.level"] = ("debug", "flag --debug")
     if getattr(args, "log_format", None):
-        overrides["logging.format"] = args.log_format
+        overrides["logging.format"] = (args.log_format, "flag --log-format")
     if getattr(args, "log_level", None):
-        overrides["logging.level"] = args.log_level
+        overrides["logging.level"] = (args.log_level, "flag --log-level")
     return overrides
+
+
+def _log_config(config: Config) -> None:
+    """At debug level, the settings in effect (the queue URL without its password)."""
+    url = config.queue_url()
+    parts = urlsplit(url)
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    structlog.get_logger("worker.cli").debug(
+        "config_loaded",
+        source=None if config.source is None else str(config.source),
+        queue_url=url,
+        base_url=config.api_base_url(),
+        model=config.anthropic.model,
+        concurrency=config.worker.concurrency,
+    )
+
+
+def user_error(exc: BaseException) -> PoolError | None:
+    """The project error to report for ``exc``: itself, or the first one inside (nested) exception
+    groups, whose other members are only cancellations, interrupts or more of our errors. None if
+    something else is inside: a bug, which must keep its traceback."""
+    if isinstance(exc, PoolError):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found: PoolError | None = None
+    for inner in exc.exceptions:
+        error = user_error(inner)
+        if error is None and not _is_interrupt(inner):
+            return None
+        found = found or error
+    return found
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    # The loop is gone by now, so anyio cannot say which class it cancels with: the CLI runs
+    # anyio on asyncio, whose cancellation is asyncio.CancelledError.
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and all(_is_interrupt(e) for e in exc.exceptions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         config = load_config(getattr(args, "config", None), overrides=_overrides(args))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config.logging.format, config.logging.level)
-    handler: Handler = args.handler
-    try:
+        configure_logging(config.logging.format, config.logging.level, sdk_level=config.logging.sdk_level)
+        _log_config(config)
+        handler: Handler = args.handler
         return anyio.run(handler, args, config)
-    except KeyboardInterrupt:
-        return 130
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except MissingDependencyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (InvalidJobError, StoreError, PoolError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:  # every error ends here, as a message or a traceback
+        return report_error(exc, debug)
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` as one line and return its exit code; re-raise what is not ours."""
+    error = user_error(exc)
+    if error is None:
+        if _is_interrupt(exc):
+            return INTERRUPTED
+        raise exc
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_code

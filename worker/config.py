@@ -16,12 +16,14 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jobs.errors import ConfigError
 from jobs.models import PROMPT_CACHE_MODES
@@ -36,6 +38,7 @@ __all__ = (
     "CostSettings",
     "Config",
     "load_config",
+    "read_toml",
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
 )
@@ -117,6 +120,9 @@ class LoggingSettings:
     format: str = "auto"
     #: debug, info, warning or error.
     level: str = "info"
+    #: The SDK's own loggers: auto (warning; info when level is debug), warning, info, or debug,
+    #: which logs every request's options, prompt text included (ANTHROPIC_LOG alone does not).
+    sdk_level: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,43 +214,46 @@ _SECTIONS: dict[str, type[Any]] = {
     "costs": CostSettings,
 }
 
-# (minimum, maximum) for numeric keys; None = unbounded on that side.
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "anthropic.max_tokens": (1, None),
-    "anthropic.output_budget": (1, None),
-    "anthropic.connect_timeout": (0.1, None),
-    "queue.lease_seconds": (1, None),
-    "queue.max_attempts": (1, None),
+# (minimum, maximum) for numeric keys: every duration and size has both ends, so a typo (an extra
+# digit, milliseconds for seconds) stops start-up instead of a worker that never wakes up.
+_DAY = 86_400.0
+_RANGES: dict[str, tuple[float, float]] = {
+    "anthropic.max_tokens": (1, 1_000_000),
+    "anthropic.output_budget": (1, 100_000_000),
+    "anthropic.connect_timeout": (0.1, 600),
+    "queue.lease_seconds": (1, _DAY),
+    "queue.max_attempts": (1, 1000),
     "worker.concurrency": (1, 100_000),
-    "worker.checkpoint_chars": (1, None),
-    "worker.checkpoint_seconds": (0.01, None),
-    "worker.idle_timeout": (0.1, None),
-    "worker.backoff_base": (0, None),
-    "worker.backoff_max": (0, None),
-    "worker.retry_after_max": (0, None),
-    "worker.grace_seconds": (0, None),
-    "worker.poll_seconds": (0.01, None),
+    "worker.checkpoint_chars": (1, 100_000_000),
+    "worker.checkpoint_seconds": (0.01, 3600),
+    "worker.idle_timeout": (0.1, _DAY),
+    "worker.backoff_base": (0, _DAY),
+    "worker.backoff_max": (0, _DAY),
+    "worker.retry_after_max": (0, _DAY),
+    "worker.grace_seconds": (0, _DAY),
+    "worker.poll_seconds": (0.01, 3600),
     "worker.overload_patience": (0, 7 * 86400),
     "worker.outage_limit": (1, 7 * 86400),
     "worker.shutdown_deadline": (0.1, 3600),
-    "worker.max_pending_chars": (1000, None),
-    "rate_limits.requests_per_minute": (0, None),
-    "rate_limits.input_tokens_per_minute": (0, None),
-    "rate_limits.output_tokens_per_minute": (0, None),
+    "worker.max_pending_chars": (1000, 10**10),
+    "rate_limits.requests_per_minute": (0, 10**9),
+    "rate_limits.input_tokens_per_minute": (0, 10**12),
+    "rate_limits.output_tokens_per_minute": (0, 10**12),
     "server.port": (0, 65535),
-    "server.heartbeat_seconds": (0.01, None),
-    "server.send_timeout": (0.01, None),
-    "server.max_body_bytes": (1, None),
-    "server.retry_ms": (0, None),
-    "server.live_checkpoint_seconds": (0.01, None),
-    "costs.max_cost_usd": (0, None),
-    "costs.max_cost_per_run": (0, None),
-    "costs.daily_cap_usd": (0, None),
+    "server.heartbeat_seconds": (0.01, 3600),
+    "server.send_timeout": (0.01, 3600),
+    "server.max_body_bytes": (1, 2**31),
+    "server.retry_ms": (0, 86_400_000),
+    "server.live_checkpoint_seconds": (0.01, 3600),
+    "costs.max_cost_usd": (0, 1_000_000),
+    "costs.max_cost_per_run": (0, 1_000_000_000),
+    "costs.daily_cap_usd": (0, 1_000_000_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "anthropic.http_transport": ("aiohttp", "httpx"),
     "logging.format": ("auto", "console", "json"),
     "logging.level": ("debug", "info", "warning", "error"),
+    "logging.sdk_level": ("auto", "warning", "info", "debug"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
     "costs.cache_checkpoint": ("off", "on"),
 }
@@ -254,12 +263,13 @@ def load_config(
     path: Path | None = None,
     *,
     env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | tuple[str, str]] | None = None,
 ) -> Config:
     """Build the config from defaults, the file at ``path``, ``env`` and flag ``overrides``.
 
     ``path`` None means ``./config.toml`` if it exists, else defaults only; an explicit path that
-    does not exist is an error. ``overrides`` maps ``section.key`` to the flag's text.
+    does not exist is an error. ``overrides`` maps ``section.key`` to the flag's text, or to
+    (text, the flag to name in messages) when it came from a short form such as ``--concurrency``.
     """
     env = os.environ if env is None else env
     explicit = path is not None
@@ -278,26 +288,45 @@ def load_config(
         section, key = _split_env_name(name)
         values[section][key] = (_parse_text(raw, section, key, name), f"environment variable {name}")
 
-    for dotted, raw in (overrides or {}).items():
+    for dotted, given in (overrides or {}).items():
+        raw, where = given if isinstance(given, tuple) else (given, f"flag --set {dotted}")
         section, _, key = dotted.partition(".")
-        where = f"flag --set {dotted}"
         _check_known(section, key, where)
         values[section][key] = (_parse_text(raw, section, key, where), where)
 
     sections = {name: _build(name, given) for name, given in values.items()}
-    return Config(**sections, source=source)
+    config = Config(**sections, source=source)
+    _check_together(config, values)
+    sdk_base_url = env.get("ANTHROPIC_BASE_URL", "")
+    if not config.anthropic.base_url and (problem := _base_url_problem(sdk_base_url)):
+        raise ConfigError(f"environment variable ANTHROPIC_BASE_URL {problem}, got {sdk_base_url!r}")
+    return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; every problem is a ``ConfigError`` naming the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        # A byte-order mark (Windows editors add one) is not TOML, but its meaning is not in doubt.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _read_file(path: Path) -> list[tuple[str, str, Any]]:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     items: list[tuple[str, str, Any]] = []
     for section, table in data.items():
         if section == "schedules":
@@ -338,6 +367,9 @@ def _field_type(section: str, key: str) -> Any:
     return {f.name: f.type for f in dataclasses.fields(_SECTIONS[section])}[key]
 
 
+_ARTICLE = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
 def _parse_text(raw: str, section: str, key: str, where: str) -> Any:
     """Turn the text of an environment variable or flag into the key's type."""
     kind = _field_type(section, key)
@@ -347,7 +379,7 @@ def _parse_text(raw: str, section: str, key: str, where: str) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{where}: {section}.{key} must be a {kind}, got {raw!r}") from None
+        raise ConfigError(f"{where}: {section}.{key} must be {_ARTICLE[kind]}, got {raw!r}") from None
     return raw
 
 
@@ -368,15 +400,88 @@ def _validate(section: str, key: str, value: Any, where: str) -> Any:
         "str": isinstance(value, str),
     }[kind]
     if not ok:
-        raise ConfigError(f"{where}: {dotted} must be a {kind}, got {type(value).__name__} {value!r}")
-    if kind == "float":
-        value = float(value)
-    low, high = _RANGES.get(dotted, (None, None))
-    if low is not None and value < low:
-        raise ConfigError(f"{where}: {dotted} must be at least {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigError(f"{where}: {dotted} must be at most {high}, got {value}")
+        got = f"{_kind(value)} {value!r}"
+        raise ConfigError(f"{where}: {dotted} must be {_ARTICLE[kind]}, got {got}")
+    if kind == "str":
+        problem = _STRING_CHECKS.get(dotted, _no_problem)(value)
+        if problem:
+            raise ConfigError(f"{where}: {dotted} {problem}, got {value!r}")
+    else:
+        value = _in_range(dotted, float(value) if kind == "float" else value, where)
     choices = _CHOICES.get(dotted)
     if choices and value not in choices:
         raise ConfigError(f"{where}: {dotted} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _in_range(dotted: str, value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {dotted} must be a finite number, got {value}")
+    low, high = _RANGES.get(dotted, (-math.inf, math.inf))
+    if value < low:
+        raise ConfigError(f"{where}: {dotted} must be at least {low:g}, got {value:g}")
+    if value > high:
+        raise ConfigError(f"{where}: {dotted} must be at most {high:g}, got {value:g}")
+    return value
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", str: "a string", float: "a number", int: "an integer"}
+    names |= {list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _no_problem(value: str) -> str | None:
+    return None
+
+
+def _model_problem(value: str) -> str | None:
+    if not value.strip():
+        return "must name a model (e.g. claude-sonnet-5-5)"
+    return "must not contain spaces" if value != value.strip() or " " in value else None
+
+
+def _queue_url_problem(value: str) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "needs a scheme: sqlite:///path/to/jobs.db or postgresql://host/db"
+    if scheme == "sqlite" and (not rest.startswith("/") or rest == "/"):
+        return "needs three slashes and a path: sqlite:///relative.db or sqlite:////absolute.db"
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        return f"has scheme {scheme!r}: use sqlite:// or postgresql://"
+    return None
+
+
+def _base_url_problem(value: str) -> str | None:
+    """The SDK joins ``/v1/messages`` to the base URL, so a ``/v1`` suffix asks for /v1/v1/…"""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host, e.g. https://api.anthropic.com"
+    if parts.path.rstrip("/").endswith("/v1"):
+        return "must not end in /v1 (the SDK adds /v1/messages itself)"
+    return None
+
+
+_STRING_CHECKS = {
+    "anthropic.model": _model_problem,
+    "anthropic.base_url": _base_url_problem,
+    "queue.url": _queue_url_problem,
+}
+
+
+def _check_together(config: Config, values: Mapping[str, Mapping[str, tuple[Any, str]]]) -> None:
+    """Keys that only make sense together."""
+    w = config.worker
+    if w.backoff_max < w.backoff_base:
+        given = values["worker"].get("backoff_max") or values["worker"].get("backoff_base")
+        where = given[1] if given else "defaults"
+        raise ConfigError(
+            f"{where}: worker.backoff_max ({w.backoff_max:g}) must be at least "
+            f"worker.backoff_base ({w.backoff_base:g})"
+        )

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -25,12 +26,12 @@ from jobs.export import export_jobs
 from jobs.models import JobSpec, Message, State
 from jobs.sqlite import SQLiteStore
 from worker.config import Config
-from worker.limits import FleetLimiter
 from worker.logs import configure_logging
-from worker.pool import Pool
-from worker.progress import ProgressDisplay
-from worker.runtime import make_client, pool_settings
-from worker.simulator import FaultConfig, Simulator, SimulatorConfig, expected_document, run_simulator
+
+if TYPE_CHECKING:
+    from worker.simulator import Simulator
+
+# The pool, the SDK and the simulator are imported when the demo runs (see worker.run_command).
 
 __all__ = ("register", "TOPICS", "SIM_FAULTS")
 
@@ -96,6 +97,8 @@ def _jobs(count: int, simulated: bool, config: Config) -> list[JobSpec]:
 
 @asynccontextmanager
 async def _api(simulated: bool) -> AsyncIterator[Simulator | None]:
+    from worker.simulator import FaultConfig, SimulatorConfig, run_simulator
+
     if not simulated:
         yield None
         return
@@ -124,6 +127,12 @@ def _explain(simulated: bool) -> None:
 
 
 async def run_demo(args: argparse.Namespace, config: Config) -> int:
+    from worker.limits import FleetLimiter
+    from worker.pool import Pool
+    from worker.progress import ProgressDisplay
+    from worker.runtime import make_client, pool_settings
+    from worker.simulator import expected_document
+
     has_key = bool(os.environ.get("ANTHROPIC_API_KEY"))
     if args.claude and not has_key:
         print("error: --claude needs ANTHROPIC_API_KEY", file=sys.stderr)
@@ -212,6 +221,6 @@ def _fresh_folder(out: Path) -> None:
 
 
 def _doc_tokens(jobs: list[JobSpec]) -> int:
-    from worker.simulator import count_tokens
+    from worker.simulator import count_tokens, expected_document
 
     return sum(count_tokens(expected_document(j.system, j.messages[0].content)) for j in jobs)

@@ -1,4 +1,5 @@
-"""Commands that manage jobs: ``enqueue``, ``status``, ``show``, ``export``, ``retry``, ``cancel``.
+"""Commands that manage jobs: ``status``, ``show``, ``export``, ``retry``, ``cancel`` (``enqueue``
+is in :mod:`worker.enqueue_command`).
 
 Users' scripts rely on these forms and on the JSON shapes documented in each handler, so change
 them only by adding. Each handler opens the store from ``[queue] url`` and always closes it.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,14 +22,11 @@ import anyio
 import anyio.to_thread
 
 from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, token_accounting
-from jobs.errors import InvalidJobError
 from jobs.export import export_jobs, manifest_entry
-from jobs.jsonl import parse_jobs
-from jobs.models import AttemptRecord, Job, State, Transition, Usage, format_joins
-from jobs.store import Store, open_store
+from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage, format_joins
+from jobs.store import Access, Store, open_store
 from worker.config import Config
-from worker.cost_report import dry_run_lines, show_cost_lines, spend_text
-from worker.lifecycle import log_deprecated
+from worker.cost_report import show_cost_lines, spend_text
 
 __all__ = ("register", "opened_store")
 
@@ -40,25 +37,6 @@ def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add the job commands to the CLI's sub-parsers."""
-    enqueue = commands.add_parser(
-        "enqueue",
-        parents=[common],
-        help="add jobs from a JSONL file",
-        description="Validate every line first; if any line is bad, report each one as "
-        "FILE:LINE: field: problem and enqueue nothing (exit 1), unless --skip-invalid. "
-        "Ids that exist already are left unchanged, so re-enqueueing a file is safe.",
-    )
-    enqueue.add_argument("file", metavar="FILE.jsonl", help="one job per line; - reads standard input")
-    enqueue.add_argument(
-        "--skip-invalid", action="store_true", help="enqueue the valid lines even if some are bad (exit 0)"
-    )
-    enqueue.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="validate and print each job, its model and its worst-case cost; enqueue nothing",
-    )
-    enqueue.set_defaults(handler=enqueue_command)
-
     status = commands.add_parser("status", parents=[common], help="jobs per state, characters and usage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=status_command)
@@ -83,6 +61,11 @@ def register(
         metavar="STATE",
         help=f"jobs to export (repeatable; {', '.join(_STATE_CHOICES)}; default: succeeded)",
     )
+    export.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove files in DIR named after jobs of this queue that this export does not include",
+    )
     export.set_defaults(handler=export_command)
 
     retry = commands.add_parser("retry", parents=[common], help="re-queue a failed or cancelled job")
@@ -97,53 +80,15 @@ def register(
 
 
 @asynccontextmanager
-async def opened_store(config: Config) -> AsyncIterator[Store]:
-    """The configured store, closed on the way out even when cancelled."""
-    store = open_store(config.queue_url())
+async def opened_store(config: Config, access: Access = "create") -> AsyncIterator[Store]:
+    """The configured store, closed on the way out even when cancelled. Only ``enqueue`` may
+    create a queue; the other commands say "no queue at …" where a mistyped URL points."""
+    store = open_store(config.queue_url(), access=access)
     try:
         yield store
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
-
-
-# -- enqueue -----------------------------------------------------------------------------------
-
-
-def _read_lines(file: str) -> list[bytes]:
-    if file == "-":
-        return sys.stdin.buffer.read().splitlines()
-    try:
-        return Path(file).read_bytes().splitlines()
-    except OSError as exc:
-        raise InvalidJobError(f"{file}: cannot read: {exc.strerror}") from None
-
-
-async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
-    """Print ``enqueued N jobs (M already existed)``; problems go to stderr."""
-    lines = await anyio.to_thread.run_sync(_read_lines, args.file)
-    source = "<stdin>" if args.file == "-" else args.file
-    specs, errors = parse_jobs(lines, source, config)
-    for error in errors:
-        print(error, file=sys.stderr)
-    if errors and not args.skip_invalid:
-        print(
-            f"nothing enqueued: {len(errors)} problem(s) in {source} "
-            "(fix them, or use --skip-invalid to enqueue the valid lines)",
-            file=sys.stderr,
-        )
-        return 1
-    log_deprecated(Counter(spec.model for spec in specs), where="enqueue")
-    if getattr(args, "dry_run", False):
-        for line in dry_run_lines(specs, load_prices(config.prices_path())):
-            print(line)
-        return 0
-    async with opened_store(config) as store:
-        result = await store.enqueue(specs)
-    print(f"enqueued {len(result.inserted)} jobs ({len(result.existing)} already existed)")
-    if errors:
-        print(f"skipped {len(errors)} problem(s) in {source}", file=sys.stderr)
-    return 0
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -178,7 +123,7 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
     ``repeated_tokens``. A cost is null when some job's model has no price.
     """
     prices = load_prices(config.prices_path())
-    async with opened_store(config) as store:
+    async with opened_store(config, "read") as store:
         counts = await store.counts()
         chars, usage, spend = await _totals(store, prices)
         next_due = await store.next_due()
@@ -279,7 +224,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     """One job. ``--json`` prints ``{"job": {...}, "attempts": [...], "history": [...],
     "text": str | null}`` (``text`` is null with ``--no-text``)."""
     prices = load_prices(config.prices_path())
-    async with opened_store(config) as store:
+    async with opened_store(config, "read") as store:
         job = await store.get(args.job_id)
         attempts = await store.attempts(job.id)
         history = await store.history(job.id)
@@ -302,7 +247,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print("created    {}  started {}  finished {}".format(*times))
     if job.lease is not None:
         print(f"lease      {job.lease.owner} until {_iso(job.lease.expires_at)}")
-    print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}")
+    cut = " (truncated: the job's output_budget ran out)" if job.stop_reason == TRUNCATED else ""
+    print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}{cut}")
     print(f"usage      {_usage_text(job.usage)}")
     for line in show_cost_lines(job, prices):
         print(line)
@@ -335,16 +281,23 @@ async def export_command(args: argparse.Namespace, config: Config) -> int:
     """Exit 1 if a job was skipped (an unsafe id); each is reported on stderr."""
     chosen = args.state or [State.SUCCEEDED.value]
     states = list(State) if "all" in chosen else [State(name) for name in dict.fromkeys(chosen)]
-    async with opened_store(config) as store:
-        report = await export_jobs(store, args.out, states)
+    async with opened_store(config, "read") as store:
+        report = await export_jobs(store, args.out, states, clean=args.clean)
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
+    if report.stale:
+        verb = "removed" if report.cleaned else "left in place (--clean removes them)"
+        names = ", ".join(report.stale[:5]) + (", …" if len(report.stale) > 5 else "")
+        print(
+            f"{len(report.stale)} file(s) from an earlier export are not in this manifest, {verb}: {names}",
+            file=sys.stderr,
+        )
     print(f"exported {report.jobs} jobs ({report.files} files) to {args.out}; manifest {report.manifest}")
     return 1 if report.problems else 0
 
 
 async def retry_command(args: argparse.Namespace, config: Config) -> int:
-    async with opened_store(config) as store:
+    async with opened_store(config, "existing") as store:
         if args.failed:
             count = await store.retry_failed()
             print(f"re-queued {count} failed jobs")
@@ -355,7 +308,7 @@ async def retry_command(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cancel_command(args: argparse.Namespace, config: Config) -> int:
-    async with opened_store(config) as store:
+    async with opened_store(config, "existing") as store:
         before = await store.get(args.job_id)
         job = await store.cancel(args.job_id)
     note = " (its worker stops at its next checkpoint)" if before.state == State.RUNNING else ""

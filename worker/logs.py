@@ -4,11 +4,22 @@ Console rendering on a TTY, JSON lines otherwise (or as forced by ``[logging] fo
 ``merge_contextvars`` comes first, so ``bound_contextvars(job_id=…, attempt=…)`` around a unit of
 work tags every event logged inside it. Events have stable names (``job_claimed``,
 ``checkpoint_saved``, …) and carry data as fields; prompt text and the API key are never logged.
+
+**Levels.** ``info`` logs one event per state change; ``debug`` adds our debug events (the config
+in effect, each request's shape: model, max_tokens, resume mode, sizes) and the libraries' info
+lines (the SDK's ``HTTP Request: POST … 200 OK``, the PostgreSQL pool's connection events).
+
+**The SDK's own loggers** (``anthropic``, ``httpx2``) log each request's options, prompt included,
+at debug level, which ``ANTHROPIC_LOG=debug`` turns on. That is never done behind the user's back:
+their level is ours to set, from ``[logging] sdk_level`` (``auto`` = warning, or info when
+``level`` is debug). Only ``sdk_level = "debug"`` (``--set logging.sdk_level=debug``) lets the
+SDK log prompt text; ``ANTHROPIC_LOG`` alone gets a warning that says so.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -17,6 +28,8 @@ import structlog
 __all__ = ("configure_logging", "get_logger", "add_logger_name")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+#: The SDK's loggers; at debug level they log request options, prompt text included.
+SDK_LOGGERS = ("anthropic", "httpx2", "httpx", "httpcore")
 
 
 class _NamedPrintLogger(structlog.PrintLogger):
@@ -48,8 +61,11 @@ def add_logger_name(
     return event_dict
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog for this process. ``fmt`` is auto, console or json."""
+def configure_logging(
+    fmt: str = "auto", level: str = "info", stream: TextIO | None = None, sdk_level: str = "auto"
+) -> None:
+    """Configure structlog for this process. ``fmt`` is auto, console or json; ``sdk_level`` is
+    auto, warning, info or debug (see the module docstring)."""
     stream = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     processors: list[structlog.typing.Processor] = [
@@ -72,6 +88,22 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         logger_factory=_NamedPrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _set_sdk_level(level, sdk_level)
+
+
+def _set_sdk_level(level: str, sdk_level: str) -> None:
+    if sdk_level == "auto":
+        sdk_level = "info" if level == "debug" else "warning"
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(_LEVELS[sdk_level])
+    asked = os.environ.get("ANTHROPIC_LOG")
+    if asked and sdk_level != "debug":
+        structlog.get_logger("worker.logs").warning(
+            "anthropic_log_ignored",
+            ANTHROPIC_LOG=asked,
+            sdk_level=sdk_level,
+            note='the SDK\'s debug lines hold prompt text: set [logging] sdk_level = "debug" to log them',
+        )
 
 
 def _route_stdlib_logging(stream: TextIO, renderer: structlog.typing.Processor, level: int) -> None:
@@ -90,7 +122,7 @@ def _route_stdlib_logging(stream: TextIO, renderer: structlog.typing.Processor, 
     )
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(logging.INFO if level == logging.DEBUG else max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

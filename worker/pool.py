@@ -34,7 +34,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
-from jobs.models import AttemptResult, Claim, Outcome, State
+from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, State
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
@@ -88,11 +88,15 @@ class PoolStats:
     retries: int = 0
     resumes: int = 0
     released: int = 0
+    #: Succeeded, but cut off by their output_budget.
+    truncated: int = 0
     lease_lost: int = 0
     output_tokens: int = 0
     #: What this run spent (USD), for jobs whose model has a price.
     cost_usd: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
+    #: The signal that stopped the pool (SIGINT, SIGTERM), or None if it was not interrupted.
+    interrupted_by: str | None = None
 
 
 class Pool:
@@ -313,6 +317,7 @@ class Pool:
                     log.warning("pool_killed", signal=signal.Signals(signum).name)
                     os._exit(130)
                 log.info("signal_received", signal=signal.Signals(signum).name)
+                self.stats.interrupted_by = signal.Signals(signum).name
                 self.interrupted = True
                 self.request_stop()
 
@@ -414,7 +419,11 @@ class Pool:
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
             "tokens_per_s": round(result.usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
         }
-        if job.state is State.SUCCEEDED:
+        if job.state is State.SUCCEEDED and result.stop_reason == TRUNCATED:
+            self.stats.succeeded += 1
+            self.stats.truncated += 1
+            log.warning("job_succeeded", truncated=True, **summary)
+        elif job.state is State.SUCCEEDED:
             self.stats.succeeded += 1
             log.info("job_succeeded", **summary)
         elif job.state is State.FAILED:

@@ -23,7 +23,7 @@ log = structlog.get_logger("worker.preflight")
 #: ``run`` exit code when the API account or endpoint cannot be used: the key was refused (401),
 #: billing (402) or permission (403), the base URL does not answer or is not the Messages API, or a
 #: queued job's model does not exist. Every job is left as it was.
-EXIT_ACCOUNT = 3
+EXIT_ACCOUNT = AccountError.exit_code
 
 #: Each check request may take this long.
 _CHECK_SECONDS = 15.0

@@ -39,12 +39,12 @@ its cost per delta stays flat however long the document grows.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 import structlog
 
 from jobs.models import JobSpec, ResumeMode
+from jobs.prefill import supports_prefill
 from worker.join import (
     ANCHOR_WORDS,
     ECHO_CHARS,
@@ -91,20 +91,6 @@ _PENDING_MAX = 2000
 _CONTEXT_CHARS = 2 * ECHO_CHARS
 #: Held-back characters added between two looks for a safe point (the cost stays per chunk).
 _CHECK_EVERY = 128
-
-# 4.6 and later, every 5.x, and the Mythos/Fable families reject prefill.
-_NO_PREFILL = re.compile(
-    r"^claude-(?:(?:opus|sonnet|haiku)-4-(?:[6-9]|\d\d)|[a-z]+-[5-9](?:\b|-)|mythos|fable)"
-)
-
-
-def supports_prefill(model: str) -> bool:
-    """Whether ``model`` is expected to accept a final assistant message.
-
-    A guess from the id; a model that answers with the prefill 400 anyway is switched to
-    continuation by the caller, which remembers it for the rest of the process.
-    """
-    return _NO_PREFILL.match(model) is None
 
 
 def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dict[str, str]], str]:

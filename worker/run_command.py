@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
 from jobs.errors import AccountError, OutageLimitError, PoolError
 from worker.config import Config
-from worker.pool import Pool
-from worker.preflight import EXIT_ACCOUNT, preflight
-from worker.runtime import make_client, make_economy, make_limits, open_runtime, pool_settings, url_source
-from worker.schedules import load_schedules, run_scheduler
 
-__all__ = ("register", "make_client", "pool_settings", "EXIT_ACCOUNT", "EXIT_INTERRUPTED", "make_economy")
+if TYPE_CHECKING:
+    from worker.pool import Pool, PoolStats
 
+# The SDK and the pool are imported by the functions that use them: importing the SDK takes
+# seconds on a busy machine, and the commands that only read the queue never need it.
+
+__all__ = (
+    "register",
+    "EXIT_ACCOUNT",
+    "EXIT_INTERRUPTED",
+    "exit_code",
+)
+
+#: ``run`` stopped by the API account (the preflight's code, kept here without importing the SDK).
+EXIT_ACCOUNT = AccountError.exit_code
 #: ``run --until-empty`` stopped by SIGINT/SIGTERM before the queue was empty.
 EXIT_INTERRUPTED = 130
 #: Where the API key comes from (named in messages about a refused key).
@@ -47,7 +57,8 @@ def register(
     run.add_argument(
         "--until-empty",
         action="store_true",
-        help="exit when nothing is queued or running: 0 if no job failed, 1 otherwise",
+        help="exit when nothing is queued or running: 0 if every job succeeded in full, 1 if one "
+        "failed or was cut off by its output_budget, 130 if stopped by a signal first",
     )
     run.add_argument(
         "--progress",
@@ -66,8 +77,23 @@ def register(
     run.set_defaults(handler=run_pool)
 
 
+def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
+    """``run`` stops only by a signal, and exits 0 once it has released its jobs cleanly (the way
+    a service is stopped). ``--until-empty`` promises a finished batch: a signal before the queue
+    emptied is 130, so a script does not take a stopped batch for a done one; a document cut off by
+    its output_budget is not a full success either (1)."""
+    if not until_empty:
+        return 0
+    if stats.interrupted_by is not None:
+        return 130
+    return 1 if stats.failed or stats.truncated else 0
+
+
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.preflight import preflight
     from worker.progress import ProgressDisplay
+    from worker.runtime import make_economy, make_limits, open_runtime, url_source
+    from worker.schedules import load_schedules, run_scheduler
 
     make_limits(config)  # bad limits stop here, before the schedules are read
     schedules = await anyio.to_thread.run_sync(load_schedules, config)  # a bad schedule stops here
@@ -97,9 +123,7 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
             tg.cancel_scope.cancel()
         if failure is not None:
             return _failed(failure, pool)
-        if args.until_empty and pool.interrupted:
-            return EXIT_INTERRUPTED
-        return 1 if args.until_empty and stats.failed else 0
+        return exit_code(stats, until_empty=args.until_empty)
 
 
 def _failed(failure: PoolError, pool: Pool) -> int:

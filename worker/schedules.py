@@ -40,7 +40,6 @@ import json
 import math
 import re
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -57,7 +56,7 @@ from jobs import jsonl
 from jobs.errors import ConfigError, StoreError
 from jobs.models import EnqueueResult, JobSpec
 from jobs.store import Clock, Store
-from worker.config import Config
+from worker.config import Config, read_toml
 
 __all__ = (
     "Missed",
@@ -130,13 +129,7 @@ def load_schedules(config: Config) -> list[Schedule]:
     Raises ``ConfigError`` naming the schedule for any mistake, so start-up stops with a message."""
     if config.source is None:
         return []
-    try:
-        with config.source.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{config.source}: cannot read config file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config.source}: not valid TOML: {exc}") from None
+    data = read_toml(config.source)
     return parse_schedules(data.get("schedules", []), config)
 
 

@@ -5,16 +5,20 @@ deterministic documents (:func:`expected_document`), the exact SSE grammar, pref
 continuation rules per model generation, seeded faults, token-bucket rate limits and an
 accounting endpoint. Start it in-process with :func:`run_simulator` or from the command line
 with ``python -m worker.simulator``.
+
+The HTTP parts (``server``, ``protocol``) are imported on first use of one of their names, so
+``python -m worker status`` does not pay for the HTTP stack just to list ``simulate`` in its help.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from worker.simulator.accounting import AccountingSnapshot, DocumentStats
 from worker.simulator.batches import BatchConfig
 from worker.simulator.faults import FaultConfig, FaultKind
-from worker.simulator.protocol import model_retired, model_supports_prefill
 from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
-from worker.simulator.server import Simulator, SimulatorConfig, run_simulator
 from worker.simulator.text import (
     DEFAULT_DOCUMENT_TOKENS,
     count_tokens,
@@ -23,6 +27,26 @@ from worker.simulator.text import (
     parse_directives,
     tokenize,
 )
+
+if TYPE_CHECKING:
+    from worker.simulator.protocol import model_retired, model_supports_prefill
+    from worker.simulator.server import Simulator, SimulatorConfig, run_simulator
+
+_LAZY = {
+    "model_retired": "protocol",
+    "model_supports_prefill": "protocol",
+    "Simulator": "server",
+    "SimulatorConfig": "server",
+    "run_simulator": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = (
     "SimulatorConfig",

@@ -13,9 +13,14 @@ import contextlib
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from worker.simulator.faults import FaultConfig
-from worker.simulator.server import SimulatorConfig, run_simulator
+
+if TYPE_CHECKING:
+    from worker.simulator.server import SimulatorConfig
+
+# The server (and its HTTP stack) is imported when it starts, not when the CLI builds its parser.
 
 __all__ = ("add_arguments", "config_from_args", "serve", "run")
 
@@ -103,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """Build the :class:`SimulatorConfig` the parsed flags describe."""
+    from worker.simulator.server import SimulatorConfig
+
     return SimulatorConfig(
         host=args.host,
         port=args.port,
@@ -153,6 +160,8 @@ async def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
+
+    from worker.simulator.server import run_simulator
 
     stop = asyncio.Event()
     handled = _install_signal_handlers(stop)
