@@ -387,6 +387,8 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
 def parse_object(data: object, where: str, config: Config) -> tuple[JobSpec | None, list[str]]:
     """Validate one already-decoded job object (an HTTP body's, say) exactly as a JSONL line is
     validated; problems read ``WHERE: field: problem``."""
+    if not isinstance(data, dict):
+        return None, [f"{where}: job: must be a JSON object, got {_kind(data)}"]
     result = check_job(data, config)
     if isinstance(result, JobSpec):
         return result, []
