@@ -4,6 +4,9 @@
 one process; ``serve`` alone (N = 0) only serves, and needs no API key: separate ``run`` processes,
 on this machine or others, do the work through the shared queue.
 
+The server, the runtime and the SDK are imported when ``serve`` runs, not when the command line is
+built: every other command starts without paying for them (``tests/test_cli_startup.py``).
+
 Prints ``serving on http://HOST:PORT`` once listening (port 0 picks a free port, which that line
 names). SIGINT/SIGTERM: the relay ends every stream (viewers reconnect elsewhere with
 ``Last-Event-ID``), the pool stops as ``run`` does, and the server closes.
@@ -16,17 +19,18 @@ import dataclasses
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from aiohttp import web
 
-from jobs.store import open_store
 from worker.config import Config
-from worker.pool import Pool
-from worker.runtime import Runtime, open_runtime, pool_settings
-from worker.server import Relay, build_app, resolve_token
-from worker.server.app import ACCESS_LOG_FORMAT
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from worker.pool import Pool
+    from worker.runtime import Runtime
 
 __all__ = ("register", "serve")
 
@@ -71,6 +75,13 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     if args.workers < 0:
         print("error: --workers must be 0 or more", file=sys.stderr)
         return 2
+    from aiohttp import web
+
+    from jobs.store import open_store
+    from worker.runtime import open_runtime
+    from worker.server import Relay, build_app, resolve_token
+    from worker.server.app import ACCESS_LOG_FORMAT
+
     config = _settings(args, config)
     if config.logging.level in ("debug", "info"):
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)  # one line per request (app.py)
@@ -118,6 +129,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
 
 def _pool(runtime: Runtime, workers: int) -> Pool | None:
     """The in-process pool of ``--workers N``: watched jobs checkpoint at the live interval."""
+    from worker.runtime import pool_settings
+
     if workers == 0:
         return None
     config = runtime.config

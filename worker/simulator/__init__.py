@@ -6,7 +6,7 @@ continuation rules per model generation, seeded faults, token-bucket rate limits
 accounting endpoint. Start it in-process with :func:`run_simulator` or from the command line
 with ``python -m worker.simulator``.
 
-The HTTP parts (``server``, ``protocol``) are imported on first use of one of their names, so
+The HTTP parts (``server``, ``protocol``, ``batches``) are imported on first use of one of their names, so
 ``python -m worker status`` does not pay for the HTTP stack just to list ``simulate`` in its help.
 """
 
@@ -16,7 +16,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from worker.simulator.accounting import AccountingSnapshot, DocumentStats
-from worker.simulator.batches import BatchConfig
 from worker.simulator.faults import FaultConfig, FaultKind
 from worker.simulator.ratelimit import RateLimiter, RateLimitExceeded, RateLimits, TokenBucket
 from worker.simulator.text import (
@@ -29,10 +28,12 @@ from worker.simulator.text import (
 )
 
 if TYPE_CHECKING:
+    from worker.simulator.batches import BatchConfig
     from worker.simulator.protocol import model_retired, model_supports_prefill
     from worker.simulator.server import Simulator, SimulatorConfig, run_simulator
 
 _LAZY = {
+    "BatchConfig": "batches",
     "model_retired": "protocol",
     "model_supports_prefill": "protocol",
     "Simulator": "server",
