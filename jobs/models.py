@@ -18,6 +18,7 @@ __all__ = (
     "TRUNCATED",
     "Message",
     "JobSpec",
+    "REVISABLE_FIELDS",
     "Usage",
     "USAGE_FIELDS",
     "PROMPT_CACHE_MODES",
@@ -92,6 +93,19 @@ class JobSpec:
     #: Prompt caching: ``off``, or breakpoints with the ``5m`` or ``1h`` TTL (see ``worker.caching``).
     prompt_cache: str = "5m"
 
+
+#: The fields of a failed job that ``retry --set`` may change (see :mod:`jobs.revise`): how it runs,
+#: not what it answers.
+REVISABLE_FIELDS = (
+    "model",
+    "max_tokens",
+    "output_budget",
+    "max_attempts",
+    "priority",
+    "max_cost_usd",
+    "prompt_cache",
+    "metadata",
+)
 
 #: How a job uses prompt caching: not at all, or with breakpoints of the 5-minute or 1-hour TTL.
 PROMPT_CACHE_MODES = ("off", "5m", "1h")

@@ -333,15 +333,16 @@ class PostgresStore:
 
     # -- operators ---------------------------------------------------------------------------
 
-    async def retry(self, job_id: str) -> Job:
+    async def retry(self, job_id: str, revised: JobSpec | None = None) -> Job:
         async def run(conn: Connection) -> Job:
             job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
-            if job.state not in (State.FAILED, State.CANCELLED):
-                raise JobStateError(
-                    f"job {job_id!r} is {job.state}: only failed or cancelled jobs can be retried"
-                )
+            rules.check_retryable(job, revised)
+            now = self._now()
+            if revised is not None:
+                await conn.execute(sql.RESPEC, {**rows.spec_params(revised), "now": now})
+            reason = rules.retry_reason(job.spec, revised)
             cur = await conn.execute(
-                sql.REQUEUE, {"id": job_id, "now": self._now(), "from_state": job.state.value}
+                sql.REQUEUE, {"id": job_id, "now": now, "from_state": job.state.value, "reason": reason}
             )
             return convert.job(await _fetched(cur, job_id))
 

@@ -20,6 +20,7 @@ __all__ = (
     "SETTLE",
     "REQUEUE",
     "REPLACE_SPEC",
+    "RESPEC",
     "RETRY_FAILED",
     "CANCEL",
     "SELECT_JOB",
@@ -309,13 +310,23 @@ RETURNING j.*
 REQUEUE = """
 WITH history AS (
     INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
-    VALUES (%(id)s, %(now)s, %(from_state)s, 'queued', 'retried by an operator', NULL)
+    VALUES (%(id)s, %(now)s, %(from_state)s, 'queued', %(reason)s, NULL)
 )
 UPDATE jobs
 SET state = 'queued', failures = 0, run_at = %(now)s, lease_owner = NULL, lease_token = NULL,
     lease_expires_at = NULL, updated_at = %(now)s, finished_at = NULL
 WHERE id = %(id)s
 RETURNING *
+"""
+
+#: A failed or cancelled job's repaired spec (``retry --set``), written just before it is re-queued:
+#: only the fields that say how it runs (``jobs.revise.REVISABLE``); its prompt and text stay.
+RESPEC = """
+UPDATE jobs
+SET model = %(model)s, max_tokens = %(max_tokens)s, output_budget = %(output_budget)s,
+    max_attempts = %(max_attempts)s, priority = %(priority)s, metadata = %(metadata)s,
+    max_cost_usd = %(max_cost_usd)s::float8, prompt_cache = %(prompt_cache)s, updated_at = %(now)s
+WHERE id = %(id)s AND state IN ('failed', 'cancelled')
 """
 
 #: A queued job that never started gets a new spec; it keeps its id and place in the queue.

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobs.errors import JobStateError
-from jobs.models import AttemptResult, Job, Outcome, State
+from jobs.models import REVISABLE_FIELDS, AttemptResult, Job, JobSpec, Outcome, State
 
-__all__ = ("Settlement", "settle", "check_replaceable")
+__all__ = ("Settlement", "settle", "check_replaceable", "check_retryable", "retry_reason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,27 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
         return Settlement(State.FAILED, reason, failures, now, now, result.error)
     run_at = result.retry_at if result.retry_at is not None else now
     return Settlement(State.QUEUED, f"retry: {result.error}", failures, run_at, None, result.error)
+
+
+def check_retryable(job: Job, revised: JobSpec | None) -> None:
+    """Only a failed or cancelled job is retried, and a revised spec must be that job's.
+    Raises ``JobStateError``."""
+    if job.state not in (State.FAILED, State.CANCELLED):
+        raise JobStateError(f"job {job.id!r} is {job.state}: only failed or cancelled jobs can be retried")
+    if revised is not None and revised.id != job.id:
+        raise JobStateError(f"job {job.id!r}: the revised spec is for job {revised.id!r}")
+
+
+def retry_reason(old: JobSpec, revised: JobSpec | None) -> str:
+    """The history's reason for a retry: which fields an operator changed, if any."""
+    if revised is None:
+        return "retried by an operator"
+    changed = [
+        name if name == "metadata" else f"{name} {getattr(old, name)!r} -> {getattr(revised, name)!r}"
+        for name in REVISABLE_FIELDS
+        if getattr(old, name) != getattr(revised, name)
+    ]
+    return "retried by an operator" + (f" with {'; '.join(changed)}" if changed else "")
 
 
 def check_replaceable(job: Job) -> None:

@@ -535,20 +535,19 @@ class SQLiteStore:
 
     # -- operators ---------------------------------------------------------------------------
 
-    async def retry(self, job_id: str) -> Job:
-        return await self._run(self._retry, job_id)
+    async def retry(self, job_id: str, revised: JobSpec | None = None) -> Job:
+        return await self._run(self._retry, job_id, revised)
 
-    def _retry(self, conn: sqlite3.Connection, job_id: str) -> Job:
+    def _retry(self, conn: sqlite3.Connection, job_id: str, revised: JobSpec | None) -> Job:
         with _transaction(conn):
-            return self._requeue(conn, rows.job(_get_row(conn, job_id)), self._now())
+            return self._requeue(conn, rows.job(_get_row(conn, job_id)), self._now(), revised)
 
-    def _requeue(self, conn: sqlite3.Connection, job: Job, now: float) -> Job:
-        if job.state not in (State.FAILED, State.CANCELLED):
-            raise JobStateError(
-                f"job {job.id!r} is {job.state}: only failed or cancelled jobs can be retried"
-            )
+    def _requeue(self, conn: sqlite3.Connection, job: Job, now: float, revised: JobSpec | None = None) -> Job:
+        rules.check_retryable(job, revised)
+        if revised is not None:
+            conn.execute(sql.RESPEC, {**rows.spec_params(revised), "now": now})
         row = _one(conn, sql.REQUEUE, {"id": job.id, "now": now})
-        _transition(conn, job.id, now, job.state, State.QUEUED, "retried by an operator", None)
+        _transition(conn, job.id, now, job.state, State.QUEUED, rules.retry_reason(job.spec, revised), None)
         return rows.job(row)
 
     async def replace(self, spec: JobSpec) -> Job:

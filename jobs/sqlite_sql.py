@@ -318,6 +318,16 @@ WHERE id = :id
 RETURNING *
 """
 
+#: A failed or cancelled job's repaired spec (``retry --set``), written just before it is re-queued:
+#: only the fields that say how it runs (``jobs.revise.REVISABLE``); its prompt and text stay.
+RESPEC = """
+UPDATE jobs
+SET model = :model, max_tokens = :max_tokens, output_budget = :output_budget,
+    max_attempts = :max_attempts, priority = :priority, metadata = :metadata,
+    max_cost_usd = :max_cost_usd, prompt_cache = :prompt_cache, updated_at = :now
+WHERE id = :id AND state IN ('failed', 'cancelled')
+"""
+
 #: A queued job that never started gets a new spec; it keeps its id and place in the queue.
 REPLACE_SPEC = """
 UPDATE jobs

@@ -144,9 +144,11 @@ class Store(Protocol):
 
     # -- operators -------------------------------------------------------------------------
 
-    async def retry(self, job_id: str) -> Job:
+    async def retry(self, job_id: str, revised: JobSpec | None = None) -> Job:
         """Re-queue a failed or cancelled job now, with its failure count reset; its committed
-        text is kept, so it resumes. Raises ``JobStateError`` for other states."""
+        text is kept, so it resumes. ``revised``, if given, is its repaired spec (see
+        :mod:`jobs.revise`): its fields in ``REVISABLE`` are written in the same transaction.
+        Raises ``JobStateError`` for other states."""
         ...
 
     async def replace(self, spec: JobSpec) -> Job:

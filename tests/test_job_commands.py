@@ -337,6 +337,55 @@ def test_retry_and_cancel(project: Project, capsys: pytest.CaptureFixture[str]) 
     assert project.with_store(lambda store: store.get("q")).state == State.CANCELLED
 
 
+def test_retry_set_repairs_a_failed_jobs_spec(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in the model failed the job: `retry --set` fixes it, keeping its text."""
+    project.with_store(lambda store: store.enqueue([make_spec("f1", model="claude-sonet-4-6")]))
+    project.with_store(lambda store: finish(store, "kept", Outcome.FAILED))
+
+    assert project.run("retry", "f1", "--set", "model=claude-sonnet-4-6", "--set", "max_tokens=2048") == 0
+    assert capsys.readouterr().out == (
+        "re-queued f1 (resumes from 4 characters, with max_tokens, model changed)\n"
+    )
+    job = project.with_store(lambda store: store.get("f1"))
+    assert (job.state, job.spec.model, job.spec.max_tokens) == (State.QUEUED, "claude-sonnet-4-6", 2048)
+    assert project.with_store(lambda store: store.read_text("f1")) == "kept"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ("max_tokens=0", 1, "job 'f1': --set max_tokens: must be a positive integer"),
+        ("prompt=Other.", 1, "job 'f1': --set prompt: cannot be changed by retry"),
+        ("colour=red", 1, "job 'f1': --set colour: unknown or unchangeable field"),
+        ("prompt_cache=2h", 1, "job 'f1': --set prompt_cache: must be one of"),
+        ("=x", 2, "retry --set =x: expected FIELD=VALUE"),
+    ],
+)
+def test_retry_set_refuses_bad_changes_and_changes_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str], change: str, code: int, message: str
+) -> None:
+    """A bad value is input that failed (exit 1, as `enqueue` of a bad line); a malformed flag is
+    bad usage (exit 2)."""
+    project.with_store(lambda store: store.enqueue([make_spec("f1")]))
+    project.with_store(lambda store: finish(store, "kept", Outcome.FAILED))
+    before = project.with_store(lambda store: store.get("f1"))
+
+    assert project.run("retry", "f1", "--set", change) == code
+    assert message in capsys.readouterr().err
+    assert project.with_store(lambda store: store.get("f1")) == before
+
+
+def test_retry_set_still_takes_settings_and_not_with_failed(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec("f1")]))
+    project.with_store(lambda store: finish(store, "kept", Outcome.FAILED))
+    assert project.run("retry", "--failed", "--set", "model=claude-sonnet-4-6") == 2
+    assert "repairs one job" in capsys.readouterr().err
+    assert project.run("retry", "f1", "--set", "worker.concurrency=3", "--set", "priority=5") == 0
+    assert project.with_store(lambda store: store.get("f1")).spec.priority == 5
+
+
 def test_retry_needs_an_id_or_failed(project: Project) -> None:
     with pytest.raises(SystemExit) as exit_info:
         project.run("retry")

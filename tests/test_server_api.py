@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobs.models import AttemptResult, CheckpointWrite, Outcome
+from jobs.models import AttemptResult, CheckpointWrite, Outcome, State
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import spec
 from tests.server_harness import LiveServer, auth, live_server
@@ -174,6 +174,23 @@ async def test_job_text_cancel_and_retry(tmp_path: Path) -> None:
         assert status == 409
         status, job = await call(session, "POST", "/v1/jobs/a/retry")
         assert status == 200 and (job["state"], job["text_length"]) == ("queued", 13)
+
+
+async def test_retry_repairs_a_failed_jobs_spec(tmp_path: Path) -> None:
+    async with api(tmp_path) as (live, session):
+        await live.store.enqueue([spec("a")])
+        await live.store.cancel("a")
+        bad = {"set": {"max_tokens": 0, "prompt": "Other."}}
+        status, answer = await call(session, "POST", "/v1/jobs/a/retry", bad)
+        assert status == 400
+        assert {p["field"] for p in answer["problems"]} == {"set.prompt"}
+        status, answer = await call(session, "POST", "/v1/jobs/a/retry", {"set": {"max_tokens": 0}})
+        assert status == 400 and answer["problems"][0]["field"] == "set.max_tokens"
+        status, answer = await call(session, "POST", "/v1/jobs/a/retry", {"model": "x"})
+        assert status == 400 and answer["error"].startswith("body: ")
+        assert (await live.store.get("a")).state == State.CANCELLED
+        status, job = await call(session, "POST", "/v1/jobs/a/retry", {"set": {"model": "claude-sonnet-4-6"}})
+        assert status == 200 and (job["state"], job["model"]) == ("queued", "claude-sonnet-4-6")
 
 
 async def test_health_and_readiness(tmp_path: Path) -> None:

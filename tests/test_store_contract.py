@@ -474,6 +474,31 @@ async def test_retry_requeues_with_text_and_reset_failures(make_store: StoreFact
     assert (await store.retry("b")).state == State.QUEUED
 
 
+async def test_retry_with_a_revised_spec_changes_how_it_runs_and_keeps_its_text(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("a", max_attempts=1, model="claude-typo-9")])
+    claim = await claim_one(store)
+    await write(store, claim, 0, "partial")
+    await store.settle("a", claim.token, AttemptResult(Outcome.FAILED, error="model not found"))
+    old = (await store.get("a")).spec
+    revised = replace(old, model="claude-sonnet-4-6", max_tokens=900, metadata={"fixed": True})
+
+    job = await store.retry("a", revised)
+
+    assert (job.state, job.spec.model, job.spec.max_tokens) == (State.QUEUED, "claude-sonnet-4-6", 900)
+    assert dict(job.spec.metadata) == {"fixed": True}
+    assert job.spec.messages == old.messages
+    again = await claim_one(store)
+    assert (again.text, again.job.spec.model) == ("partial", "claude-sonnet-4-6")
+    reason = (await store.history("a"))[-2].reason
+    assert "model 'claude-typo-9' -> 'claude-sonnet-4-6'" in reason and "max_tokens" in reason
+    with pytest.raises(JobStateError, match="running"):
+        await store.retry("a", revised)
+    assert (await store.get("a")).spec.model == "claude-sonnet-4-6"
+
+
 async def test_retry_and_cancel_refuse_wrong_states(make_store: StoreFactory) -> None:
     store = await make_store()
     await store.enqueue([make_spec("done"), make_spec("queued")])

@@ -137,6 +137,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     overrides: dict[str, tuple[str, str]] = {}
     for item in getattr(args, "set", []) or []:
         dotted, sep, text = item.partition("=")
+        if getattr(args, "job_fields_in_set", False) and "." not in dotted:
+            continue  # a job field (`retry ID --set model=...`): the command reads it
+
         if not sep or "." not in dotted:
             raise ConfigError(f"flag --set {item!r}: expected SECTION.KEY=VALUE")
         overrides[dotted.strip()] = (text, f"flag --set {dotted.strip()}")

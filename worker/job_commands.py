@@ -22,8 +22,10 @@ import anyio
 import anyio.to_thread
 
 from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, token_accounting
+from jobs.errors import ConfigError, InvalidJobError
 from jobs.export import export_jobs, manifest_entry
-from jobs.models import TRUNCATED, AttemptRecord, Job, State, Transition, Usage, format_joins
+from jobs.models import TRUNCATED, AttemptRecord, Job, JobSpec, State, Transition, Usage, format_joins
+from jobs.revise import REVISABLE, parse_changes, revise
 from jobs.store import Access, Store, open_store
 from worker.config import Config
 from worker.cost_report import show_cost_lines, spend_text
@@ -68,11 +70,19 @@ def register(
     )
     export.set_defaults(handler=export_command)
 
-    retry = commands.add_parser("retry", parents=[common], help="re-queue a failed or cancelled job")
+    retry = commands.add_parser(
+        "retry",
+        parents=[common],
+        help="re-queue a failed or cancelled job, optionally repairing its spec",
+        description="Re-queue a failed or cancelled job; it resumes from its committed text. "
+        "--set FIELD=VALUE (no dot in FIELD) also changes one of the fields that say how it runs: "
+        f"{', '.join(REVISABLE)}; VALUE is JSON or plain text, null restores the config's default. "
+        "--set SECTION.KEY=VALUE still overrides a setting.",
+    )
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("job_id", metavar="JOB_ID", nargs="?")
     which.add_argument("--failed", action="store_true", help="re-queue every failed job")
-    retry.set_defaults(handler=retry_command)
+    retry.set_defaults(handler=retry_command, job_fields_in_set=True)
 
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     cancel.add_argument("job_id", metavar="JOB_ID")
@@ -296,14 +306,35 @@ async def export_command(args: argparse.Namespace, config: Config) -> int:
     return 1 if report.problems else 0
 
 
+def _job_changes(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The ``--set FIELD=VALUE`` items that name a job field (no dot): the rest are settings."""
+    items = [item for item in getattr(args, "set", None) or [] if "." not in item.partition("=")[0]]
+    return parse_changes(items)
+
+
 async def retry_command(args: argparse.Namespace, config: Config) -> int:
+    changes, problems = parse_changes(
+        [item for item in getattr(args, "set", None) or [] if "." not in item.partition("=")[0]]
+    )
+    if problems or (changes and args.failed):
+        reason = problems or [("--failed", "--set FIELD=VALUE repairs one job: name it")]
+        raise ConfigError("; ".join(f"retry --set {field}: {problem}" for field, problem in reason))
     async with opened_store(config, "existing") as store:
         if args.failed:
             count = await store.retry_failed()
             print(f"re-queued {count} failed jobs")
-        else:
-            job = await store.retry(args.job_id)
-            print(f"re-queued {job.id} (resumes from {job.committed_chars:,} characters)")
+            return 0
+        revised = None
+        if changes:
+            result = revise((await store.get(args.job_id)).spec, changes, config)
+            if not isinstance(result, JobSpec):
+                raise InvalidJobError(
+                    "; ".join(f"job {args.job_id!r}: --set {field}: {problem}" for field, problem in result)
+                )
+            revised = result
+        job = await store.retry(args.job_id, revised)
+    changed = f", with {', '.join(sorted(changes))} changed" if changes else ""
+    print(f"re-queued {job.id} (resumes from {job.committed_chars:,} characters{changed})")
     return 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.models import REVISABLE_FIELDS
+
 __all__ = ("openapi_document",)
 
 _ERROR = {
@@ -138,6 +140,17 @@ def _job_action(summary: str) -> dict[str, Any]:
     }
 
 
+def _retry_action() -> dict[str, Any]:
+    action = _job_action(
+        "Re-queue a failed or cancelled job, keeping its text; `set` repairs the fields that say how "
+        f"it runs first ({', '.join(REVISABLE_FIELDS)})"
+    )
+    changes = {"type": "object", "properties": {"set": {"type": "object"}}, "additionalProperties": False}
+    action["post"]["requestBody"] = {"required": False, "content": {"application/json": {"schema": changes}}}
+    action["post"]["responses"].update(_errors(400))
+    return action
+
+
 def openapi_document() -> dict[str, Any]:
     """The document; ``servers`` is left out so clients use the URL they fetched it from."""
     page = {
@@ -249,6 +262,6 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/v1/jobs/{id}/cancel": _job_action("Cancel a queued or running job (409 if finished)"),
-            "/v1/jobs/{id}/retry": _job_action("Re-queue a failed or cancelled job, keeping its text"),
+            "/v1/jobs/{id}/retry": _retry_action(),
         },
     }

@@ -15,6 +15,7 @@ from aiohttp import web
 from jobs.errors import JobNotFoundError, JobStateError, StoreError
 from jobs.jsonl import parse_object
 from jobs.models import JobSpec, State
+from jobs.revise import revise
 from jobs.store import Store
 from worker.config import Config
 from worker.server.views import decode_cursor, encode_cursor, job_json
@@ -202,7 +203,22 @@ async def cancel(request: web.Request) -> web.Response:
 
 
 async def retry(request: web.Request) -> web.Response:
-    return web.json_response(job_json(await request.app[STORE].retry(request.match_info["id"])))
+    """An empty body re-queues the job as it is; ``{"set": {"model": ...}}`` repairs the fields
+    that say how it runs first (:mod:`jobs.revise`), validated as at submission (400 naming them)."""
+    store, job_id = request.app[STORE], request.match_info["id"]
+    body = await _json_body(request) if request.can_read_body else {}
+    changes = body.get("set") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) - {"set"} or not isinstance(changes, dict | None):
+        return _error(400, 'body: expected {"set": {FIELD: VALUE, ...}} or nothing')
+    revised = None
+    if changes:
+        result = revise((await store.get(job_id)).spec, changes, request.app[CONFIG])
+        if not isinstance(result, JobSpec):
+            problems = [{"field": f"set.{field}", "message": message} for field, message in result]
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+            return _error(400, f"invalid change: {summary}", problems=problems)
+        revised = result
+    return web.json_response(job_json(await store.retry(job_id, revised)))
 
 
 #: Query parameters each route accepts; any other is a 400, so a typo (``?ofset=``) is not ignored.
