@@ -142,7 +142,7 @@ async def _raw_view(url: str, path: str, into: list[tuple[int, float]]) -> None:
 @asynccontextmanager
 async def _server(store: Store, watched: set[str]) -> AsyncIterator[str]:
     config = Config(server=ServerSettings(token=TOKEN, port=0))
-    relay = Relay(store, watched=watched)
+    relay = Relay(store, watched=watched, heartbeat_seconds=config.server.heartbeat_seconds)
     runner = web.AppRunner(
         build_app(config, store, relay, TOKEN), handler_cancellation=True, shutdown_timeout=1
     )

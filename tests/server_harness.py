@@ -50,7 +50,7 @@ async def live_server(
     config = dataclasses.replace(
         config, server=dataclasses.replace(config.server or ServerSettings(), token=TOKEN, port=0, **server)
     )
-    relay = Relay(store, watched=watched)
+    relay = Relay(store, watched=watched, heartbeat_seconds=config.server.heartbeat_seconds)
     runner = web.AppRunner(
         build_app(config, store, relay, TOKEN), handler_cancellation=True, shutdown_timeout=1
     )

@@ -94,7 +94,11 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         # The relay reads through a store of its own: its reads never queue behind the pool's
         # checkpoints and claims on one connection (SQLite WAL lets readers run beside a writer).
         relay_store = open_store(config.queue_url())
-        relay = Relay(relay_store, watched=pool.writer.watched if pool is not None else None)
+        relay = Relay(
+            relay_store,
+            watched=pool.writer.watched if pool is not None else None,
+            heartbeat_seconds=config.server.heartbeat_seconds,
+        )
         app = build_app(config, runtime.store, relay, token.value)
         runner = web.AppRunner(
             app,

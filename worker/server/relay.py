@@ -13,7 +13,9 @@ viewer that reconnects with the last offset it saw resumes exactly.
 
 A feed is shared: viewers read ``text[offset:]`` at their own pace and wait on ``changed``, a
 broadcast event. There is no per-viewer queue to fill, so a slow viewer holds only its offset and
-its socket's buffer (see :mod:`worker.server.sse` for the send timeout).
+its socket's buffer (see :mod:`worker.server.sse` for the send timeout). Heartbeats come from one
+timer for the whole relay (:meth:`Relay._beat` bumps every feed's ``beats``), not one timer per
+viewer: with a thousand viewers, a timer armed on every wait cost more than the writes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ log = structlog.get_logger("worker.server")
 
 #: Without any change signal, watched jobs are re-read this often anyway (a safety net only).
 SAFETY_REFRESH_SECONDS = 5.0
+#: Seconds between heartbeats unless the server's settings say otherwise (``[server] heartbeat_seconds``).
+DEFAULT_HEARTBEAT_SECONDS = 15.0
 #: Encoded text events kept per feed: viewers that keep up ask for the same slices, so a
 #: thousand of them cost one JSON encoding per chunk, not a thousand.
 ENCODED_EVENTS_KEPT = 256
@@ -88,6 +92,8 @@ class Feed:
         self.progress = _progress(job)
         self.transitions_seen = 0
         self.viewers = 0
+        #: Heartbeat periods passed (bumped by the relay's one timer); see ``sse._Viewer``.
+        self.beats = 0
         self.closed = False
         self.changed = anyio.Event()
         self._encoded: dict[tuple[int, int], bytes] = {}
@@ -133,12 +139,14 @@ class Relay:
         *,
         safety_refresh: float = SAFETY_REFRESH_SECONDS,
         watched: set[str] | None = None,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     ) -> None:
         self._store = store
         #: Ids of the watched jobs, shared with an in-process pool's checkpoint writer so that it
         #: commits their text faster (``[server] live_checkpoint_seconds``).
         self._watched = watched if watched is not None else set()
         self._safety = safety_refresh
+        self._heartbeat = heartbeat_seconds
         self._feeds: dict[str, Feed] = {}
         self._loading: dict[str, anyio.Event] = {}
         self._wake = anyio.Event()
@@ -196,6 +204,7 @@ class Relay:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._wait_for_signals, signal)
+                tg.start_soon(self._beat)
                 while not self._closed:
                     await self._wake.wait()
                     self._wake = anyio.Event()
@@ -221,6 +230,15 @@ class Relay:
                 log.warning("relay_signal_failed", error=str(exc))
                 await anyio.sleep(self._safety / 10)
             self._wake.set()  # also on a timeout: the safety net
+
+    async def _beat(self) -> None:
+        """Every heartbeat period, wake every feed's viewers: one that sent nothing during the
+        last period sends a heartbeat comment."""
+        while True:
+            await anyio.sleep(self._heartbeat)
+            for feed in self._feeds.values():
+                feed.beats += 1
+                feed.notify()
 
     async def _refresh_all(self) -> None:
         """One progress query for every watched job, one batched read of the new text, and
