@@ -23,6 +23,7 @@ from aiohttp import web
 
 from jobs.store import open_store
 from worker.config import Config
+from worker.metrics import serve_metrics
 from worker.pool import Pool
 from worker.runtime import Runtime, open_runtime, pool_settings
 from worker.server import Relay, build_app, resolve_token
@@ -102,7 +103,9 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.run)
                 if pool is not None:
-                    await pool.run()
+                    w = config.worker
+                    async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
+                        await pool.run()
                 else:
                     await _wait_for_signal()
                 relay.close()
