@@ -177,7 +177,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "The queue's figures for Prometheus (the token unless [server] metrics_auth = none)",
+                    "summary": "The queue's figures for Prometheus (token needed unless metrics_auth = none)",
                     "responses": {
                         "200": {
                             "description": "Prometheus text format (OpenMetrics when asked by Accept)",
