@@ -8,20 +8,26 @@ dashboard shipped in ``deploy/`` only uses metrics that are exported.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
+import anthropic
+import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.models import CheckpointWrite, QueueStats, State
+from jobs.models import CheckpointWrite, QueueStats, State, Usage, WriteStatus
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from tests.pool_harness import CONTINUATION_MODEL, PREFILL_MODEL, pool_run, spec
 from tests.server_harness import auth, live_server
 from worker.metrics import PrometheusRecorder, serve_metrics
+from worker.recorder import RequestFacts
 from worker.server.metrics import QueueCollector
 from worker.simulator import SimulatorConfig
 
@@ -140,11 +146,90 @@ async def test_broken_streams_count_estimated_and_wasted_tokens_as_the_store_doe
     )
 
 
+class CancelBeforeFirstText:
+    """Delegates to a store; cancels ``job_id`` (as a user would) just before the first commit
+    that carries its text, so that commit is refused and the attempt loses its lease."""
+
+    def __init__(self, inner: Store, job_id: str) -> None:
+        self.inner, self.job_id, self.done = inner, job_id, False
+
+    async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
+        if not self.done and any(w.job_id == self.job_id and w.text for w in writes):
+            self.done = True
+            await self.inner.cancel(self.job_id)
+        return await self.inner.commit(writes, lease_seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_lost_lease_is_counted(tmp_path: Path) -> None:
+    jobs = [spec("kept", tokens=400), spec("cancelled", tokens=3000)]
+    recorder = PrometheusRecorder()
+    inner = SQLiteStore(tmp_path / "jobs.db")
+    wrapper = CancelBeforeFirstText(inner, "cancelled")
+    try:
+        run = await pool_run(tmp_path, jobs, store=cast(Store, wrapper), recorder=recorder)
+    finally:
+        await inner.close()
+    assert wrapper.done and run.states == {"kept": State.SUCCEEDED, "cancelled": State.CANCELLED}
+    samples = parse(rendered(recorder))
+    assert total(samples, "longform_lease_losses_total") == run.stats.lease_lost == 1
+    assert total(samples, "longform_streams_running") == 0
+
+
 def rendered(recorder: PrometheusRecorder) -> str:
     """The registry as the endpoint renders it (the HTTP path is tested above)."""
     from prometheus_client import generate_latest
 
     return generate_latest(recorder.registry).decode()
+
+
+def test_request_facts_map_to_status_and_error_kind() -> None:
+    """Each way a request ends gets its status and kind; a cancelled one is not an API error."""
+    recorder = PrometheusRecorder()
+    request = httpx2.Request("POST", "http://sim/v1/messages")
+    overloaded = anthropic.APIStatusError(
+        "overloaded",
+        response=httpx2.Response(529, request=request),
+        body={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+    )
+    in_stream = anthropic.APIStatusError(
+        "x", response=httpx2.Response(200, request=request), body={"error": {"type": "rate_limit_error"}}
+    )
+    errors: list[BaseException | None] = [
+        None,
+        overloaded,
+        in_stream,
+        anthropic.APIConnectionError(request=request),
+        asyncio.CancelledError(),
+    ]
+    for error in errors:
+        recorder.stream_started()
+        usage = Usage(input_tokens=10, output_tokens=0 if error else 50, document_tokens=0 if error else 50)
+        recorder.request_ended(
+            RequestFacts("m", usage, seconds=2.0, time_to_first_token=None if error else 0.5, error=error)
+        )
+    samples = parse(rendered(recorder))
+    by = {
+        dict(k)["status"] + " " + dict(k)["error_kind"]: v
+        for k, v in samples["longform_requests_total"].items()
+    }
+    assert by == {
+        "200 none": 1,
+        "529 http_529": 1,
+        "200 stream_rate_limit_error": 1,
+        "none connection": 1,
+        "none cancelled": 1,
+    }
+    assert total(samples, "longform_throttled_requests_total", status="529") == 1
+    assert total(samples, "longform_throttled_requests_total", status="429") == 1
+    assert total(samples, "longform_tokens_total", kind="input") == 50
+    assert total(samples, "longform_tokens_total", kind="output") == 50
+    assert total(samples, "longform_request_duration_seconds_count") == 5
+    assert total(samples, "longform_time_to_first_token_seconds_count") == 1
+    assert total(samples, "longform_time_per_output_token_seconds_sum") == (2.0 - 0.5) / 49
+    assert total(samples, "longform_streams_running") == 0
 
 
 def test_recorders_do_not_share_a_registry() -> None:
