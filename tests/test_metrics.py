@@ -21,6 +21,7 @@ import anthropic
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.errors import StoreError
 from jobs.models import CheckpointWrite, QueueStats, State, Usage, WriteStatus
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
@@ -268,6 +269,35 @@ async def test_serve_metrics_need_the_token_and_count_like_the_store(tmp_path: P
         assert total(samples, "longform_checkpoint_lag_seconds") >= 0
         assert total(samples, "longform_expired_leases") == 0
         assert total(samples, "longform_fleet_pauses") == 0
+
+
+class QueueStatsDown:
+    """Delegates to a store; ``queue_stats`` fails while ``down``."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner, self.down = inner, True
+
+    async def queue_stats(self) -> QueueStats:
+        if self.down:
+            raise StoreError("injected: database is locked")
+        return await self.inner.queue_stats()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_serve_metrics_answer_503_while_the_store_is_down(tmp_path: Path) -> None:
+    inner = SQLiteStore(tmp_path / "jobs.db")
+    store = QueueStatsDown(inner)
+    try:
+        async with live_server(cast(Store, store)) as live:
+            status, body = await scrape(f"{live.url}/metrics", auth())
+            store.down = False
+            after, _ = await scrape(f"{live.url}/metrics", auth())
+    finally:
+        await inner.close()
+    assert status == 503 and "job store unavailable" in json.loads(body)["error"]
+    assert after == 200
 
 
 def test_dashboard_queries_only_exported_metrics() -> None:
