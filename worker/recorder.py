@@ -13,33 +13,25 @@ in one process (tests, benchmarks) count separately.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from jobs.models import Usage
 
 __all__ = ("Recorder", "RequestFacts")
 
 
+@dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What one finished (or broken) request tells: plain values, read once by the recorder."""
+    """What one finished (or broken) request tells, read once by the recorder."""
 
-    __slots__ = ("error", "model", "seconds", "time_to_first_token", "usage")
-
-    def __init__(
-        self,
-        model: str,
-        usage: Usage,
-        *,
-        seconds: float,
-        time_to_first_token: float | None,
-        error: BaseException | None,
-    ) -> None:
-        self.model = model
-        #: The request's usage as recorded in the store (estimated if the stream broke).
-        self.usage = usage
-        #: From sending the request to its last event (or its failure).
-        self.seconds = seconds
-        self.time_to_first_token = time_to_first_token
-        #: None for a request that ended normally; else what it raised (cancellation included).
-        self.error = error
+    model: str
+    #: The request's usage as recorded in the store (estimated if the stream broke).
+    usage: Usage
+    #: From sending the request to its last event (or its failure).
+    seconds: float
+    time_to_first_token: float | None
+    #: None for a request that ended normally; else what it raised (cancellation included).
+    error: BaseException | None
 
 
 class Recorder:
