@@ -25,6 +25,7 @@ from bench import (
     cpu_per_token,
     economy,
     joins,
+    metrics_overhead,
     queue_throughput,
     rate_limits,
     relay,
@@ -87,6 +88,10 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("joins", lambda: joins.run(1000 if quick else 10_000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
         ("relay", lambda: relay.run(quick)),
+        (
+            "metrics",
+            lambda: metrics_overhead.run([(1, 2000), (20, 200)] if quick else [(1, 20_000), (200, 300)], 5),
+        ),
     ]
     done: list[tuple[str, list[Row], float]] = []
     for name, step in plan:
@@ -127,7 +132,7 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
         "`python -m bench.economy`, `python -m bench.rate_limits`, `python -m bench.sigkill`, "
         "`python -m bench.concurrency`, `python -m bench.queue_throughput`, `python -m bench.vs_pgqueuer`, "
-        "`python -m bench.joins` (each `--help` shows its parameters).",
+        "`python -m bench.joins`, `python -m bench.metrics_overhead` (each `--help` shows its parameters).",
         "",
     ]
     return "\n".join(lines)

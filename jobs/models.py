@@ -36,6 +36,7 @@ __all__ = (
     "WriteStatus",
     "EnqueueResult",
     "Progress",
+    "QueueStats",
 )
 
 
@@ -370,3 +371,24 @@ class Progress:
     state: State
     attempts: int
     committed_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The queue's health at one moment, read with a few aggregate queries (no scan of the jobs):
+    what ``serve``'s ``/metrics`` exports at each scrape.
+
+    Times are the store clock's epoch seconds; ``now`` is that clock when the figures were read,
+    so ages are ``now - ...`` without a second clock that could disagree.
+    """
+
+    now: float
+    counts: Mapping[State, int]
+    #: The earliest ``run_at`` among queued jobs already due (scheduled ones do not wait yet).
+    oldest_due_at: float | None
+    #: The earliest last write (claim, checkpoint or heartbeat) among running jobs.
+    oldest_checkpoint_at: float | None
+    #: Running jobs whose lease has expired: their worker died or is stuck.
+    expired_leases: int
+    #: Rate-limit bucket key -> ``paused_until``, for keys paused now (a 429/529 paused the fleet).
+    pauses: Mapping[str, float]

@@ -59,6 +59,7 @@ from jobs.models import (
     JobSpec,
     Outcome,
     Progress,
+    QueueStats,
     State,
     Transition,
     WriteStatus,
@@ -298,6 +299,29 @@ class PostgresStore:
     async def counts(self) -> dict[State, int]:
         found = {State(row["state"]): int(row["n"]) for row in await self._rows(sql.SELECT_COUNTS)}
         return {state: found.get(state, 0) for state in State}
+
+    async def queue_stats(self) -> QueueStats:
+        now = self._now()
+
+        async def read(conn: Connection) -> QueueStats:
+            async with conn.transaction():  # one snapshot: the figures describe the same moment
+                counted = await (await conn.execute(sql.SELECT_COUNTS)).fetchall()
+                row = await (await conn.execute(sql.SELECT_QUEUE_STATS, {"now": now})).fetchone()
+                paused = await (await conn.execute(sql.SELECT_PAUSES, {"now": now})).fetchall()
+            assert row is not None
+            found = {State(r["state"]): int(r["n"]) for r in counted}
+            return QueueStats(
+                now=now,
+                counts={state: found.get(state, 0) for state in State},
+                oldest_due_at=None if row["oldest_due_at"] is None else float(row["oldest_due_at"]),
+                oldest_checkpoint_at=None
+                if row["oldest_checkpoint_at"] is None
+                else float(row["oldest_checkpoint_at"]),
+                expired_leases=int(row["expired_leases"]),
+                pauses={str(r["key"]): float(r["paused_until"]) for r in paused},
+            )
+
+        return await self._db.run(read, transaction=False)
 
     async def model_counts(self) -> dict[str, int]:
         return {str(row["model"]): int(row["n"]) for row in await self._rows(sql.SELECT_MODEL_COUNTS)}

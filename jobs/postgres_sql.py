@@ -33,6 +33,8 @@ __all__ = (
     "SELECT_COUNTS",
     "SELECT_MODEL_COUNTS",
     "SELECT_NEXT_DUE",
+    "SELECT_QUEUE_STATS",
+    "SELECT_PAUSES",
     "LIST_JOBS",
     "LOCK_BUCKETS",
     "INSERT_BUCKETS",
@@ -437,6 +439,16 @@ SELECT_COUNTS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
 SELECT_MODEL_COUNTS = (
     "SELECT model, count(*) AS n FROM jobs WHERE state IN ('queued', 'running') GROUP BY model ORDER BY model"
 )
+
+#: The queue's health for ``/metrics`` (``jobs.models.QueueStats``): each figure reads one partial
+#: index (jobs_due, jobs_running), never the whole table.
+SELECT_QUEUE_STATS = """
+SELECT
+    (SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= %(now)s) AS oldest_due_at,
+    (SELECT MIN(updated_at) FROM jobs WHERE state = 'running') AS oldest_checkpoint_at,
+    (SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_at < %(now)s) AS expired_leases
+"""
+SELECT_PAUSES = "SELECT key, paused_until FROM buckets WHERE paused_until > %(now)s ORDER BY key"
 
 SELECT_NEXT_DUE = """
 SELECT LEAST(

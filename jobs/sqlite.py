@@ -66,6 +66,7 @@ from jobs.models import (
     JobSpec,
     Outcome,
     Progress,
+    QueueStats,
     State,
     Transition,
     Usage,
@@ -492,6 +493,9 @@ class SQLiteStore:
         found = {State(row["state"]): int(row["n"]) for row in counted}
         return {state: found.get(state, 0) for state in State}
 
+    async def queue_stats(self) -> QueueStats:
+        return await self._read(_queue_stats, self._now())
+
     async def model_counts(self) -> dict[str, int]:
         counted = await self._read(_select, sql.SELECT_MODEL_COUNTS, {})
         return {str(row["model"]): int(row["n"]) for row in counted}
@@ -656,6 +660,29 @@ def _read_text_from(conn: sqlite3.Connection, job_id: str, offset: int) -> str:
     if not found:
         return ""
     return "".join(row["text"] for row in found)[max(0, offset - int(found[0]["char_offset"])) :]
+
+
+def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
+    """Every figure from one read transaction, so they describe the same moment."""
+    with conn:
+        conn.execute("BEGIN")
+        found = {State(row["state"]): int(row["n"]) for row in conn.execute(sql.SELECT_COUNTS)}
+        row = conn.execute(sql.SELECT_QUEUE_STATS, {"now": now}).fetchone()
+        pauses = {
+            str(r["key"]): float(r["paused_until"]) for r in conn.execute(sql.SELECT_PAUSES, {"now": now})
+        }
+    return QueueStats(
+        now=now,
+        counts={state: found.get(state, 0) for state in State},
+        oldest_due_at=_maybe_float(row["oldest_due_at"]),
+        oldest_checkpoint_at=_maybe_float(row["oldest_checkpoint_at"]),
+        expired_leases=int(row["expired_leases"]),
+        pauses=pauses,
+    )
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _next_due(conn: sqlite3.Connection) -> float | None:

@@ -406,6 +406,16 @@ SELECT_MODEL_COUNTS = (
     "SELECT model, COUNT(*) AS n FROM jobs WHERE state IN ('queued', 'running') GROUP BY model ORDER BY model"
 )
 
+#: The queue's health for ``/metrics`` (``jobs.models.QueueStats``): each figure reads one index
+#: range (jobs_due, jobs_claim_order / jobs_lease_expiry on the running rows), never the whole table.
+SELECT_QUEUE_STATS = """
+SELECT
+    (SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= :now) AS oldest_due_at,
+    (SELECT MIN(updated_at) FROM jobs WHERE state = 'running') AS oldest_checkpoint_at,
+    (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at < :now) AS expired_leases
+"""
+SELECT_PAUSES = "SELECT key, paused_until FROM buckets WHERE paused_until > :now ORDER BY key"
+
 SELECT_NEXT_DUE = """
 SELECT MIN(due) FROM (
     SELECT MIN(run_at) AS due FROM jobs WHERE state = 'queued'

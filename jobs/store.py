@@ -30,6 +30,7 @@ from jobs.models import (
     Job,
     JobSpec,
     Progress,
+    QueueStats,
     State,
     Transition,
     WriteStatus,
@@ -130,6 +131,11 @@ class Store(Protocol):
 
     async def counts(self) -> dict[State, int]:
         """Jobs per state (every state present, zero included)."""
+        ...
+
+    async def queue_stats(self) -> QueueStats:
+        """Counts per state, the oldest due job, the oldest checkpoint of a running job, expired
+        leases and fleet pauses, from a few aggregate queries in one snapshot (``/metrics``)."""
         ...
 
     async def model_counts(self) -> dict[str, int]:

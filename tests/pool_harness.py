@@ -16,6 +16,7 @@ from jobs.store import Store
 from worker.attempt import AttemptSettings
 from worker.economy import Economy
 from worker.pool import Pool, PoolSettings, PoolStats
+from worker.recorder import Recorder
 from worker.simulator import Simulator, SimulatorConfig, expected_document, run_simulator
 
 __all__ = (
@@ -119,6 +120,7 @@ async def pool_run(
     settings: PoolSettings = FAST_SETTINGS,
     store: Store | None = None,
     economy: Economy | None = None,
+    recorder: Recorder | None = None,
     **setting_overrides: object,
 ) -> Run:
     """Enqueue ``jobs``, run a pool until the queue is empty, and collect the results.
@@ -139,7 +141,7 @@ async def pool_run(
             )
             try:
                 await store.enqueue(jobs)
-                pool = Pool(store, client, settings, economy=economy)
+                pool = Pool(store, client, settings, economy=economy, recorder=recorder)
                 stats = await pool.run(until_empty=True, handle_signals=False)
             finally:
                 await client.close()

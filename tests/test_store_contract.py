@@ -581,6 +581,44 @@ async def test_model_counts_cover_jobs_still_to_run(make_store: StoreFactory) ->
     assert await store.model_counts() == {"m-one": 2, "m-two": 1}
 
 
+async def test_queue_stats_read_the_queue_at_one_moment(make_store: StoreFactory) -> None:
+    """What ``serve``'s /metrics exports: counts, the oldest due job (a scheduled one does not
+    count), the oldest checkpoint of a running job, expired leases and fleet pauses."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    empty = await store.queue_stats()
+    assert (empty.counts, empty.oldest_due_at, empty.oldest_checkpoint_at) == (
+        dict.fromkeys(State, 0),
+        None,
+        None,
+    )
+    assert (empty.expired_leases, dict(empty.pauses), empty.now) == (0, {}, clock.now)
+    start = clock.now
+    await store.enqueue([make_spec("a"), make_spec("later", run_at=start + 3600)])
+    clock.advance(5)
+    await store.enqueue([make_spec("b"), make_spec("c")])
+    clock.advance(5)
+    claim = await claim_one(store)  # "a", the oldest
+    clock.advance(20)
+    limits = Limits(requests=10)
+    await store.update_buckets(
+        "fleet", limits, lambda state, now: (replace(state, paused_until=now + 7), None)
+    )
+    stats = await store.queue_stats()
+    assert stats.counts == await store.counts()
+    assert stats.counts[State.QUEUED] == 3 and stats.counts[State.RUNNING] == 1
+    assert stats.oldest_due_at == start + 5
+    assert stats.oldest_checkpoint_at == start + 10
+    assert stats.expired_leases == 0
+    assert dict(stats.pauses) == {"fleet": clock.now + 7}
+    await write(store, claim, 0, "text")
+    clock.advance(LEASE + 1)
+    later = await store.queue_stats()
+    assert later.oldest_checkpoint_at == start + 30
+    assert later.expired_leases == 1
+    assert dict(later.pauses) == {}
+
+
 async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory) -> None:
     store = await make_store()
     ids = [f"job-{i:02}" for i in range(25)]

@@ -28,6 +28,7 @@ from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Us
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.policy import Verdict, judge
+from worker.recorder import Recorder, RequestFacts
 from worker.resume import Joiner, build_messages, supports_prefill
 from worker.retry import backoff_delay, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
@@ -92,6 +93,7 @@ class Attempt:
         limiter: Limiter | None = None,
         rand: Callable[[], float] = random.random,
         economy: Economy | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.claim = claim
         self.spec = claim.job.spec
@@ -102,6 +104,7 @@ class Attempt:
         self.no_prefill = no_prefill
         self.limiter = limiter or Limiter()
         self.rand = rand
+        self.recorder = recorder or Recorder()
         self.usage = Usage()
         self.requests = 0
         self.first_mode: ResumeMode | None = None
@@ -246,6 +249,8 @@ class Attempt:
                 writer.add(job, text)
 
         economy.begin(result)
+        self.recorder.stream_started()
+        sent = anyio.current_time()
         try:
             await stream_request(
                 self.client,
@@ -266,8 +271,21 @@ class Attempt:
                     self.joins["uncertain"] += 1
             usage = economy.finish(finished=error is None)
             self.usage = self.usage + usage
+            self._record(usage, result, anyio.current_time() - sent, error)
             if self.time_to_first_token is None:
                 self.time_to_first_token = result.time_to_first_token
             with anyio.CancelScope(shield=True):
                 await self.limiter.release(ticket, usage, result.headers, error)
         return result.stop_reason
+
+    def _record(
+        self, usage: Usage, result: StreamResult, seconds: float, error: BaseException | None
+    ) -> None:
+        """One call per request to the process's recorder (a no-op unless metrics are on)."""
+        recorder = self.recorder
+        if not recorder.enabled:
+            return
+        ttft = result.time_to_first_token
+        recorder.request_ended(
+            RequestFacts(self.spec.model, usage, seconds=seconds, time_to_first_token=ttft, error=error)
+        )

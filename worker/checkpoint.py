@@ -30,6 +30,7 @@ from jobs.errors import StoreError
 from jobs.models import CheckpointWrite, Usage, WriteStatus
 from jobs.store import Store
 from worker.outage import StoreGuard
+from worker.recorder import Recorder
 
 __all__ = ("JobText", "CheckpointWriter", "CheckpointStats")
 
@@ -120,8 +121,10 @@ class CheckpointWriter:
         guard: StoreGuard | None = None,
         max_pending_chars: int = 50_000_000,
         live_seconds: float | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._store = store
+        self._recorder = recorder or Recorder()
         self._chars = checkpoint_chars
         self._seconds = checkpoint_seconds
         self._lease = lease_seconds
@@ -276,6 +279,7 @@ class CheckpointWriter:
             taken.append((job.pending, job.pending_len, job.first_pending_at))
             job.pending, job.pending_len, job.first_pending_at = [], 0, math.inf
         statuses: list[WriteStatus] | None = None
+        started = anyio.current_time()
         try:
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = anyio.current_time() + self._commit_deadline
@@ -292,6 +296,7 @@ class CheckpointWriter:
             return False
         self._guard.ok()
         done = anyio.current_time()
+        self._recorder.checkpoint_committed(done - started, len(batch))
         self.stats.flushes += 1
         worst = 0.0
         for job, write, status, (_, length, since) in zip(jobs, batch, statuses, taken, strict=True):

@@ -102,6 +102,10 @@ class WorkerSettings:
     shutdown_deadline: float = 5.0
     #: Uncommitted text kept in memory while the store is down, over all jobs (characters).
     max_pending_chars: int = 50_000_000
+    #: ``run`` serves this process's Prometheus metrics at http://metrics_host:metrics_port/metrics;
+    #: 0 = off. No token: bind it to localhost (the default) or a private interface.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,10 @@ class ServerSettings:
     #: With ``serve --workers``: jobs someone watches live are checkpointed this often (seconds)
     #: instead of ``[worker] checkpoint_seconds``, so their text reaches viewers in time.
     live_checkpoint_seconds: float = 0.1
+    #: ``GET /metrics`` needs the bearer token (``token``, the default) like every other route, or
+    #: answers without one (``none``: for a scraper that cannot send one; the figures are counts
+    #: and ages, never a prompt, a job id or the token).
+    metrics_auth: str = "token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +244,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.outage_limit": (1, 7 * 86400),
     "worker.shutdown_deadline": (0.1, 3600),
     "worker.max_pending_chars": (1000, 10**10),
+    "worker.metrics_port": (0, 65535),
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),
@@ -256,6 +265,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.sdk_level": ("auto", "warning", "info", "debug"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
     "costs.cache_checkpoint": ("off", "on"),
+    "server.metrics_auth": ("token", "none"),
 }
 
 

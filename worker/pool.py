@@ -43,10 +43,14 @@ from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 from worker.outage import StoreGuard
 from worker.pauses import Pauses
+from worker.recorder import Recorder
 
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
 
 log = structlog.get_logger("worker.pool")
+
+#: Outcomes that hand a failed attempt's job back to the queue, to be tried again.
+_REQUEUED = frozenset({Outcome.RETRY, Outcome.RELEASED})
 
 
 def new_worker_id() -> str:
@@ -112,6 +116,7 @@ class Pool:
         guard: StoreGuard | None = None,
         economy: Economy | None = None,
         daily_cap: DailyCap | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -121,6 +126,8 @@ class Pool:
         #: Prices, caching knowledge and the run's budget, shared by this pool's attempts.
         self.economy = economy or Economy()
         self.daily_cap = daily_cap
+        #: This process's metrics (``worker.metrics``); the default records nothing.
+        self.recorder = recorder or Recorder()
         self.stats = PoolStats()
         self.guard = guard or StoreGuard(limit=settings.outage_limit)
         self.writer = CheckpointWriter(
@@ -132,6 +139,7 @@ class Pool:
             guard=self.guard,
             max_pending_chars=settings.max_pending_chars,
             live_seconds=settings.live_checkpoint_seconds,
+            recorder=self.recorder,
         )
         self._running: dict[str, anyio.CancelScope] = {}
         self._no_prefill: set[str] = set()
@@ -335,6 +343,7 @@ class Pool:
                 no_prefill=self._no_prefill,
                 limiter=self.limiter,
                 economy=self.economy,
+                recorder=self.recorder,
             )
             self.stats.claimed += 1
             if claim.text:
@@ -354,6 +363,8 @@ class Pool:
                             why = "store unavailable: text held" if text.held else "worker shutting down"
                             result = attempt.result(Outcome.RELEASED, error=why)
                         result = await self.pauses.apply(attempt.verdict, result)
+                        if attempt.verdict is not None and result.outcome in _REQUEUED:
+                            self.recorder.retried(attempt.verdict.kind)
                         await self._settle(claim, text, result, time.monotonic() - started)
                     finally:
                         self._settling.discard(shield)
@@ -374,12 +385,14 @@ class Pool:
         """Commit the last text, then record the attempt's end. Shielded by the caller."""
         if not await self.writer.flush(text, result.usage) or text.lost:
             self.stats.lease_lost += 1
+            self.recorder.lease_lost()
             log.warning("job_lease_lost", note="another worker or a cancel owns the job now; no write made")
             return
         try:
             job = await self.guard.call("settle", self.store.settle, claim.job.id, claim.token, result)
         except LeaseLostError:
             self.stats.lease_lost += 1
+            self.recorder.lease_lost()
             log.warning("job_lease_lost", note="lost before settling")
             return
         except StoreError as exc:

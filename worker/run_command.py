@@ -90,6 +90,7 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.metrics import serve_metrics
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
     from worker.runtime import make_economy, make_limits, open_runtime, url_source
@@ -111,7 +112,11 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
         show = args.progress == "on" or (
             args.progress == "auto" and sys.stderr.isatty() and config.logging.format != "json"
         )
-        async with anyio.create_task_group() as tg:
+        w = config.worker
+        async with (
+            serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port),
+            anyio.create_task_group() as tg,
+        ):
             if show:
                 tg.start_soon(ProgressDisplay(pool, runtime.store).run)
             if schedules:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anthropic
 import anyio
@@ -29,6 +29,7 @@ from worker.economy import Economy
 from worker.limits import FleetLimiter, check_limits
 from worker.outage import StoreGuard
 from worker.pool import Pool, PoolSettings
+from worker.recorder import Recorder
 
 __all__ = (
     "Runtime",
@@ -37,6 +38,7 @@ __all__ = (
     "pool_settings",
     "make_limits",
     "make_economy",
+    "make_recorder",
     "url_source",
 )
 
@@ -122,6 +124,16 @@ def make_limits(config: Config) -> Limits:
     return limits
 
 
+def make_recorder(config: Config) -> Recorder:
+    """Prometheus metrics for this process's pool when ``[worker] metrics_port`` is set (each
+    runtime its own registry), else a recorder that records nothing."""
+    if not config.worker.metrics_port:
+        return Recorder()
+    from worker.metrics import PrometheusRecorder
+
+    return PrometheusRecorder()
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """The parts a command runs with; owned (and closed) by :func:`open_runtime`."""
@@ -136,6 +148,8 @@ class Runtime:
     #: Rides store calls out through an outage, up to ``[worker] outage_limit`` (shared by the
     #: pool and the limiter, so one outage is one outage).
     guard: StoreGuard | None = None
+    #: What the pool reports for ``/metrics`` (``worker.metrics``); records nothing by default.
+    recorder: Recorder = field(default_factory=Recorder)
 
     def pool(self, settings: PoolSettings | None = None, *, economy: Economy | None = None) -> Pool:
         """A pool on this runtime's store, client, limiter and daily cap; ``economy`` defaults
@@ -150,6 +164,7 @@ class Runtime:
             economy=economy if economy is not None else make_economy(self.config),
             daily_cap=self.daily_cap,
             guard=self.guard,
+            recorder=self.recorder,
         )
 
 
@@ -166,7 +181,7 @@ async def open_runtime(config: Config, *, with_client: bool = True) -> AsyncIter
         if not limits.unlimited:
             limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max, guard=guard)
         daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
-        yield Runtime(config, store, client, limiter, daily, guard)
+        yield Runtime(config, store, client, limiter, daily, guard, make_recorder(config))
     finally:
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + config.worker.shutdown_deadline

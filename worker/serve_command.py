@@ -78,6 +78,7 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     from aiohttp import web
 
     from jobs.store import open_store
+    from worker.metrics import serve_metrics
     from worker.runtime import open_runtime
     from worker.server import Relay, build_app, resolve_token
     from worker.server.app import ACCESS_LOG_FORMAT
@@ -117,7 +118,9 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.run)
                 if pool is not None:
-                    await pool.run()
+                    w = config.worker
+                    async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
+                        await pool.run()
                 else:
                     await _wait_for_signal()
                 relay.close()

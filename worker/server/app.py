@@ -17,7 +17,8 @@ from aiohttp import web
 
 from jobs.store import Store
 from worker.config import Config
-from worker.server.auth import auth_middleware
+from worker.server.auth import PUBLIC_PATHS, auth_middleware
+from worker.server.metrics import METRICS_PATH, metrics
 from worker.server.openapi import openapi_document
 from worker.server.relay import Relay
 from worker.server.routes import CONFIG, STORE, add_routes, error_middleware, query_middleware
@@ -34,9 +35,11 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 def build_app(config: Config, store: Store, relay: Relay, token: str) -> web.Application:
+    # /metrics needs the token unless [server] metrics_auth = "none" (worker.server.metrics).
+    public = PUBLIC_PATHS | {METRICS_PATH} if config.server.metrics_auth == "none" else PUBLIC_PATHS
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(token), query_middleware],
+        middlewares=[error_middleware, auth_middleware(token, public), query_middleware],
     )
     app[STORE] = store
     app[CONFIG] = config
@@ -45,4 +48,5 @@ def build_app(config: Config, store: Store, relay: Relay, token: str) -> web.App
     add_routes(app)
     app.router.add_get("/v1/openapi.json", _openapi)
     app.router.add_get("/v1/jobs/{id}/events", events)
+    app.router.add_get(METRICS_PATH, metrics)
     return app

@@ -89,12 +89,13 @@ def _unauthorized(error: str | None) -> web.Response:
     )
 
 
-def auth_middleware(token: str) -> Middleware:
+def auth_middleware(token: str, public: frozenset[str] = PUBLIC_PATHS) -> Middleware:
+    """Refuse every request without the token, except to the ``public`` paths."""
     expected = token.encode("utf-8")
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in public:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")

@@ -188,6 +188,21 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "Ready"), **_errors(401, 503)},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "The queue's figures for Prometheus (token needed unless metrics_auth = none)",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format (OpenMetrics when asked by Accept)",
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(401, 503),
+                    },
+                }
+            },
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
