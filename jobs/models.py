@@ -35,6 +35,7 @@ __all__ = (
     "WriteStatus",
     "EnqueueResult",
     "Progress",
+    "Totals",
 )
 
 
@@ -356,3 +357,22 @@ class Progress:
     state: State
     attempts: int
     committed_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Jobs of one (state, model, prompt cache mode), summed: what ``status`` reports.
+
+    Kept by the store as aggregate rows, updated in the same transaction as every change of a
+    job (triggers on both backends), so reading them costs the same whatever the number of jobs.
+    Grouped by model and cache mode because a cost is linear in usage only within one price."""
+
+    state: State
+    model: str
+    prompt_cache: str
+    jobs: int
+    committed_chars: int
+    usage: Usage
+    #: The sum over jobs of ``Usage.wasted_output_tokens`` (a per-job ``max``, so not derivable
+    #: from the summed usage).
+    wasted_output_tokens: int

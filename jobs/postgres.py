@@ -60,6 +60,7 @@ from jobs.models import (
     Outcome,
     Progress,
     State,
+    Totals,
     Transition,
     WriteStatus,
 )
@@ -295,12 +296,30 @@ class PostgresStore:
 
         return await self._db.run(run, transaction=False)
 
+    async def totals(self) -> list[Totals]:
+        found = await self._rows(sql.SELECT_TOTALS)
+        [shards] = await self._rows(sql.COUNT_SHARDS)
+        if int(shards["n"]) > sql.FOLD_THRESHOLD:
+            await self._fold_totals()
+        return [rows.totals(row) for row in found]
+
+    async def _fold_totals(self) -> None:
+        """Fold the backends' shards into shard 0 (see the schema's ``job_totals``). Best effort:
+        a reader without write access still reads correct sums, only more rows of them."""
+
+        async def run(conn: Connection) -> None:
+            await conn.execute(sql.FOLD_TOTALS)
+
+        try:
+            await self._db.run(run)
+        except StoreError:
+            return
+
     async def counts(self) -> dict[State, int]:
-        found = {State(row["state"]): int(row["n"]) for row in await self._rows(sql.SELECT_COUNTS)}
-        return {state: found.get(state, 0) for state in State}
+        return rules.counts(await self.totals())
 
     async def model_counts(self) -> dict[str, int]:
-        return {str(row["model"]): int(row["n"]) for row in await self._rows(sql.SELECT_MODEL_COUNTS)}
+        return rules.model_counts(await self.totals())
 
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
@@ -376,6 +395,15 @@ class PostgresStore:
             params = {"id": job_id, "now": self._now(), "from_state": job.state.value, "attempt": attempt}
             cur = await conn.execute(sql.CANCEL, {**params, "chars": job.committed_chars})
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def delete(self, job_id: str) -> Job:
+        async def run(conn: Connection) -> Job:
+            job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
+            rules.check_deletable(job)
+            await conn.execute(sql.DELETE_JOB, {"id": job_id})
+            return job
 
         return await self._db.run(run)
 
