@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from jobs.errors import ConfigError
-from jobs.models import Job, JobSpec, Usage
+from jobs.models import Job, JobSpec, Totals, Usage
 
 __all__ = (
     "Price",
@@ -33,6 +33,7 @@ __all__ = (
     "parse_prices",
     "format_usd",
     "job_spend",
+    "totals_spend",
     "token_accounting",
     "worst_case_usd",
     "PER_TOKENS",
@@ -178,6 +179,19 @@ def load_prices(override: Path | None = None) -> PriceTable:
 def job_spend(table: PriceTable, job: Job) -> Spend:
     """A job's cost so far and the part of it spent on waste (see :meth:`PriceTable.spend`)."""
     return table.spend(job.spec.model, job.usage, job.spec.prompt_cache)
+
+
+def totals_spend(table: PriceTable, totals: Iterable[Totals]) -> Spend:
+    """The cost of many jobs from the store's aggregate rows: exact, since each row is one model
+    and one cache TTL (a cost is linear in usage within one price) and carries the per-job waste
+    summed. Unknown (None) when some row's model has no price."""
+    spend = Spend(0.0, 0.0)
+    for row in totals:
+        price = table.price(row.model)
+        if price is None:
+            return Spend(None, None)
+        spend += Spend(price.cost(row.usage, row.prompt_cache), price.output_cost(row.wasted_output_tokens))
+    return spend
 
 
 def token_accounting(usage: Usage) -> dict[str, int]:

@@ -37,6 +37,7 @@ __all__ = (
     "EnqueueResult",
     "Progress",
     "QueueStats",
+    "Totals",
 )
 
 
@@ -392,3 +393,22 @@ class QueueStats:
     expired_leases: int
     #: Rate-limit bucket key -> ``paused_until``, for keys paused now (a 429/529 paused the fleet).
     pauses: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Jobs of one (state, model, prompt cache mode), summed: what ``status`` reports.
+
+    Kept by the store as aggregate rows, updated in the same transaction as every change of a
+    job (triggers on both backends), so reading them costs the same whatever the number of jobs.
+    Grouped by model and cache mode because a cost is linear in usage only within one price."""
+
+    state: State
+    model: str
+    prompt_cache: str
+    jobs: int
+    committed_chars: int
+    usage: Usage
+    #: The sum over jobs of ``Usage.wasted_output_tokens`` (a per-job ``max``, so not derivable
+    #: from the summed usage).
+    wasted_output_tokens: int

@@ -61,6 +61,7 @@ from jobs.models import (
     Progress,
     QueueStats,
     State,
+    Totals,
     Transition,
     WriteStatus,
 )
@@ -296,23 +297,40 @@ class PostgresStore:
 
         return await self._db.run(run, transaction=False)
 
+    async def totals(self) -> list[Totals]:
+        found = await self._rows(sql.SELECT_TOTALS)
+        [shards] = await self._rows(sql.COUNT_SHARDS)
+        if int(shards["n"]) > sql.FOLD_THRESHOLD:
+            await self._fold_totals()
+        return [rows.totals(row) for row in found]
+
+    async def _fold_totals(self) -> None:
+        """Fold the backends' shards into shard 0 (see the schema's ``job_totals``). Best effort:
+        a reader without write access still reads correct sums, only more rows of them."""
+
+        async def run(conn: Connection) -> None:
+            await conn.execute(sql.FOLD_TOTALS)
+
+        try:
+            await self._db.run(run)
+        except StoreError:
+            return
+
     async def counts(self) -> dict[State, int]:
-        found = {State(row["state"]): int(row["n"]) for row in await self._rows(sql.SELECT_COUNTS)}
-        return {state: found.get(state, 0) for state in State}
+        return rules.counts(await self.totals())
 
     async def queue_stats(self) -> QueueStats:
         now = self._now()
 
         async def read(conn: Connection) -> QueueStats:
             async with conn.transaction():  # one snapshot: the figures describe the same moment
-                counted = await (await conn.execute(sql.SELECT_COUNTS)).fetchall()
+                counted = await (await conn.execute(sql.SELECT_TOTALS)).fetchall()
                 row = await (await conn.execute(sql.SELECT_QUEUE_STATS, {"now": now})).fetchone()
                 paused = await (await conn.execute(sql.SELECT_PAUSES, {"now": now})).fetchall()
             assert row is not None
-            found = {State(r["state"]): int(r["n"]) for r in counted}
             return QueueStats(
                 now=now,
-                counts={state: found.get(state, 0) for state in State},
+                counts=rules.counts(rows.totals(r) for r in counted),
                 oldest_due_at=None if row["oldest_due_at"] is None else float(row["oldest_due_at"]),
                 oldest_checkpoint_at=None
                 if row["oldest_checkpoint_at"] is None
@@ -324,7 +342,7 @@ class PostgresStore:
         return await self._db.run(read, transaction=False)
 
     async def model_counts(self) -> dict[str, int]:
-        return {str(row["model"]): int(row["n"]) for row in await self._rows(sql.SELECT_MODEL_COUNTS)}
+        return rules.model_counts(await self.totals())
 
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
@@ -401,6 +419,15 @@ class PostgresStore:
             params = {"id": job_id, "now": self._now(), "from_state": job.state.value, "attempt": attempt}
             cur = await conn.execute(sql.CANCEL, {**params, "chars": job.committed_chars})
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def delete(self, job_id: str) -> Job:
+        async def run(conn: Connection) -> Job:
+            job = convert.job(await _one(conn, sql.LOCK_JOB, job_id))
+            rules.check_deletable(job)
+            await conn.execute(sql.DELETE_JOB, {"id": job_id})
+            return job
 
         return await self._db.run(run)
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs.errors import StoreError
+from jobs.models import USAGE_FIELDS
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -237,6 +238,86 @@ _RELAY_CHANGES = (
     """,
 )
 
+#: The columns ``job_totals`` sums per group (``jobs`` counts rows).
+_SUMMED = ("committed_chars", *USAGE_FIELDS)
+_TOTALS = ("jobs", *_SUMMED, "wasted_output_tokens")
+_GROUP = "state, model, prompt_cache"
+
+
+def _sums(rows: str, sign: str) -> str:
+    """One side of a change: each row of the transition table ``rows`` counted with ``sign``."""
+    columns = ", ".join(
+        (
+            f"{sign}1 AS jobs",
+            *(f"{sign}{c} AS {c}" for c in _SUMMED),
+            f"{sign}greatest(0, output_tokens - document_tokens) AS wasted_output_tokens",
+        )
+    )
+    return f"SELECT {_GROUP}, {columns} FROM {rows}"
+
+
+def _totals_function(name: str, sides: tuple[str, ...]) -> str:
+    """A trigger function adding the grouped change of ``sides`` to this backend's shard."""
+    change = " UNION ALL ".join(sides)
+    return f"""
+    CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO job_totals AS t (shard, {_GROUP}, {", ".join(_TOTALS)})
+        SELECT pg_backend_pid(), {_GROUP}, {", ".join(f"sum({c})" for c in _TOTALS)}
+        FROM ({change}) AS change
+        GROUP BY {_GROUP}
+        HAVING {" OR ".join(f"sum({c}) <> 0" for c in _TOTALS)}
+        ON CONFLICT (shard, {_GROUP}) DO UPDATE SET
+            {", ".join(f"{c} = t.{c} + excluded.{c}" for c in _TOTALS)};
+        RETURN NULL;
+    END
+    $$
+    """
+
+
+# Aggregates for ``status``: jobs, characters and usage per (state, model, prompt cache mode), so
+# reading them costs a few rows whatever the number of jobs. Kept by statement-level triggers
+# with transition tables: one grouped upsert per statement (a claim, a checkpoint batch of a
+# thousand jobs, an enqueue of ten thousand), in the statement's transaction; a statement that
+# changes no summed value (a heartbeat) writes nothing. Each backend adds to rows of its own
+# (``shard`` = its pid), so concurrent transactions never wait on, or deadlock over, a shared
+# counter row; readers sum the shards and fold them into shard 0 now and then
+# (``jobs.postgres_sql.FOLD_TOTALS``, which skips the rows a transaction holds).
+_TOTALS_MIGRATION = (
+    f"""
+    CREATE TABLE job_totals (
+        shard        integer NOT NULL,
+        state        text NOT NULL,
+        model        text NOT NULL,
+        prompt_cache text NOT NULL,
+        {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in _TOTALS)},
+        PRIMARY KEY (shard, state, model, prompt_cache)
+    )
+    """,
+    f"""
+    INSERT INTO job_totals (shard, {_GROUP}, {", ".join(_TOTALS)})
+    SELECT 0, {_GROUP}, count(*), {", ".join(f"sum({c})" for c in _SUMMED)},
+           sum(greatest(0, output_tokens - document_tokens))
+    FROM jobs GROUP BY {_GROUP}
+    """,
+    _totals_function("job_totals_inserted", (_sums("new_jobs", "+"),)),
+    _totals_function("job_totals_deleted", (_sums("old_jobs", "-"),)),
+    _totals_function("job_totals_updated", (_sums("new_jobs", "+"), _sums("old_jobs", "-"))),
+    """
+    CREATE TRIGGER job_totals_inserted AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_inserted()
+    """,
+    """
+    CREATE TRIGGER job_totals_deleted AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_deleted()
+    """,
+    """
+    CREATE TRIGGER job_totals_updated AFTER UPDATE ON jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_updated()
+    """,
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -247,6 +328,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE attempts ADD COLUMN joins text",),
     ),
     Migration(4, "NOTIFY live relays of committed text and state changes", _RELAY_CHANGES),
+    Migration(5, "job_totals: aggregates for status, kept by triggers", _TOTALS_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

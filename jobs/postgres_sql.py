@@ -23,6 +23,7 @@ __all__ = (
     "RESPEC",
     "RETRY_FAILED",
     "CANCEL",
+    "DELETE_JOB",
     "SELECT_JOB",
     "SELECT_TEXT",
     "SELECT_TEXT_FROM",
@@ -30,8 +31,9 @@ __all__ = (
     "SELECT_PROGRESS",
     "SELECT_ATTEMPTS",
     "SELECT_HISTORY",
-    "SELECT_COUNTS",
-    "SELECT_MODEL_COUNTS",
+    "SELECT_TOTALS",
+    "FOLD_TOTALS",
+    "COUNT_SHARDS",
     "SELECT_NEXT_DUE",
     "SELECT_QUEUE_STATS",
     "SELECT_PAUSES",
@@ -391,6 +393,9 @@ RETURNING *
 
 # -- reading -----------------------------------------------------------------------------------
 
+#: Chunks, attempts and transitions go with it (``ON DELETE CASCADE``); the totals by trigger.
+DELETE_JOB = "DELETE FROM jobs WHERE id = %(id)s"
+
 SELECT_JOB = "SELECT * FROM jobs WHERE id = %(id)s"
 
 #: No row: no such job. A NULL text: no chunks yet.
@@ -435,10 +440,56 @@ ORDER BY a.number
 
 SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = %(id)s ORDER BY id"
 
-SELECT_COUNTS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
-SELECT_MODEL_COUNTS = (
-    "SELECT model, count(*) AS n FROM jobs WHERE state IN ('queued', 'running') GROUP BY model ORDER BY model"
+#: Every backend's shard summed: a few rows per backend that changed jobs since the last fold.
+SELECT_TOTALS = """
+SELECT state, model, prompt_cache, sum(jobs) AS jobs, sum(committed_chars) AS committed_chars,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
+       sum(cache_read_input_tokens) AS cache_read_input_tokens,
+       sum(estimated_output_tokens) AS estimated_output_tokens,
+       sum(document_tokens) AS document_tokens, sum(repeated_tokens) AS repeated_tokens,
+       sum(wasted_output_tokens) AS wasted_output_tokens
+FROM job_totals
+GROUP BY state, model, prompt_cache
+HAVING sum(jobs) <> 0
+ORDER BY state, model, prompt_cache
+"""
+
+#: Moves every backend's shard into shard 0, so the table stays a few rows per group. Rows a
+#: running transaction holds are skipped (never waited for: no deadlock with a trigger), and
+#: folded by a later call.
+FOLD_TOTALS = """
+WITH moved AS (
+    DELETE FROM job_totals
+    WHERE ctid IN (SELECT ctid FROM job_totals WHERE shard <> 0 FOR UPDATE SKIP LOCKED)
+    RETURNING *
 )
+INSERT INTO job_totals AS t (
+    shard, state, model, prompt_cache, jobs, committed_chars, input_tokens, output_tokens,
+    cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
+    document_tokens, repeated_tokens, wasted_output_tokens
+)
+SELECT 0, state, model, prompt_cache, sum(jobs), sum(committed_chars), sum(input_tokens),
+       sum(output_tokens), sum(cache_creation_input_tokens), sum(cache_read_input_tokens),
+       sum(estimated_output_tokens), sum(document_tokens), sum(repeated_tokens),
+       sum(wasted_output_tokens)
+FROM moved
+GROUP BY state, model, prompt_cache
+ON CONFLICT (shard, state, model, prompt_cache) DO UPDATE SET
+    jobs = t.jobs + excluded.jobs, committed_chars = t.committed_chars + excluded.committed_chars,
+    input_tokens = t.input_tokens + excluded.input_tokens,
+    output_tokens = t.output_tokens + excluded.output_tokens,
+    cache_creation_input_tokens = t.cache_creation_input_tokens + excluded.cache_creation_input_tokens,
+    cache_read_input_tokens = t.cache_read_input_tokens + excluded.cache_read_input_tokens,
+    estimated_output_tokens = t.estimated_output_tokens + excluded.estimated_output_tokens,
+    document_tokens = t.document_tokens + excluded.document_tokens,
+    repeated_tokens = t.repeated_tokens + excluded.repeated_tokens,
+    wasted_output_tokens = t.wasted_output_tokens + excluded.wasted_output_tokens
+"""
+
+#: Fold only once the shards outnumber this many rows (a reader then writes, briefly).
+FOLD_THRESHOLD = 256
+COUNT_SHARDS = "SELECT count(*) AS n FROM job_totals"
 
 #: The queue's health for ``/metrics`` (``jobs.models.QueueStats``): each figure reads one partial
 #: index (jobs_due, jobs_running), never the whole table.

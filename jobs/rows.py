@@ -23,6 +23,7 @@ from jobs.models import (
     Progress,
     ResumeMode,
     State,
+    Totals,
     Transition,
     Usage,
     parse_joins,
@@ -39,6 +40,7 @@ __all__ = (
     "transition",
     "bucket_state",
     "progress",
+    "totals",
     "texts_from",
 )
 
@@ -152,6 +154,18 @@ def transition(row: Row) -> Transition:
 def bucket_state(row: Row) -> BucketState:
     return BucketState(
         row["requests"], row["input_tokens"], row["output_tokens"], row["updated_at"], row["paused_until"]
+    )
+
+
+def totals(row: Row) -> Totals:
+    return Totals(
+        State(row["state"]),
+        str(row["model"]),
+        str(row["prompt_cache"]),
+        int(row["jobs"]),
+        int(row["committed_chars"]),
+        Usage.from_dict({name: row[name] for name in USAGE_FIELDS}),
+        int(row["wasted_output_tokens"]),
     )
 
 

@@ -5,12 +5,22 @@ The backends differ in how they lock and write; what a job becomes after an atte
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from jobs.errors import JobStateError
-from jobs.models import REVISABLE_FIELDS, AttemptResult, Job, JobSpec, Outcome, State
+from jobs.models import REVISABLE_FIELDS, AttemptResult, Job, JobSpec, Outcome, State, Totals
 
-__all__ = ("Settlement", "settle", "check_replaceable", "check_retryable", "retry_reason")
+__all__ = (
+    "Settlement",
+    "settle",
+    "check_replaceable",
+    "check_retryable",
+    "retry_reason",
+    "check_deletable",
+    "counts",
+    "model_counts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +88,30 @@ def check_replaceable(job: Job) -> None:
         raise JobStateError(
             f"job {job.id!r} has started ({started}): only a queued job that never ran can be replaced"
         )
+
+
+def check_deletable(job: Job) -> None:
+    """Only a finished job (succeeded, failed or cancelled) may be deleted: a queued job would
+    vanish from under a claim, a running one from under its worker. Raises ``JobStateError``."""
+    if job.state in (State.QUEUED, State.RUNNING):
+        raise JobStateError(
+            f"job {job.id!r} is {job.state}: only succeeded, failed or cancelled jobs can be deleted "
+            "(cancel it first)"
+        )
+
+
+def counts(totals: Iterable[Totals]) -> dict[State, int]:
+    """Jobs per state (every state present, zero included) from the aggregate rows."""
+    found = dict.fromkeys(State, 0)
+    for row in totals:
+        found[row.state] += row.jobs
+    return found
+
+
+def model_counts(totals: Iterable[Totals]) -> dict[str, int]:
+    """Jobs still to run (queued or running) per model, sorted by model."""
+    found: dict[str, int] = {}
+    for row in totals:
+        if row.state in (State.QUEUED, State.RUNNING) and row.jobs:
+            found[row.model] = found.get(row.model, 0) + row.jobs
+    return dict(sorted(found.items()))

@@ -68,6 +68,7 @@ from jobs.models import (
     Progress,
     QueueStats,
     State,
+    Totals,
     Transition,
     Usage,
     WriteStatus,
@@ -260,6 +261,10 @@ class SQLiteStore:
                 version = 2
             if version == 2:
                 for statement in sql.MIGRATION_JOINS:
+                    conn.execute(statement)
+                version = 3
+            if version == 3:
+                for statement in sql.MIGRATION_TOTALS:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
@@ -488,17 +493,17 @@ class SQLiteStore:
         found = await self._read(_select_for_job, sql.SELECT_HISTORY, job_id)
         return [rows.transition(row) for row in found]
 
+    async def totals(self) -> list[Totals]:
+        return [rows.totals(row) for row in await self._read(_select, sql.SELECT_TOTALS, {})]
+
     async def counts(self) -> dict[State, int]:
-        counted = await self._read(_select, sql.SELECT_COUNTS, {})
-        found = {State(row["state"]): int(row["n"]) for row in counted}
-        return {state: found.get(state, 0) for state in State}
+        return rules.counts(await self.totals())
 
     async def queue_stats(self) -> QueueStats:
         return await self._read(_queue_stats, self._now())
 
     async def model_counts(self) -> dict[str, int]:
-        counted = await self._read(_select, sql.SELECT_MODEL_COUNTS, {})
-        return {str(row["model"]): int(row["n"]) for row in counted}
+        return rules.model_counts(await self.totals())
 
     async def list_jobs(
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
@@ -603,6 +608,16 @@ class SQLiteStore:
             _transition(conn, job_id, now, job.state, State.CANCELLED, "cancelled by an operator", attempt)
             return rows.job(row)
 
+    async def delete(self, job_id: str) -> Job:
+        return await self._run(self._delete, job_id)
+
+    def _delete(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        with _transaction(conn):
+            job = rows.job(_get_row(conn, job_id))
+            rules.check_deletable(job)
+            conn.execute(sql.DELETE_JOB, {"id": job_id})
+            return job
+
 
 # -- helpers (run in the worker thread) ---------------------------------------------------------
 
@@ -666,14 +681,14 @@ def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
     """Every figure from one read transaction, so they describe the same moment."""
     with conn:
         conn.execute("BEGIN")
-        found = {State(row["state"]): int(row["n"]) for row in conn.execute(sql.SELECT_COUNTS)}
+        found = rules.counts(rows.totals(row) for row in conn.execute(sql.SELECT_TOTALS))
         row = conn.execute(sql.SELECT_QUEUE_STATS, {"now": now}).fetchone()
         pauses = {
             str(r["key"]): float(r["paused_until"]) for r in conn.execute(sql.SELECT_PAUSES, {"now": now})
         }
     return QueueStats(
         now=now,
-        counts={state: found.get(state, 0) for state in State},
+        counts=found,
         oldest_due_at=_maybe_float(row["oldest_due_at"]),
         oldest_checkpoint_at=_maybe_float(row["oldest_checkpoint_at"]),
         expired_leases=int(row["expired_leases"]),

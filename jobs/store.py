@@ -32,6 +32,7 @@ from jobs.models import (
     Progress,
     QueueStats,
     State,
+    Totals,
     Transition,
     WriteStatus,
 )
@@ -129,8 +130,15 @@ class Store(Protocol):
 
     async def history(self, job_id: str) -> list[Transition]: ...
 
+    async def totals(self) -> list[Totals]:
+        """Jobs, committed characters and usage per (state, model, prompt cache mode), groups
+        with no job left out. Read from aggregate rows the store keeps in the same transaction as
+        every change of a job, so the cost does not grow with the number of jobs: what ``status``
+        and every other aggregate read."""
+        ...
+
     async def counts(self) -> dict[State, int]:
-        """Jobs per state (every state present, zero included)."""
+        """Jobs per state (every state present, zero included), from :meth:`totals`."""
         ...
 
     async def queue_stats(self) -> QueueStats:
@@ -139,7 +147,7 @@ class Store(Protocol):
         ...
 
     async def model_counts(self) -> dict[str, int]:
-        """Jobs still to run (queued or running) per model: one grouped query, for start-up checks."""
+        """Jobs still to run (queued or running) per model, from :meth:`totals`: for start-up checks."""
         ...
 
     async def list_jobs(
@@ -169,6 +177,12 @@ class Store(Protocol):
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job. A running attempt's next fenced write is refused.
         Raises ``JobStateError`` for a finished job."""
+        ...
+
+    async def delete(self, job_id: str) -> Job:
+        """Delete a succeeded, failed or cancelled job with its text, attempts and history;
+        returns it as it was. Raises ``JobNotFoundError``, or ``JobStateError`` for a queued or
+        running job (cancel it first)."""
         ...
 
     # -- rate limits -----------------------------------------------------------------------

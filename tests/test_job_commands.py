@@ -390,3 +390,18 @@ def test_retry_needs_an_id_or_failed(project: Project) -> None:
     with pytest.raises(SystemExit) as exit_info:
         project.run("retry")
     assert exit_info.value.code == 2
+
+
+def test_delete_a_finished_job(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec(n) for n in ("f", "q")]))
+    project.with_store(lambda store: finish(store, "text", Outcome.FAILED))
+    assert project.run("delete", "q") == 1
+    assert (
+        "job 'q' is queued: only succeeded, failed or cancelled jobs can be deleted"
+        in capsys.readouterr().err
+    )
+    assert project.run("delete", "f") == 0
+    assert capsys.readouterr().out == "deleted f (failed, 4 characters)\n"
+    assert project.run("delete", "f") == 1
+    assert "no job with id 'f'" in capsys.readouterr().err
+    assert project.status(capsys)["counts"] == dict.fromkeys(map(str, State), 0) | {"queued": 1}

@@ -635,6 +635,76 @@ async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory
     assert await store.list_jobs([]) == []
 
 
+async def _recomputed(store: Store) -> dict[tuple[State, str, str], tuple[int, int, Usage, int]]:
+    """The totals the aggregate rows must hold, summed from every job the slow way."""
+    found: dict[tuple[State, str, str], tuple[int, int, Usage, int]] = {}
+    for job in await store.list_jobs(limit=10_000):
+        key = (job.state, job.spec.model, job.spec.prompt_cache)
+        jobs, chars, usage, wasted = found.get(key, (0, 0, Usage(), 0))
+        found[key] = (
+            jobs + 1,
+            chars + job.committed_chars,
+            usage + job.usage,
+            wasted + job.usage.wasted_output_tokens,
+        )
+    return found
+
+
+async def test_totals_follow_every_kind_of_change(make_store: StoreFactory) -> None:
+    """Enqueue, claims, checkpoints with usage, settles, lease expiry, cancel, retry, replace and
+    delete each keep the aggregate rows equal to the sums over the jobs."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    specs = [
+        make_spec(f"j{i}", model="m-a" if i % 2 else "m-b", prompt_cache="1h" if i % 3 else "5m")
+        for i in range(8)
+    ]
+    await store.enqueue(specs)
+    claims = await store.claim("w1", 10, limit=5)
+    usage = Usage(100, 50, 3, 4, estimated_output_tokens=5, document_tokens=60, repeated_tokens=1)
+    await store.commit(
+        [CheckpointWrite(c.job.id, c.token, 0, f"text of {c.job.id}", usage) for c in claims], 10
+    )
+    await store.settle(claims[0].job.id, claims[0].token, AttemptResult(Outcome.SUCCEEDED, usage=Usage(7, 9)))
+    await store.settle(claims[1].job.id, claims[1].token, AttemptResult(Outcome.FAILED, error="bad"))
+    await store.cancel(claims[2].job.id)
+    await store.retry(claims[1].job.id)
+    await store.replace(replace(specs[7], model="m-c"))
+    clock.advance(11)  # claims[3] and [4] expire and are reclaimed
+    await store.claim("w2", LEASE, limit=2)
+    await store.delete(claims[0].job.id)
+    expected = await _recomputed(store)
+    totals = await store.totals()
+    assert {
+        (t.state, t.model, t.prompt_cache): (t.jobs, t.committed_chars, t.usage, t.wasted_output_tokens)
+        for t in totals
+    } == expected
+    assert sum(t.jobs for t in totals) == 7
+    assert await store.counts() == {s: sum(v[0] for k, v in expected.items() if k[0] == s) for s in State}
+    assert (await store.model_counts()).keys() == {"m-a", "m-b", "m-c"}
+
+
+async def test_delete_removes_a_finished_job_and_refuses_live_ones(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("done"), make_spec("running"), make_spec("queued")])
+    claim = await claim_one(store)
+    assert claim.job.id == "done"
+    assert await write(store, claim, 0, "the text") == WriteStatus.OK
+    await store.settle("done", claim.token, AttemptResult(Outcome.SUCCEEDED))
+    await claim_one(store)
+    for job_id in ("running", "queued"):
+        with pytest.raises(JobStateError, match="cancel it first"):
+            await store.delete(job_id)
+    deleted = await store.delete("done")
+    assert (deleted.id, deleted.state, deleted.committed_chars) == ("done", State.SUCCEEDED, 8)
+    for call in (store.get, store.read_text, store.history, store.delete):
+        with pytest.raises(JobNotFoundError):
+            await call("done")
+    assert (await store.counts())[State.SUCCEEDED] == 0
+    await store.enqueue([make_spec("done")])  # the id is free again
+    assert (await store.get("done")).committed_chars == 0
+
+
 # -- SQLite only -------------------------------------------------------------------------------
 
 CLAIMER = textwrap.dedent(

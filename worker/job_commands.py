@@ -1,5 +1,5 @@
-"""Commands that manage jobs: ``status``, ``show``, ``export``, ``retry``, ``cancel`` (``enqueue``
-is in :mod:`worker.enqueue_command`).
+"""Commands that manage jobs: ``status``, ``show``, ``export``, ``retry``, ``cancel``, ``delete``
+(``enqueue`` is in :mod:`worker.enqueue_command`).
 
 Users' scripts rely on these forms and on the JSON shapes documented in each handler, so change
 them only by adding. Each handler opens the store from ``[queue] url`` and always closes it.
@@ -21,10 +21,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from jobs.costs import PriceTable, Spend, format_usd, job_spend, load_prices, token_accounting
+from jobs import rules
+from jobs.costs import PriceTable, Spend, format_usd, load_prices, token_accounting, totals_spend
 from jobs.errors import ConfigError, InvalidJobError
 from jobs.export import export_jobs, manifest_entry
-from jobs.models import TRUNCATED, AttemptRecord, Job, JobSpec, State, Transition, Usage, format_joins
+from jobs.models import TRUNCATED, AttemptRecord, Job, JobSpec, State, Totals, Transition, Usage, format_joins
 from jobs.revise import REVISABLE, parse_changes, revise
 from jobs.store import Access, Store, open_store
 from worker.config import Config
@@ -88,6 +89,15 @@ def register(
     cancel.add_argument("job_id", metavar="JOB_ID")
     cancel.set_defaults(handler=cancel_command)
 
+    delete = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a succeeded, failed or cancelled job with its text and history",
+        description="A queued or running job is refused: cancel it first.",
+    )
+    delete.add_argument("job_id", metavar="JOB_ID")
+    delete.set_defaults(handler=delete_command)
+
 
 @asynccontextmanager
 async def opened_store(config: Config, access: Access = "create") -> AsyncIterator[Store]:
@@ -104,16 +114,13 @@ async def opened_store(config: Config, access: Access = "create") -> AsyncIterat
 # -- status ------------------------------------------------------------------------------------
 
 
-async def _totals(store: Store, prices: PriceTable) -> tuple[int, Usage, Spend]:
-    chars, usage, spend = 0, Usage(), Spend(0.0, 0.0)
-    after: str | None = None
-    while page := await store.list_jobs(after_id=after, limit=1000):
-        after = page[-1].id
-        for job in page:
-            chars += job.committed_chars
-            usage += job.usage
-            spend += job_spend(prices, job)
-    return chars, usage, spend
+def _summed(totals: list[Totals], prices: PriceTable) -> tuple[int, Usage, Spend]:
+    """Characters, usage and cost of every job, from the store's aggregate rows (a few per
+    model and state, whatever the number of jobs)."""
+    usage = Usage()
+    for row in totals:
+        usage += row.usage
+    return sum(row.committed_chars for row in totals), usage, totals_spend(prices, totals)
 
 
 async def status_command(args: argparse.Namespace, config: Config) -> int:
@@ -134,9 +141,10 @@ async def status_command(args: argparse.Namespace, config: Config) -> int:
     """
     prices = load_prices(config.prices_path())
     async with opened_store(config, "read") as store:
-        counts = await store.counts()
-        chars, usage, spend = await _totals(store, prices)
+        totals = await store.totals()
         next_due = await store.next_due()
+    counts = rules.counts(totals)
+    chars, usage, spend = _summed(totals, prices)
     data = {
         "counts": {str(state): counts[state] for state in State},
         "jobs": sum(counts.values()),
@@ -344,4 +352,12 @@ async def cancel_command(args: argparse.Namespace, config: Config) -> int:
         job = await store.cancel(args.job_id)
     note = " (its worker stops at its next checkpoint)" if before.state == State.RUNNING else ""
     print(f"cancelled {job.id}{note}")
+    return 0
+
+
+async def delete_command(args: argparse.Namespace, config: Config) -> int:
+    """``deleted ID (STATE, N characters)``; a queued or running job is refused (exit 1)."""
+    async with opened_store(config, "existing") as store:
+        job = await store.delete(args.job_id)
+    print(f"deleted {job.id} ({job.state}, {job.committed_chars:,} characters)")
     return 0
