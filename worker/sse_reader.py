@@ -63,6 +63,21 @@ def _normalise(buffer: bytes) -> bytes:
 
 def _parse(buffer: bytes, start: int, end: int) -> Event | None:
     """The event held by the lines ``buffer[start:end]`` (no blank line among them)."""
+    if buffer.startswith(b"event: ", start):
+        # The shape the API sends every event in: ``event: NAME``, then one ``data: JSON`` line.
+        newline = buffer.find(b"\n", start, end)
+        if (
+            newline > 0
+            and buffer.startswith(b"data: ", newline + 1)
+            and buffer.find(b"\n", newline + 1, end) < 0
+        ):
+            name = buffer[start + 7 : newline].decode("utf-8", "replace")
+            return Event(name or None, buffer[newline + 7 : end].decode("utf-8", "replace"))
+    return _parse_lines(buffer, start, end)
+
+
+def _parse_lines(buffer: bytes, start: int, end: int) -> Event | None:
+    """Any other event, line by line, as the spec reads it."""
     name: str | None = None
     data: list[bytes] = []
     for line in buffer[start:end].split(b"\n"):
