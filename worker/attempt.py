@@ -27,6 +27,7 @@ from jobs.errors import RefusalError
 from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
+from worker.nonstream import nonstream_max_tokens, nonstream_request
 from worker.policy import Verdict, judge
 from worker.recorder import Recorder, RequestFacts
 from worker.resume import Joiner, build_messages, supports_prefill
@@ -76,6 +77,14 @@ class AttemptSettings:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     retry_after_max: float = 120.0
+    #: After this many failed attempts, a job continues with non-streaming requests (0 = never);
+    #: see ``worker.nonstream``.
+    nonstream_after: int = 0
+
+
+#: The key of ``Attempt.joins`` that counts an attempt's non-streaming requests (kept with the
+#: join rules, so that the attempt's history records which way its text came).
+NONSTREAMING = "nonstreaming"
 
 
 class Attempt:
@@ -116,6 +125,9 @@ class Attempt:
         #: Which rule placed each resume's join (``worker.join.JoinRule``), plus "uncertain".
         self.joins: Counter[str] = Counter()
         self.economy = AttemptEconomy(economy or Economy(), self.spec, claim.job.usage, claim.text)
+        after = settings.nonstream_after
+        #: This attempt's requests do not stream: the job's streams failed ``nonstream_after`` times.
+        self.nonstreaming = after > 0 and claim.job.failures >= after
         text.usage_fn = lambda: self.economy.live(self.usage)
 
     def result(
@@ -196,6 +208,8 @@ class Attempt:
                 self.first_mode = mode
             messages, carry = build_messages(spec, text, mode)
             max_tokens = min(spec.max_tokens, budget_left, self.limiter.max_output_tokens or budget_left)
+            if self.nonstreaming:
+                max_tokens = min(max_tokens, nonstream_max_tokens(spec.model))
             params: dict[str, Any] = {
                 "model": spec.model,
                 "max_tokens": max_tokens,
@@ -252,15 +266,11 @@ class Attempt:
         self.recorder.stream_started()
         sent = anyio.current_time()
         try:
-            await stream_request(
-                self.client,
-                params,
-                idle_timeout=self.settings.idle_timeout,
-                on_text=lambda delta: append(joiner.feed(delta)),
-                on_response=lambda headers: self.limiter.started(ticket, headers),
-                result=result,
-            )
+            await self._send(params, lambda delta: append(joiner.feed(delta)), ticket, result)
             append(joiner.finish(complete=result.stop_reason != "max_tokens"))
+            if self.nonstreaming:
+                self.joins[NONSTREAMING] += 1
+                await writer.flush(job)  # each whole message is a checkpoint of its own
         except BaseException as exc:
             error = exc
             raise
@@ -277,6 +287,25 @@ class Attempt:
             with anyio.CancelScope(shield=True):
                 await self.limiter.release(ticket, usage, result.headers, error)
         return result.stop_reason
+
+    async def _send(
+        self, params: dict[str, Any], on_text: Callable[[str], None], ticket: Any, result: StreamResult
+    ) -> None:
+        """One request, streamed or (for a job whose streams keep failing) not."""
+        on_response = lambda headers: self.limiter.started(ticket, headers)  # noqa: E731
+        if self.nonstreaming:
+            await nonstream_request(
+                self.client, params, on_text=on_text, on_response=on_response, result=result
+            )
+            return
+        await stream_request(
+            self.client,
+            params,
+            idle_timeout=self.settings.idle_timeout,
+            on_text=on_text,
+            on_response=on_response,
+            result=result,
+        )
 
     def _record(
         self, usage: Usage, result: StreamResult, seconds: float, error: BaseException | None

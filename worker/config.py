@@ -90,6 +90,8 @@ class WorkerSettings:
     backoff_max: float = 60.0
     #: A server's retry-after is honoured up to this many seconds.
     retry_after_max: float = 120.0
+    #: After this many failed attempts, a job continues with non-streaming requests (0 = never).
+    nonstream_after: int = 0
     #: On SIGINT/SIGTERM, running streams get this long to finish before they are checkpointed.
     grace_seconds: float = 10.0
     #: How often an idle worker looks for new jobs (seconds).
@@ -238,6 +240,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.backoff_base": (0, _DAY),
     "worker.backoff_max": (0, _DAY),
     "worker.retry_after_max": (0, _DAY),
+    "worker.nonstream_after": (0, 1000),
     "worker.grace_seconds": (0, _DAY),
     "worker.poll_seconds": (0.01, 3600),
     "worker.overload_patience": (0, 7 * 86400),

@@ -88,6 +88,7 @@ def pool_settings(config: Config) -> PoolSettings:
             backoff_base=w.backoff_base,
             backoff_max=w.backoff_max,
             retry_after_max=w.retry_after_max,
+            nonstream_after=w.nonstream_after,
         ),
     )
 

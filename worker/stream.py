@@ -34,7 +34,7 @@ from jobs.models import Usage
 from worker.retry import StallError
 from worker.sse_reader import read_events
 
-__all__ = ("StreamResult", "stream_request")
+__all__ = ("StreamResult", "stream_request", "merge_usage")
 
 
 @dataclass(slots=True)
@@ -98,11 +98,11 @@ async def stream_request(
                         result.chars += len(text)
                         on_text(text)
                 elif kind == "message_start":
-                    result.usage = _merge_usage(Usage(), json.loads(sse.data)["message"].get("usage"))
+                    result.usage = merge_usage(Usage(), json.loads(sse.data)["message"].get("usage"))
                 elif kind == "message_delta":
                     data = json.loads(sse.data)
                     result.stop_reason = data["delta"].get("stop_reason")
-                    result.usage = _merge_usage(result.usage, data.get("usage"))
+                    result.usage = merge_usage(result.usage, data.get("usage"))
                     result.final_usage = result.final_usage or bool(data.get("usage"))
                 elif kind == "error":
                     raise _stream_error(sse.data, http)
@@ -121,7 +121,7 @@ def _stream_error(data: str, response: Any) -> anthropic.APIStatusError:
     return anthropic.APIStatusError(f"{body}", response=response, body=body)
 
 
-def _merge_usage(current: Usage, usage: Mapping[str, Any] | None) -> Usage:
+def merge_usage(current: Usage, usage: Mapping[str, Any] | None) -> Usage:
     """``message_delta`` usage is cumulative; fields it omits keep their ``message_start`` value."""
     if not usage:
         return current

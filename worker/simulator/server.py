@@ -424,7 +424,9 @@ class Simulator:
         else:
             source, start, ends = document.text, offset, document.ends[first : first + count]
 
-        fault = plan_fault(faults, self.config.seed, key, number, count)
+        fault = FaultPlan(None)
+        if parsed.stream or not faults.streams_only:
+            fault = plan_fault(faults, self.config.seed, key, number, count)
         reached_end = stop_reason == "end_turn"
         return _Generation(key, number, source, start, ends, stop_reason, reached_end, fault)
 
