@@ -309,6 +309,64 @@ WHERE j.id = %(id)s
 RETURNING j.*
 """
 
+#: Locks a batch of settles' jobs in id order (two batches never deadlock) and reads them whole,
+#: so the store checks each fence and computes each next state (``jobs.rules.settle``) in Python.
+LOCK_JOBS = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE"
+
+_USAGE = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "estimated_output_tokens",
+    "document_tokens",
+    "repeated_tokens",
+)
+
+#: ``SETTLE`` for the accepted settles of one batch, set-based: the rows come as one JSON array
+#: (``jsonb_to_recordset``; one parameter whatever the batch size), every attempt is closed by
+#: one UPDATE, every transition recorded by one INSERT (in the batch's order) and every job moved
+#: by one UPDATE, so the statement-level triggers (``job_totals``, the relays' NOTIFY) fire once
+#: per batch, not once per job. ``old`` reads the attempts before ``closed``: one snapshot.
+SETTLE_MANY = f"""
+WITH
+s AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(settles)s::jsonb) AS s (
+        step integer, id text, number bigint, outcome text, resume_mode text, requests bigint,
+        error text, stop_reason text, time_to_first_token float8, joins text, chars bigint,
+        state text, reason text, failures bigint, run_at float8, last_error text,
+        finished_at float8, {", ".join(f"{c} bigint" for c in _USAGE)}
+    )
+),
+old AS (
+    SELECT a.job_id, {", ".join(f"a.{c}" for c in _USAGE)}
+    FROM attempts AS a JOIN s ON a.job_id = s.id AND a.number = s.number
+),
+closed AS (
+    UPDATE attempts AS a
+    SET {", ".join(f"{c} = s.{c}" for c in _USAGE)},
+        ended_at = %(now)s, outcome = s.outcome, resume_mode = COALESCE(s.resume_mode, a.resume_mode),
+        requests = COALESCE(s.requests, a.requests), stop_reason = s.stop_reason, error = s.error,
+        time_to_first_token = s.time_to_first_token, chars_at_end = s.chars,
+        joins = COALESCE(s.joins, a.joins)
+    FROM s
+    WHERE a.job_id = s.id AND a.number = s.number
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT s.id, %(now)s, 'running', s.state, s.reason, s.number FROM s ORDER BY s.step
+)
+UPDATE jobs AS j
+SET state = s.state, failures = s.failures, run_at = s.run_at, lease_owner = NULL,
+    lease_token = NULL, lease_expires_at = NULL, last_error = s.last_error,
+    stop_reason = COALESCE(s.stop_reason, j.stop_reason), updated_at = %(now)s,
+    finished_at = s.finished_at,
+    {", ".join(f"{c} = j.{c} + s.{c} - COALESCE(o.{c}, 0)" for c in _USAGE)}
+FROM s LEFT JOIN old AS o ON o.job_id = s.id
+WHERE j.id = s.id
+RETURNING j.*
+"""
+
 #: An operator's retry of one failed or cancelled job (checked by the store): back to the queue
 #: now, failures reset, text kept.
 REQUEUE = """
