@@ -167,6 +167,8 @@ class PostgresStore:
             return {row["id"] for row in await cur.fetchall()}
 
         new = await self._db.run(run)
+        if len(new) >= sql.ANALYZE_AFTER:
+            await self._analyze_if_never()
         inserted: list[str] = []
         existing: list[str] = []
         for job_id in order:
@@ -176,6 +178,20 @@ class PostgresStore:
             else:
                 existing.append(job_id)
         return EnqueueResult(tuple(inserted), tuple(existing))
+
+    async def _analyze_if_never(self) -> None:
+        """``ANALYZE jobs`` after a large enqueue into a table never analysed (see
+        :data:`jobs.postgres_sql.NEVER_ANALYZED`); best effort, as autovacuum will do it later."""
+
+        async def run(conn: Connection) -> None:
+            row = await (await conn.execute(sql.NEVER_ANALYZED)).fetchone()
+            if row is not None and row["never"]:
+                await conn.execute(sql.ANALYZE_JOBS)
+
+        try:
+            await self._db.run(run, transaction=False)
+        except StoreError:  # a user without the right to analyse: plans catch up with autovacuum
+            return
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -244,7 +260,8 @@ class PostgresStore:
                 convert.settle_params(current[requests[i].job_id], requests[i].result, now) | {"step": i}
                 for i in accepted
             ]
-            cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "now": now})
+            ids = [p["id"] for p in params]
+            cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "ids": ids, "now": now})
             settled = {row["id"]: convert.job(row) for row in await cur.fetchall()}
             return [settled[requests[i].job_id] if i in accepted else None for i in range(len(requests))]
 
