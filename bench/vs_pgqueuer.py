@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import venv
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,14 @@ async def run_pgqueuer(server_url: str, jobs: int, batch: int) -> dict[str, Any]
     return result
 
 
-async def run_both(server_url: str, jobs: int, batch: int, concurrency: int) -> tuple[dict[str, Any], ...]:
+async def run_both(
+    server_url: str, jobs: int, batch: int, concurrency: int, *, many: bool = True
+) -> tuple[dict[str, Any], ...]:
+    """pgqueuer, then ours settling each claimed batch in one ``settle_many`` (``many``, the
+    counterpart of pgqueuer's buffered completions) or each job alone, on fresh databases."""
     peer = await run_pgqueuer(server_url, jobs, batch)
     async with scratch_postgres(server_url) as url:
-        ours = await run_ours(url, jobs, concurrency, batch)
+        ours = await run_ours(url, jobs, concurrency, batch, many=many)
     return peer, ours
 
 
@@ -94,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=10, help="jobs per claim / dequeue (default 10)")
     parser.add_argument("--concurrency", type=int, default=4, help="our concurrent claimers (default 4)")
+    parser.add_argument(
+        "--settle-each", action="store_true", help="ours settles each job alone (default: settle_many)"
+    )
     args = parser.parse_args(argv)
-    peer, ours = anyio.run(run_both, args.pg_url, args.jobs, args.batch, args.concurrency)
+    run = partial(run_both, many=not args.settle_each)
+    peer, ours = anyio.run(run, args.pg_url, args.jobs, args.batch, args.concurrency)
     ratio = ours["jobs_per_second"] / peer["jobs_per_second"]
     print(f"method: {args.jobs} no-op jobs each, batches of {args.batch}, fresh databases on one server")
     print(
@@ -103,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({peer['jobs']} jobs in {peer['seconds']} s)"
     )
     print(
-        f"ours ({args.concurrency} claimers, leases + fencing + history): {ours['jobs_per_second']} jobs/s "
+        f"ours ({args.concurrency} claimers, {ours['settle']}, leases + fencing + history): "
+        f"{ours['jobs_per_second']} jobs/s "
         f"({ours['completed']} jobs in {ours['seconds']} s)"
     )
     print(f"ratio ours / pgqueuer: {ratio:.2f}x")
