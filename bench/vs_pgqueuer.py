@@ -7,8 +7,10 @@ pgqueuer is not one of our dependencies, so it is installed, at a pinned version
 benchmark-only environment (``.venv-bench-peers``, created on first use from the package index)
 and run there by ``bench/peers/pgqueuer_noop.py``: its own no-op loop (batched dequeue over
 LISTEN/NOTIFY, buffered completion and log writes, drain mode). Ours is ``bench.queue_throughput``
-on the same server with the same job count and batch size: leases with tokens, fenced settles, an
-attempt record and a history row per transition, which pgqueuer does not keep. Each side gets a
+on the same server with the same job count and batch size, each claimed batch settled by one
+``settle_many`` (the counterpart of pgqueuer's buffered completions; ``--settle-each`` settles job
+by job): leases with tokens, fenced settles, an attempt record and a history row per transition,
+which pgqueuer does not keep. Each side gets a
 fresh scratch database; they run one after the other, and the figure to read is the ratio.
 """
 
@@ -85,7 +87,9 @@ async def rows(server_url: str, jobs: int, batch: int = 10, concurrency: int = 4
             method=(
                 f"{jobs} no-op jobs each on a fresh database of the same local PostgreSQL; pgqueuer's "
                 f"QueueManager in drain mode, batch_size {batch}, in a benchmark-only environment; ours "
-                f"{concurrency} claimers looping claim(limit={batch}) + settle per job"
+                f"{concurrency} claimers looping claim(limit={batch}) + settle_many(the batch): one "
+                "transaction per claim and one per batch settled, each settle fenced by its token "
+                "and recorded (attempt closed, transition row)"
             ),
         )
     ]
