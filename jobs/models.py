@@ -33,6 +33,7 @@ __all__ = (
     "parse_joins",
     "Transition",
     "CheckpointWrite",
+    "SettleRequest",
     "WriteStatus",
     "EnqueueResult",
     "Progress",
@@ -330,6 +331,15 @@ class CheckpointWrite:
     text: str
     usage: Usage | None = None
     requests: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """One fenced end of an attempt in a batch (``Store.settle_many``): what ``settle`` takes."""
+
+    job_id: str
+    token: str
+    result: AttemptResult
 
 
 class WriteStatus(enum.StrEnum):

@@ -57,9 +57,9 @@ from jobs.models import (
     EnqueueResult,
     Job,
     JobSpec,
-    Outcome,
     Progress,
     QueueStats,
+    SettleRequest,
     State,
     Totals,
     Transition,
@@ -71,6 +71,7 @@ from jobs.store import ChangeSignal, Clock
 try:
     import psycopg
     from psycopg.rows import DictRow
+    from psycopg.types.json import Jsonb
 
     from jobs.postgres_connector import Connection, Connector
 except ImportError as exc:  # the optional extra is not installed: from_url says so
@@ -86,7 +87,6 @@ MISSING_MESSAGE = "a postgresql:// queue needs the PostgreSQL driver: pip instal
 
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
-_SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
 
 
 class PostgresStore:
@@ -167,6 +167,8 @@ class PostgresStore:
             return {row["id"] for row in await cur.fetchall()}
 
         new = await self._db.run(run)
+        if len(new) >= sql.ANALYZE_AFTER:
+            await self._analyze_if_never()
         inserted: list[str] = []
         existing: list[str] = []
         for job_id in order:
@@ -176,6 +178,20 @@ class PostgresStore:
             else:
                 existing.append(job_id)
         return EnqueueResult(tuple(inserted), tuple(existing))
+
+    async def _analyze_if_never(self) -> None:
+        """``ANALYZE jobs`` after a large enqueue into a table never analysed (see
+        :data:`jobs.postgres_sql.NEVER_ANALYZED`); best effort, as autovacuum will do it later."""
+
+        async def run(conn: Connection) -> None:
+            row = await (await conn.execute(sql.NEVER_ANALYZED)).fetchone()
+            if row is not None and row["never"]:
+                await conn.execute(sql.ANALYZE_JOBS)
+
+        try:
+            await self._db.run(run, transaction=False)
+        except StoreError:  # a user without the right to analyse: plans catch up with autovacuum
+            return
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -213,8 +229,7 @@ class PostgresStore:
         return await self._db.run(run)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
-        if result.outcome not in _SETTLE_OUTCOMES:
-            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+        rules.check_outcomes((result,))
 
         async def run(conn: Connection) -> Job:
             now = self._now()
@@ -223,6 +238,32 @@ class PostgresStore:
                 raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
             cur = await conn.execute(sql.SETTLE, convert.settle_params(job, result, now))
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
+        """One transaction of two statements for the whole batch: lock its jobs (id order),
+        check each fence in Python, then :data:`jobs.postgres_sql.SETTLE_MANY`."""
+        requests = list(requests)
+        rules.check_outcomes(r.result for r in requests)
+        if not requests:
+            return []
+
+        async def run(conn: Connection) -> list[Job | None]:
+            now = self._now()
+            cur = await conn.execute(sql.LOCK_JOBS, {"ids": sorted({r.job_id for r in requests})})
+            current = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+            accepted = rules.fenced_settles(requests, current)
+            if not accepted:
+                return [None] * len(requests)
+            params = [
+                convert.settle_params(current[requests[i].job_id], requests[i].result, now) | {"step": i}
+                for i in accepted
+            ]
+            ids = [p["id"] for p in params]
+            cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "ids": ids, "now": now})
+            settled = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+            return [settled[requests[i].job_id] if i in accepted else None for i in range(len(requests))]
 
         return await self._db.run(run)
 

@@ -31,6 +31,7 @@ from jobs.models import (
     JobSpec,
     Progress,
     QueueStats,
+    SettleRequest,
     State,
     Totals,
     Transition,
@@ -90,6 +91,15 @@ class Store(Protocol):
         RETRY re-queues at ``result.retry_at`` unless failures reach ``max_attempts``, in which
         case the job fails. RELEASED re-queues now without counting a failure. Raises
         ``LeaseLostError`` if ``token`` is not current."""
+        ...
+
+    async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
+        """``settle`` for a batch, in one transaction: one result per request, in order, the
+        settled job or None where the lease was not current (or the job does not exist; a job
+        named twice settles once). A refused request changes nothing of its job; the others still
+        apply. Each settle keeps its attempt record and history row, as ``settle`` does. What a
+        worker finishing several short jobs at once calls, so the store pays one transaction
+        for the batch instead of one per job."""
         ...
 
     async def next_due(self) -> float | None:
