@@ -38,6 +38,12 @@ __all__ = (
     "SELECT_QUEUE_STATS",
     "SELECT_PAUSES",
     "LIST_JOBS",
+    "FIND_JOBS",
+    "FIND_JOBS_DESC",
+    "SELECT_RUNNING_WORKERS",
+    "SELECT_RECENT_WORKERS",
+    "SELECT_ALL_BUCKETS",
+    "SELECT_MINUTES",
     "LOCK_BUCKETS",
     "INSERT_BUCKETS",
     "UPDATE_BUCKETS",
@@ -515,6 +521,56 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
 ORDER BY id
 LIMIT %(limit)s
+"""
+
+
+# -- the dashboard (worker.server.dashboard) ---------------------------------------------------
+
+#: One page of the job list, walking the primary key from ``after_id``: about ``limit`` rows are
+#: read when the filters match most rows; a rare filter reads further, never more than the table.
+FIND_JOBS = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+FIND_JOBS_DESC = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND (%(after_id)s::text IS NULL OR id < %(after_id)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: Workers holding leases now (the partial index ``jobs_running`` finds the running jobs).
+SELECT_RUNNING_WORKERS = """
+SELECT lease_owner AS worker, COUNT(*) AS running, MAX(updated_at) AS last_seen
+FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL
+GROUP BY lease_owner
+"""
+
+#: Workers of attempts that ended since ``since`` (a scan of attempts: no index on ``ended_at``).
+SELECT_RECENT_WORKERS = """
+SELECT worker, MAX(ended_at) AS last_seen FROM attempts
+WHERE ended_at >= %(since)s GROUP BY worker
+"""
+
+SELECT_ALL_BUCKETS = "SELECT * FROM buckets ORDER BY key"
+
+#: Attempts ended since ``since`` per minute and outcome: the fleet view's throughput chart.
+SELECT_MINUTES = """
+SELECT floor(ended_at / 60) * 60 AS minute, outcome, COUNT(*) AS attempts,
+       SUM(output_tokens) AS output_tokens
+FROM attempts WHERE ended_at >= %(since)s AND outcome IS NOT NULL
+GROUP BY 1, outcome ORDER BY 1, outcome
 """
 
 # -- rate-limit buckets ------------------------------------------------------------------------
