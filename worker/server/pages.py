@@ -63,7 +63,7 @@ def layout(title: str, body: str, *, csrf: str | None, page: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"{meta}<title>{_e(title)} · longform</title>"
-        '<link rel="stylesheet" href="/static/dashboard.css">'
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/dashboard.css">'
         '<script src="/static/dashboard.js" defer></script></head>'
         f'<body data-page="{_e(page)}"><header><strong>longform</strong>{nav}</header>'
         f"<main>{body}</main></body></html>"
