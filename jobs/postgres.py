@@ -362,10 +362,12 @@ class PostgresStore:
             "states": None if query.states is None else [State(s).value for s in query.states],
             "model": query.model or None,
             "search": query.search or None,
-            "after_id": query.after_id,
+            "after_id": query.after_id or "",
             "limit": query.limit,
         }
-        statement = sql.FIND_JOBS_DESC if query.descending else sql.FIND_JOBS
+        statement = sql.FIND_JOBS
+        if query.descending:
+            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
         return [convert.job(row) for row in await self._rows(statement, params)]
 
     async def fleet(self, since: float) -> FleetView:

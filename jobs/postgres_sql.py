@@ -40,6 +40,7 @@ __all__ = (
     "LIST_JOBS",
     "FIND_JOBS",
     "FIND_JOBS_DESC",
+    "FIND_JOBS_DESC_AFTER",
     "SELECT_RUNNING_WORKERS",
     "SELECT_RECENT_WORKERS",
     "SELECT_ALL_BUCKETS",
@@ -526,15 +527,17 @@ LIMIT %(limit)s
 
 # -- the dashboard (worker.server.dashboard) ---------------------------------------------------
 
-#: One page of the job list, walking the primary key from ``after_id``: about ``limit`` rows are
-#: read when the filters match most rows; a rare filter reads further, never more than the table.
+#: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
+#: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
+#: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
+#: further, never more than the table.
 FIND_JOBS = """
 SELECT * FROM jobs
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(model)s::text IS NULL OR model = %(model)s::text)
   AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
        OR strpos(metadata, %(search)s::text) > 0)
-  AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
+  AND id > %(after_id)s::text
 ORDER BY id
 LIMIT %(limit)s
 """
@@ -545,7 +548,19 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(model)s::text IS NULL OR model = %(model)s::text)
   AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
        OR strpos(metadata, %(search)s::text) > 0)
-  AND (%(after_id)s::text IS NULL OR id < %(after_id)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
+#: it from the planner, which would then walk the key from the end to reach the page).
+FIND_JOBS_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND id < %(after_id)s::text
 ORDER BY id DESC
 LIMIT %(limit)s
 """

@@ -506,14 +506,16 @@ LIMIT :limit
 
 # -- the dashboard (worker.server.dashboard) ---------------------------------------------------
 
-#: One page of the job list, walking the primary key from ``after_id``: about ``limit`` rows are
-#: read when the filters match most rows; a rare filter reads further, never more than the table.
+#: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
+#: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
+#: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
+#: further, never more than the table.
 FIND_JOBS = """
 SELECT * FROM jobs
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:model IS NULL OR model = :model)
   AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
-  AND (:after_id IS NULL OR id > :after_id)
+  AND id > :after_id
 ORDER BY id
 LIMIT :limit
 """
@@ -523,7 +525,18 @@ SELECT * FROM jobs
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:model IS NULL OR model = :model)
   AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
-  AND (:after_id IS NULL OR id < :after_id)
+ORDER BY id DESC
+LIMIT :limit
+"""
+
+#: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
+#: it from the planner, which would then walk the key from the end to reach the page).
+FIND_JOBS_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+  AND id < :after_id
 ORDER BY id DESC
 LIMIT :limit
 """
