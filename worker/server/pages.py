@@ -113,7 +113,8 @@ def _filters(params: Mapping[str, str]) -> str:
         '<form method="get" action="/" class="filters" id="filters" role="search">'
         f"{_select('state', 'State', states, params.get('state', ''))}"
         f'<label>Model <input name="model" id="f-model" value="{_e(params.get("model", ""))}"></label>'
-        '<label>Id or metadata <input name="q" id="f-q" type="search" '
+        '<label>Id, schedule or metadata <input name="q" id="f-q" type="search" '
+        'placeholder="id prefix, schedule name, or metadata text" '
         f'value="{_e(params.get("q", ""))}"></label>'
         f"{_select('sort', 'Sort', _SORTS, params.get('sort', 'id'))}"
         '<button type="submit">Apply</button></form>'
