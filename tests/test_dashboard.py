@@ -14,12 +14,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from jobs.models import State
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import spec
 from tests.server_harness import TOKEN, EventStream, LiveServer, auth, live_server
-from worker.server.session import COOKIE
+from worker.server.session import COOKIE, SESSION_SECONDS, new_session, session_nonce
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,3 +164,19 @@ async def test_download_and_fleet_pages(tmp_path: Path) -> None:
         async with session.get("/fleet") as response:
             page = await response.text()
         assert "No worker seen" in page and "<svg" in page
+
+
+async def test_a_cookie_is_secure_behind_https_and_expires(tmp_path: Path) -> None:
+    async with (
+        browser(tmp_path) as (_, session),
+        session.post(
+            "/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"}, allow_redirects=False
+        ) as response,
+    ):
+        assert response.cookies[COOKIE]["secure"]
+    issued = 1_750_000_000.0
+    value = new_session(TOKEN, now=issued)
+    request = make_mocked_request("GET", "/", headers={"Cookie": f"{COOKIE}={value}"})
+    assert session_nonce(request, TOKEN, now=issued + SESSION_SECONDS - 1) is not None
+    assert session_nonce(request, TOKEN, now=issued + SESSION_SECONDS + 1) is None
+    assert session_nonce(request, "another-token", now=issued) is None

@@ -220,13 +220,15 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         await response.write(f"retry: {settings.retry_ms}\n\n".encode())
+        seen = relay.changes
         while not relay.closed:
             with anyio.move_on_after(settings.heartbeat_seconds) as idle:
-                await relay.next_change()
+                await relay.next_change(seen)
             if idle.cancelled_caught:
                 await response.write(b": heartbeat\n\n")
                 continue
             await anyio.sleep(DEBOUNCE_SECONDS)  # coalesce a burst of commits into one event
+            seen = relay.changes  # what the read below includes; a later signal sends again
             counts = {state.value: n for state, n in (await store.counts()).items()}
             with anyio.fail_after(settings.send_timeout):
                 await response.write(encode_event("changed", {"counts": counts}))

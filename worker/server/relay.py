@@ -156,6 +156,8 @@ class Relay:
         #: Set (and replaced) at every change signal of the store, watched or not: what the
         #: dashboard's list stream waits on, so it shares the relay's one signal.
         self._any_change = anyio.Event()
+        #: Change signals seen so far: a reader that remembers the count misses none.
+        self.changes = 0
 
     @property
     def watched(self) -> int:
@@ -165,10 +167,12 @@ class Relay:
     def closed(self) -> bool:
         return self._closed
 
-    async def next_change(self) -> None:
-        """Return at the next change signal of the store (any job), or when the relay closes."""
-        if not self._closed:
+    async def next_change(self, seen: int) -> int:
+        """The count of change signals once it passes ``seen`` (at once if it already has), or
+        when the relay closes: a reader that was busy when a signal came still sees it."""
+        if self.changes == seen and not self._closed:
             await self._any_change.wait()
+        return self.changes
 
     @asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[Feed]:
@@ -239,6 +243,7 @@ class Relay:
         while True:
             try:
                 if await signal.wait(self._safety):
+                    self.changes += 1
                     self._any_change.set()
                     self._any_change = anyio.Event()
             except StoreError as exc:
