@@ -112,6 +112,16 @@ def _console_errors(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+def _rows(driver: Any) -> dict[str, str]:
+    """The list's rows (job id -> row text), read in one script run: the list may re-render
+    between two WebDriver calls."""
+    script = (
+        "return Array.from(document.querySelectorAll('#job-rows tr[data-job]'))"
+        ".map(r => [r.dataset.job, r.innerText]);"
+    )
+    return dict(driver.execute_script(script))
+
+
 def _shot(driver: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))
@@ -120,11 +130,14 @@ def _shot(driver: Any, name: str) -> None:
 def test_the_dashboard_in_chromium(
     tmp_path: Path, serve_process: ServeFactory, simulator_url: str, browser: Any
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver, wait = browser, WebDriverWait(browser, WAIT)
+    # The list re-renders itself as the running job commits: elements found a moment ago go stale.
+    stale = (StaleElementReferenceException,)
+    driver, wait = browser, WebDriverWait(browser, WAIT, ignored_exceptions=stale)
     served = serve_process(write_serve_config(tmp_path, base_url=simulator_url), "--workers", "1")
     jobs = [_job("live", 3000, priority=10), _job("victim", 200), _job("other", 200), _job("later", 200)]
     _api(f"{served.url}/v1/jobs", "POST", {"jobs": jobs})
@@ -134,10 +147,7 @@ def test_the_dashboard_in_chromium(
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
     wait.until(ec.presence_of_element_located((By.ID, "job-rows")))
-    rows = {
-        row.get_attribute("data-job"): row.text
-        for row in driver.find_elements(By.CSS_SELECTOR, "#job-rows tr")
-    }
+    rows = _rows(driver)
     assert set(rows) == {"live", "victim", "other", "later"}
     assert "queued" in rows["victim"]
     _shot(driver, "jobs")
@@ -145,17 +155,18 @@ def test_the_dashboard_in_chromium(
     # The list follows a cancel made elsewhere, without a reload.
     driver.execute_script("window.notReloaded = true")
     _api(f"{served.url}/v1/jobs/later/cancel", "POST")
-    wait.until(
-        lambda d: "cancelled" in d.find_element(By.CSS_SELECTOR, '#job-rows tr[data-job="later"]').text
-    )
+    wait.until(lambda d: "cancelled" in _rows(d).get("later", ""))
     assert driver.execute_script("return window.notReloaded") is True
 
     # The live document grows while the job streams.
     driver.get(f"{served.url}/jobs/live")
-    doc = driver.find_element(By.ID, "doc")
-    wait.until(lambda d: len(doc.text) > 50)
-    first = len(doc.text)
-    wait.until(lambda d: len(doc.text) > first + 200)
+
+    def doc_length(d: Any) -> int:
+        return int(d.execute_script("return document.getElementById('doc').textContent.length"))
+
+    wait.until(lambda d: doc_length(d) > 50)
+    first = doc_length(driver)
+    wait.until(lambda d: doc_length(d) > first + 200)
     assert _api(f"{served.url}/v1/jobs/live")["state"] == "running"
     _shot(driver, "job")
     driver.set_window_size(390, 844)
@@ -165,7 +176,13 @@ def test_the_dashboard_in_chromium(
     # Cancel another job from its page, confirming the dialog; its state changes in place.
     driver.get(f"{served.url}/jobs/victim")
     driver.execute_script("window.notReloaded = true")
-    driver.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "live-status").text == "Live")
+
+    def click_cancel(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]').click()
+        return True
+
+    wait.until(click_cancel)  # retried if the panel was redrawn under the click
     wait.until(ec.alert_is_present()).accept()
     wait.until(lambda d: d.find_element(By.ID, "job-state").text == "cancelled")
     assert driver.execute_script("return window.notReloaded") is True

@@ -155,7 +155,7 @@ async def jobs_fragment(request: web.Request) -> web.Response:
     return web.json_response({"counts": counts, "rows": rows, "pager": pager})
 
 
-async def _panel(request: web.Request) -> tuple[Any, str]:
+async def _panel(request: web.Request) -> tuple[Any, tuple[str, str]]:
     store, job_id = request.app[STORE], request.match_info["id"]
     job = await store.get(job_id)
     attempts, history = await store.attempts(job_id), await store.history(job_id)
@@ -169,7 +169,7 @@ async def job_view(request: web.Request) -> web.Response:
 
 async def job_fragment(request: web.Request) -> web.Response:
     job, panel = await _panel(request)
-    return web.json_response({"state": job.state.value, "panel": panel})
+    return web.json_response({"state": job.state.value, "head": panel[0], "details": panel[1]})
 
 
 async def download(request: web.Request) -> web.Response:

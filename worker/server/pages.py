@@ -186,8 +186,9 @@ def _timeline(attempts: Sequence[AttemptRecord], history: Sequence[Transition]) 
 
 def job_panel(
     job: Job, attempts: Sequence[AttemptRecord], history: Sequence[Transition], spend: Spend
-) -> str:
-    """The parts of the job page that change with its state (re-fetched on each state event)."""
+) -> tuple[str, str]:
+    """The parts of the job page that change with its state (re-fetched on each state event): the
+    head (state and actions, above the document) and the details (usage, cost, timeline, below)."""
     usage = "".join(
         f"<tr><th scope=row>{_e(k)}</th><td class=num>{v:,}</td></tr>" for k, v in job.usage.as_dict().items()
     )
@@ -201,20 +202,23 @@ def job_panel(
         '<div class="actions">'
         f'<button type="button" data-action="cancel"{"" if can_cancel else " disabled"}>Cancel job</button>'
         f'<button type="button" data-action="retry"{"" if can_retry else " disabled"}>Retry job</button>'
-        f'<a href="/ui/jobs/{quote(job.id, safe="")}/text" download>Download text</a></div>'
+        f'<a href="/ui/jobs/{quote(job.id, safe="")}/text" download>Download text</a></div>',
         "<details open><summary>Usage and cost</summary><table class=usage>"
         f"{usage}<tr><th scope=row>cost</th><td class=num>{format_usd(spend.total_usd)}</td></tr>"
         f"<tr><th scope=row>waste</th><td class=num>{format_usd(spend.waste_usd)}</td></tr></table></details>"
-        f"<details open><summary>Timeline</summary>{_timeline(attempts, history)}</details>"
+        f"<details open><summary>Timeline</summary>{_timeline(attempts, history)}</details>",
     )
 
 
-def job_page(job: Job, panel: str, csrf: str) -> str:
+def job_page(job: Job, panel: tuple[str, str], csrf: str) -> str:
+    head, details = panel
     body = (
         f'<h1>Job <code>{_e(job.id)}</code></h1><div id="job" data-job="{_e(job.id)}">'
-        f'<div id="panel" aria-live="polite">{panel}</div>'
-        '<h2>Document</h2><pre id="doc" tabindex="0" aria-label="Document text"></pre>'
-        '<p class="live" id="live-status" aria-live="polite"></p></div>'
+        f'<div id="panel" aria-live="polite">{head}</div>'
+        '<div class="job-grid"><section aria-labelledby="doc-title"><h2 id="doc-title">Document</h2>'
+        '<pre id="doc" tabindex="0" aria-label="Document text"></pre>'
+        '<p class="live" id="live-status" aria-live="polite"></p></section>'
+        f'<section id="details" aria-label="Usage and timeline">{details}</section></div></div>'
     )
     return layout(f"Job {job.id}", body, csrf=csrf, page="job")
 

@@ -97,8 +97,12 @@
     const doc = document.getElementById("doc");
     const panel = document.getElementById("panel");
     let offset = 0;
+    let stateSeen = false;
+    const details = document.getElementById("details");
     async function refreshPanel() {
-      panel.innerHTML = (await getJSON("/ui/jobs/" + id + "/panel")).panel;
+      const data = await getJSON("/ui/jobs/" + id + "/panel");
+      panel.innerHTML = data.head;
+      details.innerHTML = data.details;
     }
     const stream = follow(
       "/ui/jobs/" + id + "/events",
@@ -109,7 +113,16 @@
           doc.append(data.text);
           offset += data.text.length;
         },
-        state: refreshPanel,
+        state: function (event) {
+          // Each (re)connection starts with the state now: no need to redraw what is shown.
+          const shown = document.getElementById("job-state");
+          if (shown && JSON.parse(event.data).state === shown.textContent && !stateSeen) {
+            stateSeen = true;
+            return;
+          }
+          stateSeen = true;
+          refreshPanel();
+        },
         done: function () {
           stream.close();
           refreshPanel();
