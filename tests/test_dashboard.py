@@ -6,6 +6,7 @@ The browser itself is driven in tests/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from jobs.models import State
+from jobs.buckets import Limits
+from jobs.models import AttemptResult, Outcome, State, Usage
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import spec
 from tests.server_harness import TOKEN, EventStream, LiveServer, auth, live_server
@@ -180,3 +182,30 @@ async def test_a_cookie_is_secure_behind_https_and_expires(tmp_path: Path) -> No
     assert session_nonce(request, TOKEN, now=issued + SESSION_SECONDS - 1) is not None
     assert session_nonce(request, TOKEN, now=issued + SESSION_SECONDS + 1) is None
     assert session_nonce(request, "another-token", now=issued) is None
+
+
+async def test_job_timeline_and_fleet_show_attempts_workers_and_pauses(tmp_path: Path) -> None:
+    async with browser(tmp_path) as (live, session):
+        store = live.store
+        await store.enqueue([spec("job-1")])
+        [claim] = await store.claim("host-a:1:abc", 30.0)
+        result = AttemptResult(Outcome.RETRY, Usage(10, 20), error="overloaded_error: 529", retry_at=0.0)
+        await store.settle("job-1", claim.token, result)
+        [again] = await store.claim("host-b:2:def", 30.0)
+        await store.update_buckets(
+            "fleet",
+            Limits(requests=50),
+            lambda state, now: (dataclasses.replace(state, paused_until=now + 30), None),
+        )
+        await login(session)
+        async with session.get("/ui/jobs/job-1/panel") as response:
+            panel = await response.json()
+        assert panel["state"] == "running"
+        timeline = panel["details"]
+        assert "host-a:1:abc" in timeline and "host-b:2:def" in timeline
+        assert "overloaded_error: 529" in timeline and "retry" in timeline
+        async with session.get("/ui/fleet") as response:
+            fleet = (await response.json())["fleet"]
+        assert "host-b:2:def" in fleet and "host-a:1:abc" in fleet
+        assert "the fleet is paused for" in fleet and "retry 1" in fleet
+        assert again.attempt == 2
