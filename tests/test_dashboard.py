@@ -142,6 +142,9 @@ async def test_jobs_view_filters_pages_and_escapes(tmp_path: Path) -> None:
             assert response.status == 400
         async with session.get("/jobs/job-001") as response:
             assert "<b>" not in await response.text()
+        async with session.get("/jobs/%3Cscript%3E") as response:
+            assert response.status == 404 and response.content_type == "text/html"
+            assert "&lt;script&gt;" in await response.text()
 
 
 async def test_the_list_stream_says_changed_after_a_change(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ rows whatever the number of jobs; counts come from the store's aggregate rows (:
 from __future__ import annotations
 
 import json
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -23,6 +24,7 @@ import anyio
 from aiohttp import web
 
 from jobs.costs import PriceTable, job_spend, load_prices
+from jobs.errors import JobNotFoundError
 from jobs.models import JobQuery, State
 from worker.server import pages
 from worker.server.events import encode_event
@@ -163,7 +165,14 @@ async def _panel(request: web.Request) -> tuple[Any, tuple[str, str]]:
 
 
 async def job_view(request: web.Request) -> web.Response:
-    job, panel = await _panel(request)
+    try:
+        job, panel = await _panel(request)
+    except JobNotFoundError:
+        body = (
+            f"<h1>No such job</h1><p>No job has the id <code>{escape(request.match_info['id'])}</code>.</p>"
+        )
+        body += '<p><a href="/">Back to the jobs</a></p>'
+        return _html(pages.layout("No such job", body, csrf=_csrf(request), page="job-missing"), status=404)
     return _html(pages.job_page(job, panel, _csrf(request)))
 
 
