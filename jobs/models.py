@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jobs.buckets import BucketState
+
 __all__ = (
     "State",
     "TERMINAL_STATES",
@@ -39,6 +41,10 @@ __all__ = (
     "Progress",
     "QueueStats",
     "Totals",
+    "JobQuery",
+    "WorkerSeen",
+    "MinuteStats",
+    "FleetView",
 )
 
 
@@ -422,3 +428,54 @@ class Totals:
     #: The sum over jobs of ``Usage.wasted_output_tokens`` (a per-job ``max``, so not derivable
     #: from the summed usage).
     wasted_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """One page of the dashboard's job list: filters, order and a keyset position.
+
+    Ordered by id (ascending, or descending for ``descending``) so every page walks the primary key
+    from ``after_id`` and reads about ``limit`` rows whatever the number of jobs; the filters are
+    checked on the rows walked. ``search`` matches an id prefix or any text in the metadata JSON."""
+
+    states: tuple[State, ...] | None = None
+    model: str | None = None
+    search: str | None = None
+    descending: bool = False
+    #: The last id of the previous page (exclusive); None for the first page.
+    after_id: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeen:
+    """A worker as the store knows it: from the leases of its running jobs and its recent attempts
+    (there is no workers table: a worker exists while it holds or recently held a job)."""
+
+    worker: str
+    #: Jobs it holds a lease on now.
+    running: int
+    #: Its last write: a claim, checkpoint or heartbeat of a running job, or an attempt's end.
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    """Attempts that ended in one minute with one outcome, and the output tokens they made."""
+
+    minute: float
+    outcome: str
+    attempts: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What the dashboard's fleet view shows, read at ``now`` (the store clock)."""
+
+    now: float
+    workers: tuple[WorkerSeen, ...]
+    #: Rate-limit bucket key -> its stored state (levels at ``updated_at``, ``paused_until``).
+    buckets: Mapping[str, BucketState]
+    #: Attempts ended since the ``since`` asked for, per minute and outcome, oldest first.
+    minutes: tuple[MinuteStats, ...]

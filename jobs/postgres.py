@@ -55,7 +55,9 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
     Progress,
     QueueStats,
@@ -66,6 +68,7 @@ from jobs.models import (
     WriteStatus,
 )
 from jobs.postgres_schema import CHANGES_CHANNEL
+from jobs.rows import fleet_view
 from jobs.store import ChangeSignal, Clock
 
 try:
@@ -394,6 +397,32 @@ class PostgresStore:
             "limit": limit,
         }
         return [convert.job(row) for row in await self._rows(sql.LIST_JOBS, params)]
+
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        params = {
+            "states": None if query.states is None else [State(s).value for s in query.states],
+            "model": query.model or None,
+            "search": query.search or None,
+            "after_id": query.after_id or "",
+            "limit": query.limit,
+        }
+        statement = sql.FIND_JOBS
+        if query.descending:
+            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
+        return [convert.job(row) for row in await self._rows(statement, params)]
+
+    async def fleet(self, since: float) -> FleetView:
+        now = self._now()
+
+        async def read(conn: Connection) -> FleetView:
+            async with conn.transaction():  # one snapshot
+                running = await (await conn.execute(sql.SELECT_RUNNING_WORKERS)).fetchall()
+                recent = await (await conn.execute(sql.SELECT_RECENT_WORKERS, {"since": since})).fetchall()
+                buckets = await (await conn.execute(sql.SELECT_ALL_BUCKETS)).fetchall()
+                minutes = await (await conn.execute(sql.SELECT_MINUTES, {"since": since})).fetchall()
+            return fleet_view(now, running, recent, buckets, minutes)
+
+        return await self._db.run(read, transaction=False)
 
     # -- rate limits -------------------------------------------------------------------------
 

@@ -38,6 +38,13 @@ __all__ = (
     "SELECT_QUEUE_STATS",
     "SELECT_PAUSES",
     "LIST_JOBS",
+    "FIND_JOBS",
+    "FIND_JOBS_DESC",
+    "FIND_JOBS_DESC_AFTER",
+    "SELECT_RUNNING_WORKERS",
+    "SELECT_RECENT_WORKERS",
+    "SELECT_ALL_BUCKETS",
+    "SELECT_MINUTES",
     "LOCK_BUCKETS",
     "INSERT_BUCKETS",
     "UPDATE_BUCKETS",
@@ -590,6 +597,70 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
 ORDER BY id
 LIMIT %(limit)s
+"""
+
+
+# -- the dashboard (worker.server.dashboard) ---------------------------------------------------
+
+#: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
+#: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
+#: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
+#: further, never more than the table.
+FIND_JOBS = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND id > %(after_id)s::text
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+FIND_JOBS_DESC = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
+#: it from the planner, which would then walk the key from the end to reach the page).
+FIND_JOBS_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND id < %(after_id)s::text
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: Workers holding leases now (the partial index ``jobs_running`` finds the running jobs).
+SELECT_RUNNING_WORKERS = """
+SELECT lease_owner AS worker, COUNT(*) AS running, MAX(updated_at) AS last_seen
+FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL
+GROUP BY lease_owner
+"""
+
+#: Workers of attempts that ended since ``since`` (a scan of attempts: no index on ``ended_at``).
+SELECT_RECENT_WORKERS = """
+SELECT worker, MAX(ended_at) AS last_seen FROM attempts
+WHERE ended_at >= %(since)s GROUP BY worker
+"""
+
+SELECT_ALL_BUCKETS = "SELECT * FROM buckets ORDER BY key"
+
+#: Attempts ended since ``since`` per minute and outcome: the fleet view's throughput chart.
+SELECT_MINUTES = """
+SELECT floor(ended_at / 60) * 60 AS minute, outcome, COUNT(*) AS attempts,
+       SUM(output_tokens) AS output_tokens
+FROM attempts WHERE ended_at >= %(since)s AND outcome IS NOT NULL
+GROUP BY 1, outcome ORDER BY 1, outcome
 """
 
 # -- rate-limit buckets ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ seconds, usage in one column per ``Usage`` field), so one set of converters read
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from jobs.buckets import BucketState
@@ -15,10 +16,12 @@ from jobs.errors import InvalidJobError
 from jobs.models import (
     USAGE_FIELDS,
     AttemptRecord,
+    FleetView,
     Job,
     JobSpec,
     Lease,
     Message,
+    MinuteStats,
     Outcome,
     Progress,
     ResumeMode,
@@ -26,6 +29,7 @@ from jobs.models import (
     Totals,
     Transition,
     Usage,
+    WorkerSeen,
     parse_joins,
 )
 
@@ -193,3 +197,29 @@ def texts_from(found: list[Any], decode: Any = None) -> dict[str, str]:
         if text:
             texts[job_id] = text
     return texts
+
+
+def fleet_view(
+    now: float, running: Iterable[Row], recent: Iterable[Row], buckets: Iterable[Row], minutes: Iterable[Row]
+) -> FleetView:
+    """The fleet view from its four reads: workers with leases, workers with recent attempts (shown
+    with no running job), every bucket row, and attempts per minute and outcome."""
+    seen: dict[str, WorkerSeen] = {}
+    for row in running:
+        name = str(row["worker"])
+        seen[name] = WorkerSeen(name, int(row["running"]), float(row["last_seen"]))
+    for row in recent:
+        name, last = str(row["worker"]), float(row["last_seen"])
+        old = seen.get(name)
+        seen[name] = WorkerSeen(name, old.running if old else 0, max(last, old.last_seen if old else last))
+    return FleetView(
+        now=now,
+        workers=tuple(sorted(seen.values(), key=lambda w: w.worker)),
+        buckets={str(row["key"]): bucket_state(row) for row in buckets},
+        minutes=tuple(
+            MinuteStats(
+                float(r["minute"]), str(r["outcome"]), int(r["attempts"]), int(r["output_tokens"] or 0)
+            )
+            for r in minutes
+        ),
+    )

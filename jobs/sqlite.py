@@ -62,7 +62,9 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
     Outcome,
     Progress,
@@ -545,6 +547,22 @@ class SQLiteStore:
         }
         return [rows.job(row) for row in await self._read(_select, sql.LIST_JOBS, params)]
 
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        params = {
+            "states": None if query.states is None else json.dumps([State(s).value for s in query.states]),
+            "model": query.model or None,
+            "search": query.search or None,
+            "after_id": query.after_id or "",
+            "limit": query.limit,
+        }
+        statement = sql.FIND_JOBS
+        if query.descending:
+            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
+        return [rows.job(row) for row in await self._read(_select, statement, params)]
+
+    async def fleet(self, since: float) -> FleetView:
+        return await self._read(_fleet, self._now(), since)
+
     # -- rate limits -------------------------------------------------------------------------
 
     async def update_buckets(
@@ -724,6 +742,19 @@ def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
         expired_leases=int(row["expired_leases"]),
         pauses=pauses,
     )
+
+
+def _fleet(conn: sqlite3.Connection, now: float, since: float) -> FleetView:
+    """The fleet view's reads in one read transaction."""
+    with conn:
+        conn.execute("BEGIN")
+        return rows.fleet_view(
+            now,
+            conn.execute(sql.SELECT_RUNNING_WORKERS).fetchall(),
+            conn.execute(sql.SELECT_RECENT_WORKERS, {"since": since}).fetchall(),
+            conn.execute(sql.SELECT_ALL_BUCKETS).fetchall(),
+            conn.execute(sql.SELECT_MINUTES, {"since": since}).fetchall(),
+        )
 
 
 def _maybe_float(value: Any) -> float | None:

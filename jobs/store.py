@@ -27,7 +27,9 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
     Progress,
     QueueStats,
@@ -164,6 +166,16 @@ class Store(Protocol):
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
     ) -> list[Job]:
         """Jobs ordered by id, for paging through large stores (``after_id`` = the last id seen)."""
+        ...
+
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        """One page of jobs matching ``query``'s filters, in id order from ``query.after_id``
+        (keyset paging: the dashboard's list, fast at any size when the filters match often)."""
+        ...
+
+    async def fleet(self, since: float) -> FleetView:
+        """Workers (from leases of running jobs and attempts ended since ``since``), every
+        rate-limit bucket, and attempts ended since ``since`` per minute and outcome."""
         ...
 
     # -- operators -------------------------------------------------------------------------

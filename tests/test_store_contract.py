@@ -28,6 +28,7 @@ from jobs.models import (
     AttemptResult,
     CheckpointWrite,
     Claim,
+    JobQuery,
     Outcome,
     ResumeMode,
     SettleRequest,
@@ -733,6 +734,68 @@ async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory
     assert [j.id for j in await store.list_jobs([State.CANCELLED])] == ["job-03"]
     assert len(await store.list_jobs([State.QUEUED, State.CANCELLED])) == 25
     assert await store.list_jobs([]) == []
+
+
+async def test_find_jobs_filters_searches_and_pages_both_ways(make_store: StoreFactory) -> None:
+    """The dashboard's list: state, model and search (id prefix or metadata text) combined, keyset
+    pages in either direction that add up to every match exactly once."""
+    store = await make_store()
+    await store.enqueue(
+        [
+            make_spec(
+                f"job-{i:02}", model="claude-a" if i % 2 else "claude-b", metadata={"team": f"t{i % 3}"}
+            )
+            for i in range(20)
+        ]
+    )
+    await store.cancel("job-05")
+    everything = [f"job-{i:02}" for i in range(20)]
+
+    async def walk(query: JobQuery) -> list[str]:
+        seen: list[str] = []
+        while page := await store.find_jobs(replace(query, after_id=seen[-1] if seen else None)):
+            seen.extend(job.id for job in page)
+        return seen
+
+    assert await walk(JobQuery(limit=7)) == everything
+    assert await walk(JobQuery(limit=7, descending=True)) == everything[::-1]
+    odd = [f"job-{i:02}" for i in range(1, 20, 2)]
+    assert await walk(JobQuery(model="claude-a", limit=3)) == odd
+    assert await walk(JobQuery(states=(State.CANCELLED,))) == ["job-05"]
+    assert await walk(JobQuery(states=(State.QUEUED,), model="claude-a", limit=4)) == [
+        j for j in odd if j != "job-05"
+    ]
+    assert await walk(JobQuery(search="job-1")) == [f"job-1{i}" for i in range(10)]
+    assert await walk(JobQuery(search='"t2"', limit=2)) == [f"job-{i:02}" for i in range(2, 20, 3)]
+    assert await walk(JobQuery(search="no-such-text")) == []
+
+
+async def test_fleet_shows_workers_buckets_and_attempts_per_minute(make_store: StoreFactory) -> None:
+    clock = FakeClock(1_750_000_020.0)
+    store = await make_store(clock)
+    empty = await store.fleet(clock.now - 3600)
+    assert (empty.workers, dict(empty.buckets), empty.minutes) == ((), {}, ())
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    first = await claim_one(store, "host-1:10:aa")
+    clock.advance(10)
+    second = await claim_one(store, "host-2:20:bb")
+    await store.settle(second.job.id, second.token, AttemptResult(Outcome.SUCCEEDED, Usage(1, 50)))
+    clock.advance(60)
+    await write(store, first, 0, "text")
+    await store.update_buckets(
+        "fleet", Limits(requests=10), lambda state, now: (replace(state, paused_until=now + 7), None)
+    )
+    view = await store.fleet(clock.now - 3600)
+    assert view.now == clock.now
+    assert [(w.worker, w.running, w.last_seen) for w in view.workers] == [
+        ("host-1:10:aa", 1, clock.now),
+        ("host-2:20:bb", 0, clock.now - 60),
+    ]
+    assert list(view.buckets) == ["fleet"] and view.buckets["fleet"].paused_until == clock.now + 7
+    [minute] = view.minutes
+    assert (minute.outcome, minute.attempts, minute.output_tokens) == ("succeeded", 1, 50)
+    assert minute.minute == (clock.now - 60) // 60 * 60
+    assert (await store.fleet(clock.now)).minutes == ()
 
 
 async def _recomputed(store: Store) -> dict[tuple[State, str, str], tuple[int, int, Usage, int]]:
