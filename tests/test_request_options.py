@@ -260,3 +260,16 @@ async def test_a_full_context_window_ends_the_job_succeeded_but_truncated(tmp_pa
     assert stored.stop_reason == CONTEXT_WINDOW_EXCEEDED
     assert manifest_entry(stored, None)["truncated"] is True
     assert 0 < len(run.texts["big"]) < len(expected(job))
+
+
+async def test_the_http_submit_path_refuses_bad_options_with_index_and_field(tmp_path: Path) -> None:
+    from tests.test_server_api import api, call
+
+    async with api(tmp_path) as (live, session):
+        jobs = [{"id": "ok", "prompt": "x", "user_id": "u"}, {"id": "t", "prompt": "x", "temperature": 1}]
+        status, answer = await call(session, "POST", "/v1/jobs", {"jobs": jobs})
+        assert status == 400
+        assert [(p["index"], p["field"]) for p in answer["problems"]] == [(1, "temperature")]
+        status, _ = await call(session, "POST", "/v1/jobs", {"jobs": jobs[:1]})
+        assert status in (200, 201)
+        assert (await live.store.get("ok")).spec.user_id == "u"
