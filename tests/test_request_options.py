@@ -273,3 +273,30 @@ async def test_the_http_submit_path_refuses_bad_options_with_index_and_field(tmp
         status, _ = await call(session, "POST", "/v1/jobs", {"jobs": jobs[:1]})
         assert status in (200, 201)
         assert (await live.store.get("ok")).spec.user_id == "u"
+
+
+def test_show_names_the_options_and_the_stop_sequence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs.models import AttemptResult, CheckpointWrite, Outcome, stop_sequence_reason
+    from tests.test_job_commands import Project
+
+    project = Project(tmp_path)
+    line = {"id": "a", "prompt": "x", "stop_sequences": ["THE END"], "effort": "low", "user_id": "u"}
+    assert project.run("enqueue", project.jsonl("jobs.jsonl", line)) == 0
+
+    async def finish(store: Any) -> None:
+        [claim] = await store.claim("w1", 30)
+        await store.commit([CheckpointWrite("a", claim.token, 0, "Done. ")], 30)
+        result = AttemptResult(Outcome.SUCCEEDED, stop_reason=stop_sequence_reason("THE END"))
+        await store.settle("a", claim.token, result)
+
+    project.with_store(finish)
+    capsys.readouterr()
+    assert project.run("show", "a") == 0
+    out = capsys.readouterr().out
+    assert 'options    stop_sequences ["THE END"], user_id "u", effort "low"' in out
+    assert 'stop reason stop_sequence "THE END"' in out
+    assert project.run("show", "a", "--json") == 0
+    job = json.loads(capsys.readouterr().out)["job"]
+    assert (job["stop_sequence"], job["truncated"], job["options"]["effort"]) == ("THE END", False, "low")

@@ -221,6 +221,7 @@ def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
         "metadata": dict(spec.metadata),
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
+        "options": options_dict(spec),
         "lease": None
         if job.lease is None
         else {"owner": job.lease.owner, "expires_at": _iso(job.lease.expires_at)},
