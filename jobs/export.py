@@ -22,7 +22,7 @@ Manifest lines (one per job, ordered by id)::
      cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
      document_tokens, repeated_tokens}, "cost_usd" (null = unknown: the model has no price),
      "waste_usd", "output_tokens": {billed, in_document, wasted, generated_twice, estimated},
-     "stop_reason", "stop_sequence" (the one that ended the document, or null), "last_error",
+     "stop_reason" (``stop_sequence "…"`` names the sequence that ended it), "last_error",
      "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
      "duration_seconds" (finished - started, or null),
      "truncated" (true if cut off by its output_budget or the model's context window),
@@ -45,7 +45,7 @@ import anyio.to_thread
 from jobs.costs import PriceTable, job_spend, load_prices, token_accounting
 from jobs.errors import JobNotFoundError, OutputError
 from jobs.jsonl import is_valid_job_id
-from jobs.models import Job, State, is_truncated, stop_sequence_of
+from jobs.models import Job, State, is_truncated
 from jobs.store import Store
 
 __all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
@@ -91,7 +91,6 @@ def manifest_entry(job: Job, file: str | None, prices: PriceTable | None = None)
         "waste_usd": spend.waste_usd,
         "output_tokens": token_accounting(job.usage),
         "stop_reason": job.stop_reason,
-        "stop_sequence": stop_sequence_of(job.stop_reason),
         "last_error": job.last_error,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),

@@ -36,6 +36,7 @@ from jobs.models import (
     Transition,
     Usage,
     format_joins,
+    stop_sequence_of,
 )
 from jobs.options import options_dict
 from jobs.revise import REVISABLE, parse_changes, revise
@@ -222,6 +223,7 @@ def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
         "options": options_dict(spec),
+        "stop_sequence": stop_sequence_of(job.stop_reason),
         "lease": None
         if job.lease is None
         else {"owner": job.lease.owner, "expires_at": _iso(job.lease.expires_at)},
