@@ -168,20 +168,28 @@ async def test_a_stop_sequence_ends_the_document_and_is_recorded(tmp_path: Path,
     assert all(body["stop_sequences"] == [sequence] for body in run.simulator.recorded)
 
 
+@pytest.mark.parametrize(
+    ("model", "thinking", "sent"),
+    [
+        (PREFILL_MODEL, "enabled", {"type": "enabled", "budget_tokens": 1024}),
+        (CONTINUATION_MODEL, "adaptive", {"type": "adaptive"}),
+    ],
+)
 async def test_a_thinking_job_under_faults_stays_byte_identical_with_its_thinking_counted(
-    tmp_path: Path,
+    tmp_path: Path, model: str, thinking: str, sent: dict[str, Any]
 ) -> None:
+    """A model that could resume by prefill still resumes by continuation once it thinks."""
     jobs = [
         dataclasses.replace(
             spec(
                 f"think-{i}",
                 tokens=1500,
-                model=PREFILL_MODEL,
+                model=model,
                 max_tokens=2500,
                 faults=f"drop=0.4,midstream_error=0.2,seed={i}",
             ),
-            thinking="enabled",
-            thinking_budget=1024,
+            thinking=thinking,
+            thinking_budget=1024 if thinking == "enabled" else None,
         )
         for i in range(3)
     ]
@@ -190,7 +198,7 @@ async def test_a_thinking_job_under_faults_stays_byte_identical_with_its_thinkin
     run.assert_exact(jobs)
     bodies = run.simulator.recorded
     assert len(bodies) > len(jobs), "the faults made some jobs resume"
-    assert all(body["thinking"] == {"type": "enabled", "budget_tokens": 1024} for body in bodies)
+    assert all(body["thinking"] == sent for body in bodies)
     assert all(body["messages"][-1]["role"] == "user" for body in bodies), "no prefill with thinking"
     assert run.simulator.accounting().thinking_tokens > 0
     store = SQLiteStore(tmp_path / "jobs.db")
