@@ -44,6 +44,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
+from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ FIELDS = (
     "metadata",
     "max_cost_usd",
     "prompt_cache",
+    *OPTION_FIELDS,
+    *REFUSED_SAMPLING,
 )
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
 #: The store keeps integers in 64 bits.
@@ -161,37 +164,36 @@ class _Line:
             return None
         return str(value)
 
-    def run_at(self) -> float | None:
-        value = self.get("run_at")
+    def run_at(self, name: str = "run_at") -> float | None:
+        """A time: epoch seconds, or an ISO 8601 / RFC 3339 string with an offset."""
+        value = self.get(name)
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value) or value < 0 or value > 1e11:
                 hint = " (milliseconds? use seconds)" if math.isfinite(value) and value > 1e11 else ""
-                self.problem("run_at", f"must be a time in epoch seconds, got {value}{hint}")
+                self.problem(name, f"must be a time in epoch seconds, got {value}{hint}")
                 return None
             return float(value)
         if isinstance(value, str):
-            return self.iso_time(value)
-        self.problem("run_at", f"must be an ISO-8601 string or a number, got {_kind(value)}")
+            return self.iso_time(value, name)
+        self.problem(name, f"must be an ISO-8601 string or a number, got {_kind(value)}")
         return None
 
-    def iso_time(self, value: str) -> float | None:
+    def iso_time(self, value: str, name: str = "run_at") -> float | None:
         rule = "an ISO 8601 date and time with an offset, e.g. 2030-01-01T09:00:00Z, or epoch seconds"
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            self.problem("run_at", f"must be {rule}, got {value!r}")
+            self.problem(name, f"must be {rule}, got {value!r}")
             return None
         if _TIME_PART.search(value) is None:
             # Python reads "2030-01-01+00:00" as a bare date and drops the offset: refuse both.
             day = when.date().isoformat()
-            self.problem(
-                "run_at", f"a date alone is not a time: give one with an offset, e.g. {day}T00:00:00Z"
-            )
+            self.problem(name, f"a date alone is not a time: give one with an offset, e.g. {day}T00:00:00Z")
             return None
         if when.tzinfo is None:
-            self.problem("run_at", f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
+            self.problem(name, f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
             return None
         return when.timestamp()
 
@@ -362,8 +364,19 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
     defaults = config.anthropic
+    options = check_options(
+        data,
+        line.problem,
+        max_tokens=ints["max_tokens"] or defaults.max_tokens,
+        deadline=line.run_at("deadline"),
+    )
     if messages is not None:
         line.prefill(messages, model or defaults.model)
+        if options.get("thinking") and messages[-1].role == "assistant":
+            line.problem(
+                f"messages[{len(messages) - 1}].role",
+                "a final assistant turn (prefill) cannot be combined with thinking: end with a user turn",
+            )
     for name in sorted(data):
         line.errors.extend(_surrogates(data[name], name))
     if line.errors or messages is None:
@@ -381,6 +394,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         metadata=metadata or {},
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
+        **options,
     )
 
 

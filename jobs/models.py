@@ -8,6 +8,7 @@ both backends store and compare them the same way.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,11 @@ __all__ = (
     "State",
     "TERMINAL_STATES",
     "TRUNCATED",
+    "CONTEXT_WINDOW_EXCEEDED",
+    "is_truncated",
+    "STOP_SEQUENCE",
+    "stop_sequence_reason",
+    "stop_sequence_of",
     "Message",
     "JobSpec",
     "REVISABLE_FIELDS",
@@ -69,6 +75,32 @@ TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 #: succeeded (nothing to retry), but truncated, which ``run --until-empty``, ``show`` and the
 #: export manifest all say.
 TRUNCATED = "output_budget"
+#: The API's stop reason when the model's context window is full: the document cannot grow, so it
+#: ends succeeded but truncated, like an exhausted ``output_budget``; never reported as complete.
+CONTEXT_WINDOW_EXCEEDED = "model_context_window_exceeded"
+_TRUNCATING = frozenset({TRUNCATED, CONTEXT_WINDOW_EXCEEDED})
+#: A document ended by one of its ``stop_sequences``; the stored stop reason names the sequence.
+STOP_SEQUENCE = "stop_sequence"
+
+
+def is_truncated(stop_reason: str | None) -> bool:
+    """Whether a succeeded job's text was cut off rather than finished by the model."""
+    return stop_reason in _TRUNCATING
+
+
+def stop_sequence_reason(sequence: str | None) -> str:
+    """The stored stop reason of a document ended by ``sequence``: ``stop_sequence "..."`` (JSON,
+    so any sequence reads back exactly), kept in the existing stop-reason column."""
+    return STOP_SEQUENCE if sequence is None else f"{STOP_SEQUENCE} {json.dumps(sequence)}"
+
+
+def stop_sequence_of(stop_reason: str | None) -> str | None:
+    """The inverse of :func:`stop_sequence_reason` (None for any other stop reason)."""
+    prefix = STOP_SEQUENCE + " "
+    if not stop_reason or not stop_reason.startswith(prefix):
+        return None
+    value = json.loads(stop_reason[len(prefix) :])
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +133,20 @@ class JobSpec:
     max_cost_usd: float | None = None
     #: Prompt caching: ``off``, or breakpoints with the ``5m`` or ``1h`` TTL (see ``worker.caching``).
     prompt_cache: str = "5m"
+    #: Request options passed through to the API (see ``jobs.options``): the document ends at the
+    #: first of ``stop_sequences`` the model writes.
+    stop_sequences: tuple[str, ...] = ()
+    #: Sent as the API's ``metadata.user_id`` (``metadata`` above stays ours).
+    user_id: str | None = None
+    #: ``auto`` or ``standard_only``; None = the API's default.
+    service_tier: str | None = None
+    #: Extended thinking: None (off), ``enabled`` (with ``thinking_budget`` tokens) or ``adaptive``.
+    thinking: str | None = None
+    thinking_budget: int | None = None
+    #: ``output_config.effort``: low, medium, high, xhigh or max; None = the model's default.
+    effort: str | None = None
+    #: Unix epoch seconds after which the job fails with reason ``deadline`` (text kept); None = none.
+    deadline: float | None = None
 
 
 #: The fields of a failed job that ``retry --set`` may change (see :mod:`jobs.revise`): how it runs,
@@ -114,6 +160,10 @@ REVISABLE_FIELDS = (
     "max_cost_usd",
     "prompt_cache",
     "metadata",
+    "service_tier",
+    "thinking",
+    "effort",
+    "deadline",
 )
 
 #: How a job uses prompt caching: not at all, or with breakpoints of the 5-minute or 1-hour TTL.

@@ -32,6 +32,7 @@ from jobs.models import (
     WorkerSeen,
     parse_joins,
 )
+from jobs.options import dump_messages, load_messages, options_dict
 
 __all__ = (
     "Row",
@@ -62,8 +63,8 @@ def spec_json(spec: JobSpec) -> tuple[str, str]:
         metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
-    messages = json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
-    return messages, metadata
+    messages = [{"role": m.role, "content": m.content} for m in spec.messages]
+    return dump_messages(messages, options_dict(spec)), metadata
 
 
 def spec_params(spec: JobSpec) -> dict[str, Any]:
@@ -90,9 +91,10 @@ def usage(row: Row) -> Usage:
 
 
 def job(row: Row) -> Job:
+    messages, options = load_messages(row["messages"])
     spec = JobSpec(
         id=row["id"],
-        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
+        messages=tuple(Message(m["role"], m["content"]) for m in messages),
         model=row["model"],
         max_tokens=row["max_tokens"],
         output_budget=row["output_budget"],
@@ -103,6 +105,7 @@ def job(row: Row) -> Job:
         metadata=json.loads(row["metadata"]),
         max_cost_usd=row["max_cost_usd"],
         prompt_cache=row["prompt_cache"],
+        **options,
     )
     lease = None
     if row["lease_token"] is not None:

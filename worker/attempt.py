@@ -12,6 +12,7 @@ model ends its turn:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -23,15 +24,25 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import RefusalError
-from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
+from jobs.errors import DeadlineError, RefusalError
+from jobs.models import (
+    STOP_SEQUENCE,
+    TRUNCATED,
+    AttemptResult,
+    Claim,
+    Outcome,
+    ResumeMode,
+    Usage,
+    stop_sequence_reason,
+)
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.nonstream import nonstream_max_tokens, nonstream_request
 from worker.policy import Verdict, judge
 from worker.recorder import Recorder, RequestFacts
+from worker.request_options import request_options, thinks
 from worker.resume import Joiner, build_messages, supports_prefill
-from worker.retry import backoff_delay, is_prefill_rejection
+from worker.retry import RequestTimeoutError, backoff_delay, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
 
 __all__ = ("AttemptSettings", "Attempt", "Limiter")
@@ -74,6 +85,8 @@ class Limiter:
 @dataclass(frozen=True, slots=True)
 class AttemptSettings:
     idle_timeout: float = 60.0
+    #: The longest one request may run, whatever it streams (None = no limit).
+    request_timeout: float | None = None
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     retry_after_max: float = 120.0
@@ -119,6 +132,10 @@ class Attempt:
         self.first_mode: ResumeMode | None = None
         self.time_to_first_token: float | None = None
         self.stop_reason: str | None = None
+        #: The stop sequence that ended the last request, if one did.
+        self.stop_sequence: str | None = None
+        #: Characters of thinking streamed in this attempt (never part of the document).
+        self.thinking_chars = 0
         #: The failure policy's verdict on how the attempt ended (None if it did not fail); the pool
         #: reads it to pause, to stop on account errors, and to spare the job an attempt.
         self.verdict: Verdict | None = None
@@ -184,9 +201,10 @@ class Attempt:
         return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)
 
     def _continues(self) -> bool:
-        """Whether this model resumes by a continuation turn (and so commits whole words only)."""
+        """Whether this job resumes by a continuation turn (and so commits whole words only):
+        its model rejects prefill, or it thinks (the API allows no prefill with thinking)."""
         model = self.spec.model
-        return model in self.no_prefill or not supports_prefill(model)
+        return model in self.no_prefill or not supports_prefill(model) or thinks(self.spec)
 
     def _mode(self, text: str) -> ResumeMode:
         if not text:
@@ -197,6 +215,7 @@ class Attempt:
         spec = self.spec
         already_spent = self.claim.job.usage.output_tokens
         while True:
+            self._check_deadline()
             budget_left = spec.output_budget - already_spent - self.usage.output_tokens
             if budget_left <= 0:
                 log.warning("output_budget_exhausted", output_budget=spec.output_budget)
@@ -226,6 +245,7 @@ class Attempt:
                 chars_so_far=len(text),
             )
             reserve = self.economy.prepare(params, max_tokens)
+            params.update(request_options(spec, int(params["max_tokens"])))
             try:
                 joiner = Joiner(mode, text, carry, safe_commits=self._continues())
                 stop = await self._request(params, joiner, reserve)
@@ -237,6 +257,9 @@ class Attempt:
                     continue
                 raise
             self.stop_reason = stop
+            if stop == STOP_SEQUENCE:
+                self.stop_reason = stop_sequence_reason(self.stop_sequence)
+                return  # the document ends at its stop sequence: finished, not continued
             if stop == "refusal":
                 raise RefusalError(
                     f"the model refused (stop_reason refusal) after {self.text.length()} characters"
@@ -246,6 +269,21 @@ class Attempt:
             if stop is not None and stop not in _FINISHED:
                 log.warning("unknown_stop_reason", stop_reason=stop)
             return
+
+    def _check_deadline(self) -> None:
+        """A job past its deadline fails (reason ``deadline``) before another request; its text stays."""
+        deadline = self.spec.deadline
+        if deadline is not None and time.time() >= deadline:
+            raise DeadlineError(f"deadline: the job's deadline passed after {self.text.length()} characters")
+
+    def _time_limit(self) -> float | None:
+        """When (anyio clock) this request must end: the request limit, or the job's deadline."""
+        limits = []
+        if self.settings.request_timeout is not None:
+            limits.append(self.settings.request_timeout)
+        if self.spec.deadline is not None:
+            limits.append(max(0.0, self.spec.deadline - time.time()))
+        return anyio.current_time() + min(limits) if limits else None
 
     async def _request(self, params: dict[str, Any], joiner: Joiner, reserve: int) -> str | None:
         """One request; returns its stop reason. Its usage is counted even if it fails (estimated
@@ -265,8 +303,16 @@ class Attempt:
         economy.begin(result)
         self.recorder.stream_started()
         sent = anyio.current_time()
+        limit = self._time_limit()
         try:
-            await self._send(params, lambda delta: append(joiner.feed(delta)), ticket, result)
+            with anyio.CancelScope(deadline=math.inf if limit is None else limit) as scope:
+                await self._send(params, lambda delta: append(joiner.feed(delta)), ticket, result)
+            if scope.cancelled_caught:
+                self._check_deadline()
+                raise RequestTimeoutError(
+                    f"the request ran past request_timeout {self.settings.request_timeout:g} s"
+                )
+            self.stop_sequence = result.stop_sequence
             append(joiner.finish(complete=result.stop_reason != "max_tokens"))
             if self.nonstreaming:
                 self.joins[NONSTREAMING] += 1
@@ -279,6 +325,7 @@ class Attempt:
                 self.joins[str(joiner.join.rule)] += 1
                 if joiner.join.uncertain:
                     self.joins["uncertain"] += 1
+            self.thinking_chars += result.thinking_chars
             usage = economy.finish(finished=error is None)
             self.usage = self.usage + usage
             self._record(usage, result, anyio.current_time() - sent, error)

@@ -59,6 +59,9 @@ class AnthropicSettings:
     output_budget: int = 128_000
     #: Seconds to open a connection.
     connect_timeout: float = 10.0
+    #: The longest one request may stream, whatever it sends (0 = no limit): beside the idle
+    #: watchdog, which only catches silence. A request cut by it is retried from its checkpoint.
+    request_timeout: float = 0.0
     #: The SDK's HTTP transport: aiohttp (less CPU per streamed event) or httpx.
     http_transport: str = "aiohttp"
 
@@ -237,6 +240,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.checkpoint_chars": (1, 100_000_000),
     "worker.checkpoint_seconds": (0.01, 3600),
     "worker.idle_timeout": (0.1, _DAY),
+    "anthropic.request_timeout": (0.0, _DAY),
     "worker.backoff_base": (0, _DAY),
     "worker.backoff_max": (0, _DAY),
     "worker.retry_after_max": (0, _DAY),

@@ -149,6 +149,7 @@ class AttemptEconomy:
             return so_far
         self._learn_prompt(result)
         self._chars.streamed = result.chars
+        self._chars.thinking = result.thinking_chars
         estimator = self.economy.estimator
         usage = request_usage(
             self.spec.model, result.usage, self._chars, final=False, finished=False, estimator=estimator
@@ -164,6 +165,7 @@ class AttemptEconomy:
             self.segments.append(segment)
         self._current = []
         chars.streamed = result.chars
+        chars.thinking = result.thinking_chars
         self._learn_prompt(result)
         usage = request_usage(
             self.spec.model,

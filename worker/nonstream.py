@@ -64,6 +64,7 @@ async def nonstream_request(
     body = raw.http_response.json()
     text = "".join(block.get("text", "") for block in body.get("content", []) if block.get("type") == "text")
     result.stop_reason = body.get("stop_reason")
+    result.stop_sequence = body.get("stop_sequence")
     result.usage = merge_usage(result.usage, body.get("usage"))
     result.final_usage = bool(body.get("usage"))
     if text:

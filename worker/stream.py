@@ -51,6 +51,11 @@ class StreamResult:
     chars: int = 0
     #: True once a ``message_delta`` carried usage: ``usage.output_tokens`` is then the API's count.
     final_usage: bool = False
+    #: Which of the request's ``stop_sequences`` ended it (stop reason ``stop_sequence``).
+    stop_sequence: str | None = None
+    #: Characters of thinking streamed (``thinking_delta``): never text, but billed as output, so
+    #: ``chars`` counts them too (a broken stream's estimate, and the document's share of output).
+    thinking_chars: int = 0
 
 
 async def stream_request(
@@ -61,10 +66,12 @@ async def stream_request(
     on_text: Callable[[str], None],
     on_response: Callable[[Mapping[str, str]], Awaitable[None]] | None = None,
     result: StreamResult | None = None,
+    on_thinking: Callable[[str], None] | None = None,
 ) -> StreamResult:
     """Send one streaming request and feed its text deltas to ``on_text``.
 
     ``on_response`` is awaited once, when the response headers arrive (rate-limit headers).
+    ``on_thinking`` receives thinking deltas, which never reach ``on_text`` (nor the document).
     ``result`` (if given) is filled in as events arrive, so a caller still sees the usage and
     headers of a stream that failed midway. Raises what the SDK raises (see ``worker.retry``), or
     ``StallError`` when no event arrives for ``idle_timeout`` seconds.
@@ -97,11 +104,18 @@ async def stream_request(
                         text = delta["text"]
                         result.chars += len(text)
                         on_text(text)
+                    elif delta["type"] == "thinking_delta":
+                        thought = delta["thinking"]
+                        result.chars += len(thought)
+                        result.thinking_chars += len(thought)
+                        if on_thinking is not None:
+                            on_thinking(thought)
                 elif kind == "message_start":
                     result.usage = merge_usage(Usage(), json.loads(sse.data)["message"].get("usage"))
                 elif kind == "message_delta":
                     data = json.loads(sse.data)
                     result.stop_reason = data["delta"].get("stop_reason")
+                    result.stop_sequence = data["delta"].get("stop_sequence")
                     result.usage = merge_usage(result.usage, data.get("usage"))
                     result.final_usage = result.final_usage or bool(data.get("usage"))
                 elif kind == "error":
