@@ -154,7 +154,7 @@ def _states(text: str) -> list[State]:
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
