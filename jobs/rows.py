@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
+    BatchEntry,
+    BatchRecord,
     USAGE_FIELDS,
     AttemptRecord,
     Job,
@@ -78,6 +80,7 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
         "metadata": metadata,
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
+        "mode": spec.mode,
     }
 
 
@@ -99,6 +102,7 @@ def job(row: Row) -> Job:
         metadata=json.loads(row["metadata"]),
         max_cost_usd=row["max_cost_usd"],
         prompt_cache=row["prompt_cache"],
+        mode=row["mode"],
     )
     lease = None
     if row["lease_token"] is not None:
@@ -193,3 +197,17 @@ def texts_from(found: list[Any], decode: Any = None) -> dict[str, str]:
         if text:
             texts[job_id] = text
     return texts
+
+
+def batch(row: Row, entries: list[Any]) -> BatchRecord:
+    """A ``batches`` row with its jobs still running under it (``id, custom_id, lease_token, attempts``)."""
+    return BatchRecord(
+        key=str(row["key"]),
+        api_id=row["api_id"],
+        created_at=float(row["created_at"]),
+        requests=int(row["requests"]),
+        entries=tuple(
+            BatchEntry(str(e["id"]), str(e["custom_id"]), str(e["lease_token"]), int(e["attempts"]))
+            for e in entries
+        ),
+    )
