@@ -13,10 +13,10 @@ from typing import Any, Protocol
 from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
-    BatchEntry,
-    BatchRecord,
     USAGE_FIELDS,
     AttemptRecord,
+    BatchEntry,
+    BatchRecord,
     Job,
     JobSpec,
     Lease,
