@@ -337,9 +337,7 @@ class SQLiteStore:
             job = rows.job(row)
             attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
             conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
-            _transition(
-                conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts
-            )
+            _transition(conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts)
             claims.append(Claim(job, token, job.attempts, _read_text(conn, job_id)))
         return claims
 
