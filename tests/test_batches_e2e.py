@@ -201,7 +201,7 @@ async def test_cancelled_jobs_are_dropped_and_an_all_cancelled_batch_is_cancelle
         await submitter.step()
         await store.enqueue(jobs[2:])
         await submitter.step()
-        [first, second] = await store.open_batches()
+        [first, _] = await store.open_batches()
         for entry in first.entries:
             await store.cancel(entry.job_id)
         await submitter.step()  # first batch: every job cancelled -> cancelled at the API
