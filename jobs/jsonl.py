@@ -3,7 +3,10 @@
 A line::
 
     {"id"?, "prompt" | "messages", "system"?, "model"?, "max_tokens"?, "output_budget"?,
-     "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?}
+     "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?,
+     "mode"?}
+
+``mode`` is ``stream`` or ``batch`` (default ``[queue] default_mode``): see ``worker.batches``.
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
@@ -43,7 +46,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
+from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.prefill import supports_prefill
 
 if TYPE_CHECKING:
@@ -80,6 +83,7 @@ FIELDS = (
     "metadata",
     "max_cost_usd",
     "prompt_cache",
+    "mode",
 )
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
 #: The store keeps integers in 64 bits.
@@ -358,6 +362,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     run_at = line.run_at()
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
+    mode = line.choice("mode", JOB_MODES)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -381,6 +386,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         metadata=metadata or {},
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
+        mode=mode or config.queue.default_mode,
     )
 
 

@@ -213,3 +213,39 @@ async def test_cancelled_jobs_are_dropped_and_an_all_cancelled_batch_is_cancelle
     assert await store.read_text("k0") == ""
     await assert_exact(store, jobs[2:])
     await store.close()
+
+
+async def test_a_worker_sigkilled_between_submission_and_results(tmp_path: Path) -> None:
+    """A real ``run`` process, killed once its batch is submitted; a second ``run --until-empty``
+    takes the submitter lease, polls the stored batch and applies its results: one batch in all."""
+    import signal
+
+    from tests.test_pool_processes import enqueue, wait_until, worker, write_config
+
+    jobs = [batch(spec(f"k{i}", tokens=150 + 10 * i)) for i in range(5)]
+    async with run_simulator(SimulatorConfig(batches=BatchConfig(processing_seconds=2.0))) as sim:
+        config = write_config(tmp_path, sim, lease=1.0, grace=1)
+        config.write_text(
+            config.read_text().replace("poll_seconds = 0.05\n", "poll_seconds = 0.05\nbatch_poll_max = 0.2\n")
+        )
+        store = await enqueue(tmp_path, jobs)
+        try:
+
+            async def submitted() -> bool:
+                return any(record.api_id for record in await store.open_batches())
+
+            async with worker(config) as first:
+                await wait_until(first, submitted)
+                first.send_signal(signal.SIGKILL)
+                await first.wait()
+            assert {(await store.get(j.id)).state for j in jobs} == {State.RUNNING}
+            async with worker(config, "--until-empty") as second:
+                with anyio.fail_after(60):
+                    assert await second.wait() == 0
+            await assert_exact(store, jobs)
+            async with client_for(sim) as client:
+                assert len(await api_batches(client)) == 1
+            for job in jobs:
+                assert len(await store.attempts(job.id)) == 1
+        finally:
+            await store.close()

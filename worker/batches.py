@@ -41,6 +41,7 @@ import anthropic
 import anyio
 import structlog
 
+from jobs.errors import StoreError
 from jobs.models import (
     TRUNCATED,
     AttemptResult,
@@ -126,10 +127,18 @@ class Submitter:
         self.submitted = 0
 
     async def run(self) -> None:
+        """Step until cancelled. A failed step (the API or the store unavailable) is logged and
+        tried again later: it never takes the pool down, and nothing is lost (see the module)."""
         delay = self.settings.poll_min
         while True:
-            busy = await self.step()
-            delay = self.settings.poll_min if busy else min(self.settings.poll_max, delay * 1.5)
+            try:
+                busy = await self.step()
+            except (anthropic.APIError, StoreError) as exc:
+                log.warning("batch_step_failed", error=str(exc))
+                busy = False
+            # Renewed every step: never sleep more than a third of the lease.
+            longest = min(self.settings.poll_max, self.settings.lease_seconds / 3)
+            delay = self.settings.poll_min if busy else min(longest, delay * 1.5)
             await anyio.sleep(delay)
 
     async def step(self) -> bool:

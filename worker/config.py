@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobs.errors import ConfigError
-from jobs.models import PROMPT_CACHE_MODES
+from jobs.models import JOB_MODES, PROMPT_CACHE_MODES
 
 __all__ = (
     "AnthropicSettings",
@@ -72,6 +72,9 @@ class QueueSettings:
     lease_seconds: float = 10.0
     #: Default attempts per job before it is failed (the dead-letter).
     max_attempts: int = 8
+    #: Default job mode: ``stream``, or ``batch`` (Message Batches at half the price; results
+    #: within 24 h, usually within the hour: ``worker.batches``).
+    default_mode: str = "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class WorkerSettings:
     #: 0 = off. No token: bind it to localhost (the default) or a private interface.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: The batch submitter (one per fleet, inside ``run``) polls open batches at most this far
+    #: apart (seconds), and sooner while results arrive.
+    batch_poll_max: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +251,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.shutdown_deadline": (0.1, 3600),
     "worker.max_pending_chars": (1000, 10**10),
     "worker.metrics_port": (0, 65535),
+    "worker.batch_poll_max": (0.01, 3600),
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),
@@ -264,6 +271,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.sdk_level": ("auto", "warning", "info", "debug"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
+    "queue.default_mode": JOB_MODES,
     "costs.cache_checkpoint": ("off", "on"),
     "server.metrics_auth": ("token", "none"),
 }
