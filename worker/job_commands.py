@@ -277,13 +277,14 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     if job.last_error:
         print(f"last error {job.last_error}")
     print("attempts")
+    batch = spec.mode == "batch"
     for a in attempts:
         mode = a.resume_mode or "-"
         print(
             f"  #{a.number} {a.worker} {_when(a.started_at)} {a.outcome or 'running'} {mode} "
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
-            f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache, batch=spec.mode == 'batch'))}"
+            f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache, batch=batch))}"
             + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )
