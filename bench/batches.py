@@ -26,7 +26,7 @@ from typing import Any
 import anthropic
 import anyio
 
-from bench.common import Row
+from bench.common import Row, poll_until
 from jobs.costs import job_spend, load_prices
 from jobs.export import export_jobs
 from jobs.models import JobSpec, Message, State
@@ -99,8 +99,12 @@ async def _batched(folder: Path, client: anthropic.AsyncAnthropic, specs: list[J
         assert await submitter.step()
         [record] = await store.open_batches()
         assert record.api_id is not None
-        while (await client.messages.batches.retrieve(record.api_id)).processing_status != "ended":
-            await anyio.sleep(0.05)  # noqa: ASYNC110 - the batch ends in the simulator's time
+        api_id = record.api_id
+
+        async def ended_at_the_api() -> bool:
+            return (await client.messages.batches.retrieve(api_id)).processing_status == "ended"
+
+        await poll_until(ended_at_the_api, 600, every=0.02)
         ended = time.perf_counter()
         before = _rows(path)
         await submitter.step()
