@@ -365,3 +365,13 @@ def test_bad_cost_cap_and_prompt_cache_name_the_line_and_field() -> None:
         "f.jsonl:2: max_cost_usd: must be a number of US dollars, got a string",
         'f.jsonl:3: prompt_cache: must be one of off, 5m, 1h, got "forever"',
     ]
+
+
+def test_mode_is_read_checked_and_defaults_from_the_config() -> None:
+    [streamed, batched], errors = parse(line(id="a", prompt="W."), line(id="b", prompt="W.", mode="batch"))
+    assert errors == [] and (streamed.mode, batched.mode) == ("stream", "batch")
+    config = replace(CONFIG, queue=QueueSettings(default_mode="batch"))
+    [spec], _ = parse_jobs([line(id="c", prompt="W.")], "f.jsonl", config)
+    assert spec.mode == "batch"
+    _, errors = parse(line(id="d", prompt="W.", mode="later"))
+    assert errors == ['f.jsonl:1: mode: must be one of stream, batch, got "later"']
