@@ -41,7 +41,7 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import StoreError
+from jobs.errors import JobNotFoundError, LeaseLostError, StoreError
 from jobs.models import (
     TRUNCATED,
     AttemptResult,
@@ -65,6 +65,8 @@ __all__ = ("LEASE_NAME", "BatchSettings", "Submitter", "request_params")
 log = structlog.get_logger("worker.batches")
 
 LEASE_NAME = "batch-submitter"
+#: Results applied per fenced commit (their texts in one transaction).
+_APPLY_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,7 @@ class Submitter:
     async def _release(self, job_id: str, token: str, reason: str, at: float | None = None) -> None:
         try:
             await self.store.settle(job_id, token, AttemptResult(Outcome.RELEASED, error=reason, retry_at=at))
-        except Exception as exc:  # the job was cancelled meanwhile: nothing to give back
+        except (LeaseLostError, JobNotFoundError) as exc:  # cancelled meanwhile: nothing to give back
             log.info("batch_release_skipped", job_id=job_id, error=str(exc))
 
     # -- collecting ----------------------------------------------------------------------------
@@ -210,10 +212,15 @@ class Submitter:
             return False
         entries = {e.custom_id: e for e in record.entries}
         decoder = await self.client.messages.batches.results(record.api_id)
+        pending: list[tuple[BatchEntry, Any]] = []
         async for item in decoder:
             entry = entries.pop(item.custom_id, None)
             if entry is not None:  # else cancelled, or applied before a crash
-                await self._apply(entry, item.result)
+                pending.append((entry, item.result))
+            if len(pending) >= _APPLY_CHUNK:
+                await self._apply_all(pending)
+                pending = []
+        await self._apply_all(pending)
         for entry in entries.values():  # no result at all: send it again
             await self._release(entry.job_id, entry.token, "no result in the batch")
         await self.store.close_batch(record.key)
@@ -238,31 +245,46 @@ class Submitter:
         await self.store.close_batch(record.key)
         return True
 
-    async def _apply(self, entry: BatchEntry, result: Any) -> None:
+    async def _apply_all(self, pending: list[tuple[BatchEntry, Any]]) -> None:
+        """Apply results: their texts in one fenced commit, then one settle per job."""
+        prepared = [(entry, await self._prepare(entry, result)) for entry, result in pending]
+        writes = [write for _, (write, _) in prepared if write is not None]
+        statuses = iter(await self.store.commit(writes, self.settings.hold_seconds))
+        for entry, (write, result) in prepared:
+            if write is not None and (status := next(statuses)) is not WriteStatus.OK:
+                log.info("batch_result_dropped", job_id=entry.job_id, status=str(status))
+                continue
+            await self._settle(entry, result)
+            self.applied += 1
+
+    async def _prepare(self, entry: BatchEntry, result: Any) -> tuple[CheckpointWrite | None, AttemptResult]:
+        """The write (None if nothing to append) and the settlement for one result."""
         kind = result.type
         if kind == "succeeded":
-            await self._apply_message(entry, result.message)
-        elif kind == "errored":
+            return await self._prepare_message(entry, result.message)
+        if kind == "errored":
             error = result.error.error
-            await self._apply_error(entry, str(error.type), str(error.message))
-        else:  # expired, canceled: not the job's fault, back to the queue for another batch
-            await self._release(entry.job_id, entry.token, f"batch request {kind}")
-        self.applied += 1
+            return None, await self._error_result(entry, str(error.type), str(error.message))
+        # expired, canceled: not the job's fault, back to the queue for another batch
+        return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}")
 
-    async def _apply_error(self, entry: BatchEntry, error_type: str, message: str) -> None:
+    async def _error_result(self, entry: BatchEntry, error_type: str, message: str) -> AttemptResult:
         text = f"batch request errored: {error_type}: {message}"
         outcome = Outcome.FAILED if error_type == "invalid_request_error" else Outcome.RETRY
         job = await self.store.get(entry.job_id)
         s = self.settings
         delay = backoff_delay(job.failures + 1, base=s.retry_base, cap=s.retry_max)
-        result = AttemptResult(Outcome(outcome), requests=1, error=text, retry_at=time.time() + delay)
-        await self._settle(entry, result)
+        return AttemptResult(outcome, requests=1, error=text, retry_at=time.time() + delay)
 
-    async def _apply_message(self, entry: BatchEntry, message: Any) -> None:
+    async def _prepare_message(
+        self, entry: BatchEntry, message: Any
+    ) -> tuple[CheckpointWrite | None, AttemptResult]:
         job = await self.store.get(entry.job_id)
-        attempt = (await self.store.attempts(entry.job_id))[entry.attempt - 1]
-        start = attempt.chars_at_start
-        committed = await self.store.read_text(entry.job_id)
+        start, committed, before = 0, "", Usage()
+        if job.committed_chars or entry.attempt > 1:  # a later round, or re-applied after a crash
+            attempt = (await self.store.attempts(entry.job_id))[entry.attempt - 1]
+            start, before = attempt.chars_at_start, attempt.usage
+            committed = await self.store.read_text(entry.job_id)
         text = committed[:start]
         _, mode, carry = request_params(job, text)
         raw = "".join(block.text for block in message.content if block.type == "text")
@@ -270,15 +292,12 @@ class Submitter:
         joiner = Joiner(mode, text, carry, safe_commits=_continues(job.spec.model))
         out = joiner.feed(raw) + joiner.finish(complete=stop != "max_tokens")
         usage = _usage(message.usage, raw, out)
-        if len(committed) != start + len(out):  # else applied before a crash: settle only
+        write = None
+        if job.committed_chars != start + len(out) or not out:  # else applied before a crash
             write = CheckpointWrite(entry.job_id, entry.token, start, out, usage, 1)
-            [status] = await self.store.commit([write], self.settings.hold_seconds)
-            if status is not WriteStatus.OK:
-                log.info("batch_result_dropped", job_id=entry.job_id, status=str(status))
-                return
         joins = () if joiner.join is None else ((str(joiner.join.rule), 1),)
         # Earlier rounds' output, plus this one's (counted once, even if re-applied after a crash).
-        spent = job.usage.output_tokens - attempt.usage.output_tokens + usage.output_tokens
+        spent = job.usage.output_tokens - before.output_tokens + usage.output_tokens
         if stop == "max_tokens" and spent < job.spec.output_budget:
             outcome, reason = Outcome.RELEASED, "max_tokens"
         elif stop == "max_tokens":
@@ -287,13 +306,12 @@ class Submitter:
             outcome, reason = Outcome.FAILED, "refusal"
         else:
             outcome, reason = Outcome.SUCCEEDED, stop
-        result = AttemptResult(outcome, usage, 1, mode, stop_reason=reason, joins=joins)
-        await self._settle(entry, result)
+        return write, AttemptResult(outcome, usage, 1, mode, stop_reason=reason, joins=joins)
 
     async def _settle(self, entry: BatchEntry, result: AttemptResult) -> None:
         try:
             await self.store.settle(entry.job_id, entry.token, result)
-        except Exception as exc:  # cancelled while its result was being applied
+        except (LeaseLostError, JobNotFoundError) as exc:  # cancelled while being applied
             log.info("batch_result_dropped", job_id=entry.job_id, error=str(exc))
 
 
