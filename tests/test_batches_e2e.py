@@ -249,3 +249,31 @@ async def test_a_worker_sigkilled_between_submission_and_results(tmp_path: Path)
                 assert len(await store.attempts(job.id)) == 1
         finally:
             await store.close()
+
+
+async def test_an_invalid_request_fails_its_job_and_spares_the_others(
+    tmp_path: Path, make_simulator: SimulatorFactory
+) -> None:
+    """Errors inside ``params`` come back as ``errored`` results when the batch ends; the failure
+    policy makes an invalid request terminal (it would fail again), the rest of the batch succeeds."""
+    from jobs.models import Message
+
+    clock = Clock()
+    sim = await make_simulator(clock=clock, batches=BatchConfig(processing_seconds=1.0))
+    good = batch(spec("good", tokens=100))
+    prefill = Message("assistant", "A prefill ")  # a 4.6+ model rejects a prefill with a 400
+    bad = dataclasses.replace(
+        batch(spec("bad", model=CONTINUATION_MODEL)), messages=(*good.messages, prefill)
+    )
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.enqueue([good, bad])
+    async with client_for(sim) as client:
+        submitter = Submitter(store, client, "w1", FAST)
+        await submitter.step()
+        clock.now += 2.0
+        await submitter.step()
+    await assert_exact(store, [good])
+    failed = await store.get("bad")
+    assert failed.state is State.FAILED
+    assert "batch request errored: invalid_request_error" in (failed.last_error or "")
+    await store.close()

@@ -22,7 +22,8 @@ Crash safety, with SIGKILL at any point:
 
 A result is applied with the streaming path's own rules: the same request (``build_messages``:
 prefill or continuation), the same joiner, the same output budget. ``max_tokens`` re-queues the
-job for a follow-up batch round; ``errored`` is retried (or failed for an invalid request, which
+job for a follow-up batch round; ``errored`` goes through the failure policy
+(``worker.retry.classify_batch_error``: retried by batch, or failed for an invalid request, which
 would fail again); ``expired`` and ``canceled`` go back to the queue without counting a failure.
 
 A hand-written loop rather than a library: no batch client exists for the queue's store; the SDK
@@ -58,7 +59,7 @@ from jobs.models import (
 from jobs.prefill import supports_prefill
 from jobs.store import Store
 from worker.resume import Joiner, build_messages
-from worker.retry import backoff_delay
+from worker.retry import backoff_delay, classify_batch_error
 
 __all__ = ("LEASE_NAME", "BatchSettings", "Submitter", "request_params")
 
@@ -269,12 +270,12 @@ class Submitter:
         return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}")
 
     async def _error_result(self, entry: BatchEntry, error_type: str, message: str) -> AttemptResult:
-        text = f"batch request errored: {error_type}: {message}"
-        outcome = Outcome.FAILED if error_type == "invalid_request_error" else Outcome.RETRY
+        decision = classify_batch_error(error_type, message)
+        outcome = Outcome.RETRY if decision.retryable else Outcome.FAILED
         job = await self.store.get(entry.job_id)
         s = self.settings
         delay = backoff_delay(job.failures + 1, base=s.retry_base, cap=s.retry_max)
-        return AttemptResult(outcome, requests=1, error=text, retry_at=time.time() + delay)
+        return AttemptResult(outcome, requests=1, error=decision.reason, retry_at=time.time() + delay)
 
     async def _prepare_message(
         self, entry: BatchEntry, message: Any
