@@ -20,6 +20,7 @@ from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from tests.pool_harness import CONTINUATION_MODEL, FAST_SETTINGS, PREFILL_MODEL, expected, spec
 from tests.simulator_fixtures import SimulatorFactory
+from tests.store_fixtures import StoreFactory
 from worker.batches import BatchSettings, Submitter, request_params
 from worker.pool import Pool
 from worker.simulator import BatchConfig, Simulator, SimulatorConfig, run_simulator
@@ -60,10 +61,11 @@ async def assert_exact(store: Store, jobs: Sequence[JobSpec]) -> None:
         assert await store.read_text(job.id) == expected(job), job.id
 
 
-async def test_batch_and_stream_jobs_share_one_queue(tmp_path: Path) -> None:
+async def test_batch_and_stream_jobs_share_one_queue(make_store: StoreFactory) -> None:
+    """On each backend: the pool streams the stream jobs, the submitter batches the others."""
     streamed = [spec(f"s{i}", tokens=300, model=m) for i, m in enumerate([PREFILL_MODEL, CONTINUATION_MODEL])]
     batched = [batch(spec(f"b{i}", tokens=200 + 50 * i)) for i in range(6)]
-    store = SQLiteStore(tmp_path / "jobs.db")
+    store = await make_store()
     async with run_simulator(SimulatorConfig(batches=BatchConfig(processing_seconds=0.1))) as sim:
         submitter = await run_both(store, sim, [*streamed, *batched])
     await assert_exact(store, [*streamed, *batched])
@@ -74,7 +76,6 @@ async def test_batch_and_stream_jobs_share_one_queue(tmp_path: Path) -> None:
     for job in streamed:
         assert (await store.attempts(job.id))[0].worker != "w1"
     assert await store.open_batches() == []
-    await store.close()
 
 
 async def test_long_documents_are_written_by_batch_rounds(tmp_path: Path) -> None:
