@@ -6,7 +6,10 @@ A line::
      "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?,
      "mode"?}
 
-``mode`` is ``stream`` or ``batch`` (default ``[queue] default_mode``): see ``worker.batches``.
+``mode`` is ``stream``, ``batch`` or ``auto`` (default ``[queue] default_mode``): see
+``worker.batches``. ``auto`` goes by batch when the job's ``deadline`` (a time, as ``run_at``)
+leaves the batch horizon (``[queue] batch_horizon``, 24 h: how long a batch may take), by stream
+otherwise; it is decided here, at enqueue, and the job keeps the route chosen.
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
@@ -42,6 +45,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -84,7 +88,10 @@ FIELDS = (
     "max_cost_usd",
     "prompt_cache",
     "mode",
+    "deadline",
 )
+#: ``mode`` as a file may give it: a stored job is ``stream`` or ``batch``.
+_MODES = (*JOB_MODES, "auto")
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
 #: The store keeps integers in 64 bits.
 _INT_MAX = 2**63 - 1
@@ -165,39 +172,48 @@ class _Line:
             return None
         return str(value)
 
-    def run_at(self) -> float | None:
-        value = self.get("run_at")
+    def run_at(self, name: str = "run_at") -> float | None:
+        value = self.get(name)
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value) or value < 0 or value > 1e11:
                 hint = " (milliseconds? use seconds)" if math.isfinite(value) and value > 1e11 else ""
-                self.problem("run_at", f"must be a time in epoch seconds, got {value}{hint}")
+                self.problem(name, f"must be a time in epoch seconds, got {value}{hint}")
                 return None
             return float(value)
         if isinstance(value, str):
-            return self.iso_time(value)
-        self.problem("run_at", f"must be an ISO-8601 string or a number, got {_kind(value)}")
+            return self.iso_time(value, name)
+        self.problem(name, f"must be an ISO-8601 string or a number, got {_kind(value)}")
         return None
 
-    def iso_time(self, value: str) -> float | None:
+    def iso_time(self, value: str, name: str = "run_at") -> float | None:
         rule = "an ISO 8601 date and time with an offset, e.g. 2030-01-01T09:00:00Z, or epoch seconds"
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            self.problem("run_at", f"must be {rule}, got {value!r}")
+            self.problem(name, f"must be {rule}, got {value!r}")
             return None
         if _TIME_PART.search(value) is None:
             # Python reads "2030-01-01+00:00" as a bare date and drops the offset: refuse both.
             day = when.date().isoformat()
-            self.problem(
-                "run_at", f"a date alone is not a time: give one with an offset, e.g. {day}T00:00:00Z"
-            )
+            self.problem(name, f"a date alone is not a time: give one with an offset, e.g. {day}T00:00:00Z")
             return None
         if when.tzinfo is None:
-            self.problem("run_at", f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
+            self.problem(name, f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
             return None
         return when.timestamp()
+
+    def mode(self, default: str, horizon: float) -> str | None:
+        """The job's route: ``auto`` (given, or the default) decided by the deadline."""
+        mode = self.choice("mode", _MODES)
+        deadline = self.run_at("deadline")
+        if self.get("mode") == "auto" and self.get("deadline") is None:
+            self.problem("mode", "auto needs a deadline (a time, as run_at) to choose batch or stream")
+            return None
+        if (mode or default) != "auto":
+            return mode or default
+        return "batch" if deadline is not None and time.time() + horizon <= deadline else "stream"
 
     def messages(self) -> tuple[Message, ...] | None:
         prompt, messages = self.get("prompt"), self.get("messages")
@@ -362,7 +378,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     run_at = line.run_at()
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
-    mode = line.choice("mode", JOB_MODES)
+    mode = line.mode(config.queue.default_mode, config.queue.batch_horizon)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -386,7 +402,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         metadata=metadata or {},
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
-        mode=mode or config.queue.default_mode,
+        mode=mode or "stream",
     )
 
 

@@ -72,9 +72,12 @@ class QueueSettings:
     lease_seconds: float = 10.0
     #: Default attempts per job before it is failed (the dead-letter).
     max_attempts: int = 8
-    #: Default job mode: ``stream``, or ``batch`` (Message Batches at half the price; results
-    #: within 24 h, usually within the hour: ``worker.batches``).
+    #: Default job mode: ``stream``, ``batch`` (Message Batches at half the price; results
+    #: within 24 h, usually within the hour: ``worker.batches``), or ``auto`` (batch when the
+    #: job's deadline is at least ``batch_horizon`` away, else stream).
     default_mode: str = "stream"
+    #: How long a batch may take, for ``auto`` (seconds; the API's expiry is 24 h).
+    batch_horizon: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +255,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.max_pending_chars": (1000, 10**10),
     "worker.metrics_port": (0, 65535),
     "worker.batch_poll_max": (0.01, 3600),
+    "queue.batch_horizon": (0, 30 * _DAY),
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),
@@ -271,7 +275,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.sdk_level": ("auto", "warning", "info", "debug"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
-    "queue.default_mode": JOB_MODES,
+    "queue.default_mode": (*JOB_MODES, "auto"),
     "costs.cache_checkpoint": ("off", "on"),
     "server.metrics_auth": ("token", "none"),
 }
