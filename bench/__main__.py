@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 
 from bench import (
+    batches,
     concurrency,
     cpu_per_token,
     economy,
@@ -88,6 +89,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("joins", lambda: joins.run(1000 if quick else 10_000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
         ("relay", lambda: relay.run(quick)),
+        ("batches", lambda: batches.suite_rows(100 if quick else 1000, 300)),
         (
             "metrics",
             lambda: metrics_overhead.run([(1, 2000), (20, 200)] if quick else [(1, 20_000), (200, 300)], 5),

@@ -36,7 +36,7 @@ from worker.logs import configure_logging
 from worker.pool import Pool, PoolSettings
 from worker.simulator import BatchConfig, SimulatorConfig, expected_document, run_simulator
 
-__all__ = ("run", "main", "MODEL")
+__all__ = ("run", "rows", "suite_rows", "main", "MODEL")
 
 MODEL = "claude-opus-4-6"
 PROCESSING_SECONDS = 2.0
@@ -143,6 +143,11 @@ async def run(docs: int, tokens: int) -> dict[str, Any]:
         finally:
             await client.close()
     return {"docs": docs, "tokens": tokens, "stream_cost": stream_cost, **batch}
+
+
+async def suite_rows(docs: int, tokens: int) -> list[Row]:
+    """What ``python -m bench`` runs."""
+    return rows(await run(docs, tokens))
 
 
 def rows(result: dict[str, Any]) -> list[Row]:
