@@ -139,6 +139,10 @@ class Submitter:
             except (anthropic.APIError, StoreError) as exc:
                 log.warning("batch_step_failed", error=str(exc))
                 busy = False
+            except Exception as exc:  # a transport error from the results stream, or a bug:
+                # logged loudly, never taking the streaming pool down with it
+                log.error("batch_step_crashed", error=f"{type(exc).__name__}: {exc}")
+                busy = False
             # Renewed every step: never sleep more than a third of the lease.
             longest = min(self.settings.poll_max, self.settings.lease_seconds / 3)
             delay = self.settings.poll_min if busy else min(longest, delay * 1.5)
