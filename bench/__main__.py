@@ -31,6 +31,7 @@ from bench import (
     rate_limits,
     relay,
     sigkill,
+    status_scale,
     vs_pgqueuer,
     waste,
 )
@@ -88,6 +89,10 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
         ("queue", lambda: _queue_rows(300 if quick else 2000)),
         ("joins", lambda: joins.run(1000 if quick else 10_000)),
         ("pgqueuer", lambda: vs_pgqueuer.rows(_pg_url(), 500 if quick else 5000)),
+        (
+            "status",
+            lambda: status_scale.rows(20_000 if quick else 200_000, 2_000 if quick else 20_000, _pg_url()),
+        ),
         ("relay", lambda: relay.run(quick)),
         ("batches", lambda: batches.suite_rows(100 if quick else 1000, 300)),
         (
@@ -134,7 +139,8 @@ def render(results: list[tuple[str, list[Row], float]], quick: bool, total: floa
         "Reproduce one row: `python -m bench.cpu_per_token`, `python -m bench.waste`, "
         "`python -m bench.economy`, `python -m bench.rate_limits`, `python -m bench.sigkill`, "
         "`python -m bench.concurrency`, `python -m bench.queue_throughput`, `python -m bench.vs_pgqueuer`, "
-        "`python -m bench.joins`, `python -m bench.metrics_overhead` (each `--help` shows its parameters).",
+        "`python -m bench.joins`, `python -m bench.metrics_overhead`, "
+        "`python -m bench.status_scale` (each `--help` shows its parameters).",
         "",
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ transaction per batch, one settle transaction per job), not any generation.
 
     python -m bench.queue_throughput                          # SQLite and PostgreSQL, side by side
     python -m bench.queue_throughput --jobs 5000 --concurrency 8 --batch 10
+    python -m bench.queue_throughput --batch 10 --settle-many   # each batch settled in one call
     python -m bench.queue_throughput --pg-url postgresql://user@host/db   # which PostgreSQL server
     python -m bench.queue_throughput --url postgresql://…     # one store URL only; use an empty database
 
@@ -29,21 +30,25 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from jobs.models import AttemptResult, JobSpec, Message, Outcome
+from jobs.models import AttemptResult, JobSpec, Message, Outcome, SettleRequest
 from jobs.store import open_store
 
 __all__ = ("run", "main")
 
 
-async def run(url: str, jobs: int = 2000, concurrency: int = 4, batch: int = 1) -> dict[str, Any]:
+async def run(
+    url: str, jobs: int = 2000, concurrency: int = 4, batch: int = 1, *, many: bool = False
+) -> dict[str, Any]:
     """Enqueue ``jobs`` no-op jobs on the store at ``url``, then claim and settle them with
-    ``concurrency`` claimers taking up to ``batch`` jobs per claim. Returns the measurements."""
+    ``concurrency`` claimers taking up to ``batch`` jobs per claim, settling each job alone or,
+    with ``many``, each claimed batch in one ``settle_many``. Returns the measurements."""
     store = open_store(url)
     prefix = f"bench-{secrets.token_hex(4)}"
     specs = [JobSpec(f"{prefix}-{n:07}", (Message("user", "noop"),), "noop", 1, 1, 1) for n in range(jobs)]
@@ -58,6 +63,14 @@ async def run(url: str, jobs: int = 2000, concurrency: int = 4, batch: int = 1) 
             nonlocal done, claims
             while batch_claims := await store.claim(f"bench-{n}", 60.0, limit=batch):
                 claims += 1
+                if many:
+                    requests = [
+                        SettleRequest(c.job.id, c.token, AttemptResult(Outcome.SUCCEEDED))
+                        for c in batch_claims
+                    ]
+                    settled = await store.settle_many(requests)  # not in `done += …`: it reads first
+                    done += sum(job is not None for job in settled)
+                    continue
                 for claim in batch_claims:
                     await store.settle(claim.job.id, claim.token, AttemptResult(Outcome.SUCCEEDED))
                     done += 1
@@ -75,6 +88,7 @@ async def run(url: str, jobs: int = 2000, concurrency: int = 4, batch: int = 1) 
         "jobs": jobs,
         "concurrency": concurrency,
         "batch": batch,
+        "settle": "settle_many" if many else "settle",
         "completed": done,
         "claim_calls": claims,
         "enqueue_seconds": round(enqueue_seconds, 3),
@@ -101,15 +115,15 @@ async def scratch_postgres(server_url: str) -> AsyncIterator[str]:
 
 
 async def run_backends(
-    urls: list[str], pg_url: str | None, jobs: int, concurrency: int, batch: int
+    urls: list[str], pg_url: str | None, jobs: int, concurrency: int, batch: int, *, many: bool = False
 ) -> list[dict[str, Any]]:
     """Run each store URL, then (if ``pg_url``) a scratch PostgreSQL database, in this process.
     A PostgreSQL server that cannot be used gives a result with ``skipped`` and the reason."""
-    results = [await run(url, jobs, concurrency, batch) for url in urls]
+    results = [await run(url, jobs, concurrency, batch, many=many) for url in urls]
     if pg_url is not None:
         try:
             async with scratch_postgres(pg_url) as url:
-                result = await run(url, jobs, concurrency, batch)
+                result = await run(url, jobs, concurrency, batch, many=many)
                 result["url"] = (
                     f"postgresql (scratch database on {urlsplit(pg_url).netloc.rpartition('@')[2]})"
                 )
@@ -145,20 +159,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="jobs to enqueue and complete (default 2000)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent claimers (default 4)")
     parser.add_argument("--batch", type=int, default=1, help="jobs per claim call (default 1)")
+    parser.add_argument(
+        "--settle-many", action="store_true", help="settle each claimed batch in one settle_many call"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         urls = [args.url] if args.url else [f"sqlite:///{Path(folder) / 'bench.db'}"]
         pg_url = None if args.url or args.pg_url == "none" else args.pg_url
-        results = anyio.run(run_backends, urls, pg_url, args.jobs, args.concurrency, args.batch)
+        results = anyio.run(
+            partial(run_backends, many=args.settle_many),
+            urls,
+            pg_url,
+            args.jobs,
+            args.concurrency,
+            args.batch,
+        )
     if args.json:
         for result in results:
             print(json.dumps(result))
         return 0
     print(
         f"method: per store, enqueue {args.jobs} no-op jobs in one call, then {args.concurrency} "
-        f"concurrent claimers in one process loop claim(limit={args.batch}) + settle(succeeded) per "
-        "job until the queue is empty; jobs/s = completed jobs / wall-clock seconds of that phase. "
+        f"concurrent claimers in one process loop claim(limit={args.batch}) + "
+        f"{'settle_many(the batch)' if args.settle_many else 'settle(succeeded) per job'} "
+        "until the queue is empty; jobs/s = completed jobs / wall-clock seconds of that phase. "
         "Stores run one after the other in this process, with the same settings."
     )
     failed = False

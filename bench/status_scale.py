@@ -26,13 +26,14 @@ from typing import Any
 
 import anyio
 
+from bench.common import Row
 from bench.queue_throughput import scratch_postgres
 from jobs import rules
 from jobs.costs import Spend, job_spend, load_prices, totals_spend
 from jobs.models import Usage
 from jobs.store import open_store
 
-__all__ = ("main", "run")
+__all__ = ("main", "rows", "run")
 
 _SQLITE_FILL = """
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :jobs)
@@ -165,6 +166,42 @@ async def run(jobs: int, paged_jobs: int, pg_url: str | None) -> dict[str, Any]:
             fill = await _fill_postgres(url, jobs)
             result["postgresql"] = await _measure(url, jobs) | {"fill_seconds": round(fill, 1)}
     return result
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+async def rows(jobs: int, paged_jobs: int, pg_url: str | None) -> list[Row]:
+    """The suite's rows (``python -m bench``): ``status`` and ``show`` at ``jobs`` jobs on both
+    backends, beside the old paging ``status`` at ``paged_jobs``; a PostgreSQL server that cannot
+    be used leaves its figures out and says so."""
+    try:
+        found = await run(jobs, paged_jobs, pg_url)
+    except OSError as exc:
+        found = await run(jobs, paged_jobs, None) | {"skipped": str(exc).strip()}
+    lite, paged, pg = found["sqlite"], found["sqlite_paged"], found.get("postgresql")
+    pg_text = (
+        f", PostgreSQL {_ms(pg['status_seconds'])}"
+        if pg
+        else f" (PostgreSQL skipped: {found.get('skipped')})"
+    )
+    return [
+        Row(
+            name=f"`status` on {jobs:,} jobs (aggregates kept by triggers)",
+            ours=f"SQLite {_ms(lite['status_seconds'])}{pg_text}; `show` of one job "
+            f"{_ms(lite['show_seconds'])}" + (f" / {_ms(pg['show_seconds'])}" if pg else ""),
+            baseline=f"the old paging path on {paged_jobs:,} SQLite jobs: "
+            f"{paged['old_status_seconds']:.2f} s",
+            ratio=f"{paged['old_status_seconds'] / lite['status_seconds']:,.0f}× faster at "
+            f"{paged_jobs / jobs:.2g}× the size",
+            method=(
+                f"{jobs:,} jobs inserted by one SQL statement (the triggers keep the aggregates), "
+                "status read in-process as the command does it, median of 5; the old path pages "
+                f"every job with list_jobs on {paged_jobs:,} jobs"
+            ),
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,10 @@ pgqueuer is not one of our dependencies, so it is installed, at a pinned version
 benchmark-only environment (``.venv-bench-peers``, created on first use from the package index)
 and run there by ``bench/peers/pgqueuer_noop.py``: its own no-op loop (batched dequeue over
 LISTEN/NOTIFY, buffered completion and log writes, drain mode). Ours is ``bench.queue_throughput``
-on the same server with the same job count and batch size: leases with tokens, fenced settles, an
-attempt record and a history row per transition, which pgqueuer does not keep. Each side gets a
+on the same server with the same job count and batch size, each claimed batch settled by one
+``settle_many`` (the counterpart of pgqueuer's buffered completions; ``--settle-each`` settles job
+by job): leases with tokens, fenced settles, an attempt record and a history row per transition,
+which pgqueuer does not keep. Each side gets a
 fresh scratch database; they run one after the other, and the figure to read is the ratio.
 """
 
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import venv
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +60,14 @@ async def run_pgqueuer(server_url: str, jobs: int, batch: int) -> dict[str, Any]
     return result
 
 
-async def run_both(server_url: str, jobs: int, batch: int, concurrency: int) -> tuple[dict[str, Any], ...]:
+async def run_both(
+    server_url: str, jobs: int, batch: int, concurrency: int, *, many: bool = True
+) -> tuple[dict[str, Any], ...]:
+    """pgqueuer, then ours settling each claimed batch in one ``settle_many`` (``many``, the
+    counterpart of pgqueuer's buffered completions) or each job alone, on fresh databases."""
     peer = await run_pgqueuer(server_url, jobs, batch)
     async with scratch_postgres(server_url) as url:
-        ours = await run_ours(url, jobs, concurrency, batch)
+        ours = await run_ours(url, jobs, concurrency, batch, many=many)
     return peer, ours
 
 
@@ -80,7 +87,9 @@ async def rows(server_url: str, jobs: int, batch: int = 10, concurrency: int = 4
             method=(
                 f"{jobs} no-op jobs each on a fresh database of the same local PostgreSQL; pgqueuer's "
                 f"QueueManager in drain mode, batch_size {batch}, in a benchmark-only environment; ours "
-                f"{concurrency} claimers looping claim(limit={batch}) + settle per job"
+                f"{concurrency} claimers looping claim(limit={batch}) + settle_many(the batch): one "
+                "transaction per claim and one per batch settled, each settle fenced by its token "
+                "and recorded (attempt closed, transition row)"
             ),
         )
     ]
@@ -94,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=10, help="jobs per claim / dequeue (default 10)")
     parser.add_argument("--concurrency", type=int, default=4, help="our concurrent claimers (default 4)")
+    parser.add_argument(
+        "--settle-each", action="store_true", help="ours settles each job alone (default: settle_many)"
+    )
     args = parser.parse_args(argv)
-    peer, ours = anyio.run(run_both, args.pg_url, args.jobs, args.batch, args.concurrency)
+    run = partial(run_both, many=not args.settle_each)
+    peer, ours = anyio.run(run, args.pg_url, args.jobs, args.batch, args.concurrency)
     ratio = ours["jobs_per_second"] / peer["jobs_per_second"]
     print(f"method: {args.jobs} no-op jobs each, batches of {args.batch}, fresh databases on one server")
     print(
@@ -103,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({peer['jobs']} jobs in {peer['seconds']} s)"
     )
     print(
-        f"ours ({args.concurrency} claimers, leases + fencing + history): {ours['jobs_per_second']} jobs/s "
+        f"ours ({args.concurrency} claimers, {ours['settle']}, leases + fencing + history): "
+        f"{ours['jobs_per_second']} jobs/s "
         f"({ours['completed']} jobs in {ours['seconds']} s)"
     )
     print(f"ratio ours / pgqueuer: {ratio:.2f}x")

@@ -14,7 +14,8 @@ The tree::
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
     ├── GenerationError        a generation ended in a way that is not a transport fault
     │   ├── RefusalError       the model refused (stop_reason "refusal"): terminal
-    │   └── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
+    │   ├── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
+    │   └── DeadlineError      the job's deadline has passed: terminal, text kept
     ├── AccountError           the API rejected the key, the bill or the permission: run stops
     └── OutageLimitError       the store stayed unavailable longer than the outage limit
 
@@ -41,6 +42,7 @@ __all__ = (
     "GenerationError",
     "RefusalError",
     "BudgetError",
+    "DeadlineError",
     "AccountError",
     "OutageLimitError",
 )
@@ -109,6 +111,10 @@ class RefusalError(GenerationError):
 
 class BudgetError(GenerationError):
     """The job reached its cost cap (max_cost_usd); its text is kept."""
+
+
+class DeadlineError(GenerationError):
+    """The job's deadline has passed; its text is kept."""
 
 
 class AccountError(PoolError):

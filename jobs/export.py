@@ -22,10 +22,11 @@ Manifest lines (one per job, ordered by id)::
      cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
      document_tokens, repeated_tokens}, "cost_usd" (null = unknown: the model has no price),
      "waste_usd", "output_tokens": {billed, in_document, wasted, generated_twice, estimated},
-     "stop_reason", "last_error",
+     "stop_reason" (``stop_sequence "…"`` names the sequence that ended it), "last_error",
      "created_at", "started_at", "finished_at" (ISO-8601 UTC or null),
      "duration_seconds" (finished - started, or null),
-     "truncated" (true if cut off by its output_budget), "file" (name in DIR, or null)}
+     "truncated" (true if cut off by its output_budget or the model's context window),
+     "file" (name in DIR, or null)}
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import anyio.to_thread
 from jobs.costs import PriceTable, job_spend, load_prices, token_accounting
 from jobs.errors import JobNotFoundError, OutputError
 from jobs.jsonl import is_valid_job_id
-from jobs.models import TRUNCATED, Job, State
+from jobs.models import Job, State, is_truncated
 from jobs.store import Store
 
 __all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
@@ -95,7 +96,7 @@ def manifest_entry(job: Job, file: str | None, prices: PriceTable | None = None)
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "duration_seconds": duration,
-        "truncated": job.stop_reason == TRUNCATED,
+        "truncated": is_truncated(job.stop_reason),
         "file": file,
     }
 

@@ -51,6 +51,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
+from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ FIELDS = (
     "max_cost_usd",
     "prompt_cache",
     "mode",
-    "deadline",
+    *OPTION_FIELDS,
+    *REFUSED_SAMPLING,
 )
 #: ``mode`` as a file may give it: a stored job is ``stream`` or ``batch``.
 _MODES = (*JOB_MODES, "auto")
@@ -173,6 +175,7 @@ class _Line:
         return str(value)
 
     def run_at(self, name: str = "run_at") -> float | None:
+        """A time: epoch seconds, or an ISO 8601 / RFC 3339 string with an offset."""
         value = self.get(name)
         if value is None:
             return None
@@ -204,10 +207,9 @@ class _Line:
             return None
         return when.timestamp()
 
-    def mode(self, default: str, horizon: float) -> str | None:
+    def mode(self, default: str, horizon: float, deadline: float | None) -> str | None:
         """The job's route: ``auto`` (given, or the default) decided by the deadline."""
         mode = self.choice("mode", _MODES)
-        deadline = self.run_at("deadline")
         if self.get("mode") == "auto" and self.get("deadline") is None:
             self.problem("mode", "auto needs a deadline (a time, as run_at) to choose batch or stream")
             return None
@@ -378,13 +380,25 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     run_at = line.run_at()
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
-    mode = line.mode(config.queue.default_mode, config.queue.batch_horizon)
+    deadline = line.run_at("deadline")
+    mode = line.mode(config.queue.default_mode, config.queue.batch_horizon, deadline)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
     defaults = config.anthropic
+    options = check_options(
+        data,
+        line.problem,
+        max_tokens=ints["max_tokens"] or defaults.max_tokens,
+        deadline=deadline,
+    )
     if messages is not None:
         line.prefill(messages, model or defaults.model)
+        if options.get("thinking") and messages[-1].role == "assistant":
+            line.problem(
+                f"messages[{len(messages) - 1}].role",
+                "a final assistant turn (prefill) cannot be combined with thinking: end with a user turn",
+            )
     for name in sorted(data):
         line.errors.extend(_surrogates(data[name], name))
     if line.errors or messages is None:
@@ -403,6 +417,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
         mode=mode or "stream",
+        **options,
     )
 
 

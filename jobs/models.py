@@ -8,14 +8,22 @@ both backends store and compare them the same way.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from jobs.buckets import BucketState
 
 __all__ = (
     "State",
     "TERMINAL_STATES",
     "TRUNCATED",
+    "CONTEXT_WINDOW_EXCEEDED",
+    "is_truncated",
+    "STOP_SEQUENCE",
+    "stop_sequence_reason",
+    "stop_sequence_of",
     "Message",
     "JobSpec",
     "REVISABLE_FIELDS",
@@ -33,6 +41,7 @@ __all__ = (
     "parse_joins",
     "Transition",
     "CheckpointWrite",
+    "SettleRequest",
     "WriteStatus",
     "EnqueueResult",
     "Progress",
@@ -41,6 +50,10 @@ __all__ = (
     "JOB_MODES",
     "BatchEntry",
     "BatchRecord",
+    "JobQuery",
+    "WorkerSeen",
+    "MinuteStats",
+    "FleetView",
 )
 
 
@@ -65,6 +78,32 @@ TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 #: succeeded (nothing to retry), but truncated, which ``run --until-empty``, ``show`` and the
 #: export manifest all say.
 TRUNCATED = "output_budget"
+#: The API's stop reason when the model's context window is full: the document cannot grow, so it
+#: ends succeeded but truncated, like an exhausted ``output_budget``; never reported as complete.
+CONTEXT_WINDOW_EXCEEDED = "model_context_window_exceeded"
+_TRUNCATING = frozenset({TRUNCATED, CONTEXT_WINDOW_EXCEEDED})
+#: A document ended by one of its ``stop_sequences``; the stored stop reason names the sequence.
+STOP_SEQUENCE = "stop_sequence"
+
+
+def is_truncated(stop_reason: str | None) -> bool:
+    """Whether a succeeded job's text was cut off rather than finished by the model."""
+    return stop_reason in _TRUNCATING
+
+
+def stop_sequence_reason(sequence: str | None) -> str:
+    """The stored stop reason of a document ended by ``sequence``: ``stop_sequence "..."`` (JSON,
+    so any sequence reads back exactly), kept in the existing stop-reason column."""
+    return STOP_SEQUENCE if sequence is None else f"{STOP_SEQUENCE} {json.dumps(sequence)}"
+
+
+def stop_sequence_of(stop_reason: str | None) -> str | None:
+    """The inverse of :func:`stop_sequence_reason` (None for any other stop reason)."""
+    prefix = STOP_SEQUENCE + " "
+    if not stop_reason or not stop_reason.startswith(prefix):
+        return None
+    value = json.loads(stop_reason[len(prefix) :])
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +139,20 @@ class JobSpec:
     #: How the job's requests go: ``stream`` (claimed by the pool) or ``batch`` (gathered into
     #: Message Batches by the fleet's one submitter, at half the price; see ``worker.batches``).
     mode: str = "stream"
+    #: Request options passed through to the API (see ``jobs.options``): the document ends at the
+    #: first of ``stop_sequences`` the model writes.
+    stop_sequences: tuple[str, ...] = ()
+    #: Sent as the API's ``metadata.user_id`` (``metadata`` above stays ours).
+    user_id: str | None = None
+    #: ``auto`` or ``standard_only``; None = the API's default.
+    service_tier: str | None = None
+    #: Extended thinking: None (off), ``enabled`` (with ``thinking_budget`` tokens) or ``adaptive``.
+    thinking: str | None = None
+    thinking_budget: int | None = None
+    #: ``output_config.effort``: low, medium, high, xhigh or max; None = the model's default.
+    effort: str | None = None
+    #: Unix epoch seconds after which the job fails with reason ``deadline`` (text kept); None = none.
+    deadline: float | None = None
 
 
 #: The fields of a failed job that ``retry --set`` may change (see :mod:`jobs.revise`): how it runs,
@@ -113,6 +166,10 @@ REVISABLE_FIELDS = (
     "max_cost_usd",
     "prompt_cache",
     "metadata",
+    "service_tier",
+    "thinking",
+    "effort",
+    "deadline",
 )
 
 #: How a job's requests reach the API: streamed by the pool, or sent in Message Batches.
@@ -341,6 +398,15 @@ class CheckpointWrite:
     requests: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SettleRequest:
+    """One fenced end of an attempt in a batch (``Store.settle_many``): what ``settle`` takes."""
+
+    job_id: str
+    token: str
+    result: AttemptResult
+
+
 class WriteStatus(enum.StrEnum):
     """The result of one :class:`CheckpointWrite` in a batch."""
 
@@ -447,3 +513,54 @@ class BatchRecord:
     created_at: float
     requests: int
     entries: tuple[BatchEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """One page of the dashboard's job list: filters, order and a keyset position.
+
+    Ordered by id (ascending, or descending for ``descending``) so every page walks the primary key
+    from ``after_id`` and reads about ``limit`` rows whatever the number of jobs; the filters are
+    checked on the rows walked. ``search`` matches an id prefix or any text in the metadata JSON."""
+
+    states: tuple[State, ...] | None = None
+    model: str | None = None
+    search: str | None = None
+    descending: bool = False
+    #: The last id of the previous page (exclusive); None for the first page.
+    after_id: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeen:
+    """A worker as the store knows it: from the leases of its running jobs and its recent attempts
+    (there is no workers table: a worker exists while it holds or recently held a job)."""
+
+    worker: str
+    #: Jobs it holds a lease on now.
+    running: int
+    #: Its last write: a claim, checkpoint or heartbeat of a running job, or an attempt's end.
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    """Attempts that ended in one minute with one outcome, and the output tokens they made."""
+
+    minute: float
+    outcome: str
+    attempts: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """What the dashboard's fleet view shows, read at ``now`` (the store clock)."""
+
+    now: float
+    workers: tuple[WorkerSeen, ...]
+    #: Rate-limit bucket key -> its stored state (levels at ``updated_at``, ``paused_until``).
+    buckets: Mapping[str, BucketState]
+    #: Attempts ended since the ``since`` asked for, per minute and outcome, oldest first.
+    minutes: tuple[MinuteStats, ...]

@@ -56,22 +56,26 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
-    Outcome,
     Progress,
     QueueStats,
+    SettleRequest,
     State,
     Totals,
     Transition,
     WriteStatus,
 )
 from jobs.postgres_schema import CHANGES_CHANNEL
+from jobs.rows import fleet_view
 from jobs.store import ChangeSignal, Clock
 
 try:
     import psycopg
     from psycopg.rows import DictRow
+    from psycopg.types.json import Jsonb
 
     from jobs.postgres_connector import Connection, Connector
 except ImportError as exc:  # the optional extra is not installed: from_url says so
@@ -87,7 +91,6 @@ MISSING_MESSAGE = "a postgresql:// queue needs the PostgreSQL driver: pip instal
 
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
-_SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
 
 
 class PostgresStore:
@@ -168,6 +171,8 @@ class PostgresStore:
             return {row["id"] for row in await cur.fetchall()}
 
         new = await self._db.run(run)
+        if len(new) >= sql.ANALYZE_AFTER:
+            await self._analyze_if_never()
         inserted: list[str] = []
         existing: list[str] = []
         for job_id in order:
@@ -177,6 +182,20 @@ class PostgresStore:
             else:
                 existing.append(job_id)
         return EnqueueResult(tuple(inserted), tuple(existing))
+
+    async def _analyze_if_never(self) -> None:
+        """``ANALYZE jobs`` after a large enqueue into a table never analysed (see
+        :data:`jobs.postgres_sql.NEVER_ANALYZED`); best effort, as autovacuum will do it later."""
+
+        async def run(conn: Connection) -> None:
+            row = await (await conn.execute(sql.NEVER_ANALYZED)).fetchone()
+            if row is not None and row["never"]:
+                await conn.execute(sql.ANALYZE_JOBS)
+
+        try:
+            await self._db.run(run, transaction=False)
+        except StoreError:  # a user without the right to analyse: plans catch up with autovacuum
+            return
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -254,8 +273,7 @@ class PostgresStore:
         return await self._db.run(run)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
-        if result.outcome not in _SETTLE_OUTCOMES:
-            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+        rules.check_outcomes((result,))
 
         async def run(conn: Connection) -> Job:
             now = self._now()
@@ -264,6 +282,32 @@ class PostgresStore:
                 raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
             cur = await conn.execute(sql.SETTLE, convert.settle_params(job, result, now))
             return convert.job(await _fetched(cur, job_id))
+
+        return await self._db.run(run)
+
+    async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
+        """One transaction of two statements for the whole batch: lock its jobs (id order),
+        check each fence in Python, then :data:`jobs.postgres_sql.SETTLE_MANY`."""
+        requests = list(requests)
+        rules.check_outcomes(r.result for r in requests)
+        if not requests:
+            return []
+
+        async def run(conn: Connection) -> list[Job | None]:
+            now = self._now()
+            cur = await conn.execute(sql.LOCK_JOBS, {"ids": sorted({r.job_id for r in requests})})
+            current = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+            accepted = rules.fenced_settles(requests, current)
+            if not accepted:
+                return [None] * len(requests)
+            params = [
+                convert.settle_params(current[requests[i].job_id], requests[i].result, now) | {"step": i}
+                for i in accepted
+            ]
+            ids = [p["id"] for p in params]
+            cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "ids": ids, "now": now})
+            settled = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+            return [settled[requests[i].job_id] if i in accepted else None for i in range(len(requests))]
 
         return await self._db.run(run)
 
@@ -394,6 +438,32 @@ class PostgresStore:
             "limit": limit,
         }
         return [convert.job(row) for row in await self._rows(sql.LIST_JOBS, params)]
+
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        params = {
+            "states": None if query.states is None else [State(s).value for s in query.states],
+            "model": query.model or None,
+            "search": query.search or None,
+            "after_id": query.after_id or "",
+            "limit": query.limit,
+        }
+        statement = sql.FIND_JOBS
+        if query.descending:
+            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
+        return [convert.job(row) for row in await self._rows(statement, params)]
+
+    async def fleet(self, since: float) -> FleetView:
+        now = self._now()
+
+        async def read(conn: Connection) -> FleetView:
+            async with conn.transaction():  # one snapshot
+                running = await (await conn.execute(sql.SELECT_RUNNING_WORKERS)).fetchall()
+                recent = await (await conn.execute(sql.SELECT_RECENT_WORKERS, {"since": since})).fetchall()
+                buckets = await (await conn.execute(sql.SELECT_ALL_BUCKETS)).fetchall()
+                minutes = await (await conn.execute(sql.SELECT_MINUTES, {"since": since})).fetchall()
+            return fleet_view(now, running, recent, buckets, minutes)
+
+        return await self._db.run(read, transaction=False)
 
     # -- rate limits -------------------------------------------------------------------------
 

@@ -38,6 +38,13 @@ __all__ = (
     "SELECT_QUEUE_STATS",
     "SELECT_PAUSES",
     "LIST_JOBS",
+    "FIND_JOBS",
+    "FIND_JOBS_DESC",
+    "FIND_JOBS_DESC_AFTER",
+    "SELECT_RUNNING_WORKERS",
+    "SELECT_RECENT_WORKERS",
+    "SELECT_ALL_BUCKETS",
+    "SELECT_MINUTES",
     "LOCK_BUCKETS",
     "INSERT_BUCKETS",
     "UPDATE_BUCKETS",
@@ -96,7 +103,8 @@ SELECT id FROM inserted
 #:
 #: 1. ``expired``: running jobs whose lease has expired, locked (``SKIP LOCKED``: a job another
 #:    transaction holds is left to it, or to the next claim).
-#: 2. ``due``: queued jobs whose ``run_at`` has come, in claim order, locked the same way.
+#: 2. ``due``: queued jobs whose ``run_at`` has come, in claim order, locked the same way
+#:    (with statistics, by walking ``jobs_claim_order`` up to ``limit``; see ``NEVER_ANALYZED``).
 #: 3. ``picked``: the first ``limit`` of both, in claim order; an expired job whose failures
 #:    reach ``max_attempts`` with this expiry cannot be picked: it fails instead.
 #: 4. ``updated``: one UPDATE gives each touched job its final state (a row cannot be updated
@@ -269,6 +277,19 @@ WHERE j.id = d.id
 
 LOCK_JOB = "SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE"
 
+#: True while ``jobs`` has never been analysed. Without statistics (a queue just filled, before
+#: autovacuum's first pass, up to a minute later) the planner expects a handful of queued jobs and
+#: claims by sorting every due job instead of walking ``jobs_claim_order``: 3-8 ms per claim at
+#: 3,000 queued jobs instead of 0.7 ms, growing with the queue. A large enqueue then runs ``ANALYZE``.
+NEVER_ANALYZED = """
+SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AS never
+FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass
+"""
+ANALYZE_JOBS = "ANALYZE jobs"
+#: The enqueue size from which a never-analysed table is analysed (``ANALYZE`` samples at most
+#: 30,000 rows: tens of milliseconds, once per database).
+ANALYZE_AFTER = 1000
+
 #: Closes the current attempt with its final usage, moves the job's usage by the change, sets the
 #: job's new state and records the transition: one statement.
 SETTLE = """
@@ -314,6 +335,67 @@ SET state = %(state)s, failures = %(failures)s, run_at = %(run_at)s, lease_owner
     repeated_tokens = j.repeated_tokens + %(repeated_tokens)s - COALESCE(o.repeated_tokens, 0)
 FROM (SELECT 1) AS one LEFT JOIN old AS o ON true
 WHERE j.id = %(id)s
+RETURNING j.*
+"""
+
+#: Locks a batch of settles' jobs in id order (two batches never deadlock) and reads them whole,
+#: so the store checks each fence and computes each next state (``jobs.rules.settle``) in Python.
+LOCK_JOBS = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE"
+
+_USAGE = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "estimated_output_tokens",
+    "document_tokens",
+    "repeated_tokens",
+)
+
+#: ``SETTLE`` for the accepted settles of one batch, set-based: the rows come as one JSON array
+#: (``jsonb_to_recordset``; one parameter whatever the batch size), every attempt is closed by
+#: one UPDATE, every transition recorded by one INSERT (in the batch's order) and every job moved
+#: by one UPDATE, so the statement-level triggers (``job_totals``, the relays' NOTIFY) fire once
+#: per batch, not once per job. ``old`` reads the attempts before ``closed``: one snapshot. The
+#: ``= ANY(ids)`` conditions repeat the join's keys so the planner reads the primary keys
+#: instead of scanning: it cannot estimate how many rows ``jsonb_to_recordset`` gives.
+SETTLE_MANY = f"""
+WITH
+s AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(settles)s::jsonb) AS s (
+        step integer, id text, number bigint, outcome text, resume_mode text, requests bigint,
+        error text, stop_reason text, time_to_first_token float8, joins text, chars bigint,
+        state text, reason text, failures bigint, run_at float8, last_error text,
+        finished_at float8, {", ".join(f"{c} bigint" for c in _USAGE)}
+    )
+),
+old AS (
+    SELECT a.job_id, {", ".join(f"a.{c}" for c in _USAGE)}
+    FROM attempts AS a JOIN s ON a.job_id = s.id AND a.number = s.number
+    WHERE a.job_id = ANY(%(ids)s::text[])
+),
+closed AS (
+    UPDATE attempts AS a
+    SET {", ".join(f"{c} = s.{c}" for c in _USAGE)},
+        ended_at = %(now)s, outcome = s.outcome, resume_mode = COALESCE(s.resume_mode, a.resume_mode),
+        requests = COALESCE(s.requests, a.requests), stop_reason = s.stop_reason, error = s.error,
+        time_to_first_token = s.time_to_first_token, chars_at_end = s.chars,
+        joins = COALESCE(s.joins, a.joins)
+    FROM s
+    WHERE a.job_id = s.id AND a.number = s.number AND a.job_id = ANY(%(ids)s::text[])
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT s.id, %(now)s, 'running', s.state, s.reason, s.number FROM s ORDER BY s.step
+)
+UPDATE jobs AS j
+SET state = s.state, failures = s.failures, run_at = s.run_at, lease_owner = NULL,
+    lease_token = NULL, lease_expires_at = NULL, last_error = s.last_error,
+    stop_reason = COALESCE(s.stop_reason, j.stop_reason), updated_at = %(now)s,
+    finished_at = s.finished_at,
+    {", ".join(f"{c} = j.{c} + s.{c} - COALESCE(o.{c}, 0)" for c in _USAGE)}
+FROM s LEFT JOIN old AS o ON o.job_id = s.id
+WHERE j.id = s.id AND j.id = ANY(%(ids)s::text[])
 RETURNING j.*
 """
 
@@ -523,6 +605,70 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(after_id)s::text IS NULL OR id > %(after_id)s::text)
 ORDER BY id
 LIMIT %(limit)s
+"""
+
+
+# -- the dashboard (worker.server.dashboard) ---------------------------------------------------
+
+#: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
+#: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
+#: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
+#: further, never more than the table.
+FIND_JOBS = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND id > %(after_id)s::text
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+FIND_JOBS_DESC = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
+#: it from the planner, which would then walk the key from the end to reach the page).
+FIND_JOBS_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND id < %(after_id)s::text
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: Workers holding leases now (the partial index ``jobs_running`` finds the running jobs).
+SELECT_RUNNING_WORKERS = """
+SELECT lease_owner AS worker, COUNT(*) AS running, MAX(updated_at) AS last_seen
+FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL
+GROUP BY lease_owner
+"""
+
+#: Workers of attempts that ended since ``since`` (a scan of attempts: no index on ``ended_at``).
+SELECT_RECENT_WORKERS = """
+SELECT worker, MAX(ended_at) AS last_seen FROM attempts
+WHERE ended_at >= %(since)s GROUP BY worker
+"""
+
+SELECT_ALL_BUCKETS = "SELECT * FROM buckets ORDER BY key"
+
+#: Attempts ended since ``since`` per minute and outcome: the fleet view's throughput chart.
+SELECT_MINUTES = """
+SELECT floor(ended_at / 60) * 60 AS minute, outcome, COUNT(*) AS attempts,
+       SUM(output_tokens) AS output_tokens
+FROM attempts WHERE ended_at >= %(since)s AND outcome IS NOT NULL
+GROUP BY 1, outcome ORDER BY 1, outcome
 """
 
 # -- rate-limit buckets ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.jsonl import Problem, check_job
 from jobs.models import REVISABLE_FIELDS, JobSpec
+from jobs.options import options_dict
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ("REVISABLE", "parse_changes", "revise", "spec_object")
 
 #: The fields ``retry --set`` may change.
-REVISABLE = REVISABLE_FIELDS
+REVISABLE = (*REVISABLE_FIELDS, "timeout_seconds")
 _FIXED = ("id", "prompt", "messages", "system")
 
 
@@ -45,6 +46,7 @@ def spec_object(spec: JobSpec) -> dict[str, Any]:
         data["system"] = spec.system
     if spec.max_cost_usd is not None:
         data["max_cost_usd"] = spec.max_cost_usd
+    data.update(options_dict(spec))
     return data
 
 
@@ -86,6 +88,8 @@ def revise(spec: JobSpec, changes: Mapping[str, Any], config: Config) -> JobSpec
     if problems:
         return problems
     data = spec_object(spec)
+    if "timeout_seconds" in changes:
+        data.pop("deadline", None)  # a new timeout replaces the old deadline
     for name, value in changes.items():
         if value is None:
             data.pop(name, None)

@@ -8,6 +8,7 @@ seconds, usage in one column per ``Usage`` field), so one set of converters read
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from jobs.buckets import BucketState
@@ -17,10 +18,12 @@ from jobs.models import (
     AttemptRecord,
     BatchEntry,
     BatchRecord,
+    FleetView,
     Job,
     JobSpec,
     Lease,
     Message,
+    MinuteStats,
     Outcome,
     Progress,
     ResumeMode,
@@ -28,8 +31,10 @@ from jobs.models import (
     Totals,
     Transition,
     Usage,
+    WorkerSeen,
     parse_joins,
 )
+from jobs.options import dump_messages, load_messages, options_dict
 
 __all__ = (
     "Row",
@@ -60,8 +65,8 @@ def spec_json(spec: JobSpec) -> tuple[str, str]:
         metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
-    messages = json.dumps([{"role": m.role, "content": m.content} for m in spec.messages])
-    return messages, metadata
+    messages = [{"role": m.role, "content": m.content} for m in spec.messages]
+    return dump_messages(messages, options_dict(spec)), metadata
 
 
 def spec_params(spec: JobSpec) -> dict[str, Any]:
@@ -89,9 +94,10 @@ def usage(row: Row) -> Usage:
 
 
 def job(row: Row) -> Job:
+    messages, options = load_messages(row["messages"])
     spec = JobSpec(
         id=row["id"],
-        messages=tuple(Message(m["role"], m["content"]) for m in json.loads(row["messages"])),
+        messages=tuple(Message(m["role"], m["content"]) for m in messages),
         model=row["model"],
         max_tokens=row["max_tokens"],
         output_budget=row["output_budget"],
@@ -103,6 +109,7 @@ def job(row: Row) -> Job:
         max_cost_usd=row["max_cost_usd"],
         prompt_cache=row["prompt_cache"],
         mode=row["mode"],
+        **options,
     )
     lease = None
     if row["lease_token"] is not None:
@@ -209,5 +216,31 @@ def batch(row: Row, entries: list[Any]) -> BatchRecord:
         entries=tuple(
             BatchEntry(str(e["id"]), str(e["custom_id"]), str(e["lease_token"]), int(e["attempts"]))
             for e in entries
+        ),
+    )
+
+
+def fleet_view(
+    now: float, running: Iterable[Row], recent: Iterable[Row], buckets: Iterable[Row], minutes: Iterable[Row]
+) -> FleetView:
+    """The fleet view from its four reads: workers with leases, workers with recent attempts (shown
+    with no running job), every bucket row, and attempts per minute and outcome."""
+    seen: dict[str, WorkerSeen] = {}
+    for row in running:
+        name = str(row["worker"])
+        seen[name] = WorkerSeen(name, int(row["running"]), float(row["last_seen"]))
+    for row in recent:
+        name, last = str(row["worker"]), float(row["last_seen"])
+        old = seen.get(name)
+        seen[name] = WorkerSeen(name, old.running if old else 0, max(last, old.last_seen if old else last))
+    return FleetView(
+        now=now,
+        workers=tuple(sorted(seen.values(), key=lambda w: w.worker)),
+        buckets={str(row["key"]): bucket_state(row) for row in buckets},
+        minutes=tuple(
+            MinuteStats(
+                float(r["minute"]), str(r["outcome"]), int(r["attempts"]), int(r["output_tokens"] or 0)
+            )
+            for r in minutes
         ),
     )

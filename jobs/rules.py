@@ -5,15 +5,26 @@ The backends differ in how they lock and write; what a job becomes after an atte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jobs.errors import JobStateError
-from jobs.models import REVISABLE_FIELDS, AttemptResult, Job, JobSpec, Outcome, State, Totals
+from jobs.models import (
+    REVISABLE_FIELDS,
+    AttemptResult,
+    Job,
+    JobSpec,
+    Outcome,
+    SettleRequest,
+    State,
+    Totals,
+)
 
 __all__ = (
     "Settlement",
     "settle",
+    "check_outcomes",
+    "fenced_settles",
     "check_replaceable",
     "check_retryable",
     "retry_reason",
@@ -57,6 +68,32 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
         return Settlement(State.FAILED, reason, failures, now, now, result.error)
     run_at = result.retry_at if result.retry_at is not None else now
     return Settlement(State.QUEUED, f"retry: {result.error}", failures, run_at, None, result.error)
+
+
+#: The outcomes a worker settles an attempt with (the others are recorded by the store itself).
+SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
+
+
+def check_outcomes(results: Iterable[AttemptResult]) -> None:
+    """Raises ``ValueError`` for an outcome ``settle`` does not take, before anything is written."""
+    for result in results:
+        if result.outcome not in SETTLE_OUTCOMES:
+            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+
+
+def fenced_settles(requests: Sequence[SettleRequest], current: Mapping[str, Job]) -> list[int]:
+    """Which of a batch's settles apply (their indexes, in order): the job exists, is running
+    under the request's token, and was not settled by an earlier request of the same batch."""
+    accepted: list[int] = []
+    seen: set[str] = set()
+    for i, request in enumerate(requests):
+        job = current.get(request.job_id)
+        if job is None or request.job_id in seen:
+            continue
+        if job.state == State.RUNNING and job.lease is not None and job.lease.token == request.token:
+            accepted.append(i)
+            seen.add(request.job_id)
+    return accepted
 
 
 def check_retryable(job: Job, revised: JobSpec | None) -> None:

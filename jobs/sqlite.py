@@ -63,11 +63,14 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
     Outcome,
     Progress,
     QueueStats,
+    SettleRequest,
     State,
     Totals,
     Transition,
@@ -88,7 +91,6 @@ BUSY_TIMEOUT_SECONDS = 1.5
 MIN_SQLITE = (3, 35, 0)
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
-_SETTLE_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.RETRY, Outcome.FAILED, Outcome.RELEASED})
 
 
 class SQLiteStore:
@@ -473,36 +475,66 @@ class SQLiteStore:
                 conn.execute(sql.SET_ATTEMPT_REQUESTS, key)
 
     async def settle(self, job_id: str, token: str, result: AttemptResult) -> Job:
-        if result.outcome not in _SETTLE_OUTCOMES:
-            raise ValueError(f"settle takes succeeded, retry, failed or released, not {result.outcome}")
+        rules.check_outcomes((result,))
         return await self._run(self._settle, job_id, token, result)
 
     def _settle(self, conn: sqlite3.Connection, job_id: str, token: str, result: AttemptResult) -> Job:
         with _transaction(conn):
+            return self._settle_one(conn, self._now(), rows.job(_get_row(conn, job_id)), token, result)
+
+    async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
+        requests = list(requests)
+        rules.check_outcomes(r.result for r in requests)
+        if not requests:
+            return []
+        return await self._run(self._settle_many, requests)
+
+    def _settle_many(self, conn: sqlite3.Connection, requests: list[SettleRequest]) -> list[Job | None]:
+        """Every request in one transaction; a refused one is None and writes nothing."""
+        settled: list[Job | None] = []
+        with _transaction(conn):
             now = self._now()
-            job = rows.job(_get_row(conn, job_id))
-            if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
-                raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
-            number = job.attempts
-            _set_attempt_usage(conn, job_id, number, result.usage)
-            conn.execute(
-                sql.CLOSE_ATTEMPT,
-                {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
-                | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
-                | {"joins": format_joins(result.joins)}
-                | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
-                | {"chars": job.committed_chars},
-            )
-            next_ = rules.settle(job, result, now)
-            row = _one(
-                conn,
-                sql.SETTLE_JOB,
-                {"id": job_id, "state": next_.state, "failures": next_.failures, "run_at": next_.run_at}
-                | {"now": now, "last_error": next_.last_error, "stop_reason": result.stop_reason}
-                | {"finished_at": next_.finished_at},
-            )
-            _transition(conn, job_id, now, State.RUNNING, next_.state, next_.reason, number)
-            return rows.job(row)
+            for request in requests:
+                row = conn.execute(sql.SELECT_JOB, {"id": request.job_id}).fetchone()
+                try:
+                    job = (
+                        self._settle_one(conn, now, rows.job(row), request.token, request.result)
+                        if row
+                        else None
+                    )
+                except LeaseLostError:
+                    job = None
+                settled.append(job)
+        return settled
+
+    def _settle_one(
+        self, conn: sqlite3.Connection, now: float, job: Job, token: str, result: AttemptResult
+    ) -> Job:
+        """Close the attempt, move the job to its next state, record the transition; inside
+        the caller's transaction. Raises ``LeaseLostError`` (having written nothing)."""
+        job_id = job.id
+        if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
+            raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
+        number = job.attempts
+        _set_attempt_usage(conn, job_id, number, result.usage)
+        conn.execute(
+            sql.CLOSE_ATTEMPT,
+            {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
+            | {"resume_mode": result.resume_mode, "requests": result.requests, "error": result.error}
+            | {"joins": format_joins(result.joins)}
+            | {"stop_reason": result.stop_reason, "time_to_first_token": result.time_to_first_token}
+            | {"chars": job.committed_chars},
+        )
+        next_ = rules.settle(job, result, now)
+        row = _one(
+            conn,
+            sql.SETTLE_JOB,
+            {"id": job_id, "state": next_.state, "failures": next_.failures, "run_at": next_.run_at}
+            | {"now": now, "last_error": next_.last_error, "stop_reason": result.stop_reason}
+            | {"finished_at": next_.finished_at},
+        )
+        _transition(conn, job_id, now, State.RUNNING, next_.state, next_.reason, number)
+        return rows.job(row)
 
     async def next_due(self) -> float | None:
         return await self._read(_next_due)
@@ -565,6 +597,22 @@ class SQLiteStore:
             "limit": limit,
         }
         return [rows.job(row) for row in await self._read(_select, sql.LIST_JOBS, params)]
+
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        params = {
+            "states": None if query.states is None else json.dumps([State(s).value for s in query.states]),
+            "model": query.model or None,
+            "search": query.search or None,
+            "after_id": query.after_id or "",
+            "limit": query.limit,
+        }
+        statement = sql.FIND_JOBS
+        if query.descending:
+            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
+        return [rows.job(row) for row in await self._read(_select, statement, params)]
+
+    async def fleet(self, since: float) -> FleetView:
+        return await self._read(_fleet, self._now(), since)
 
     # -- rate limits -------------------------------------------------------------------------
 
@@ -754,6 +802,19 @@ def _open_batches(conn: sqlite3.Connection) -> list[BatchRecord]:
             rows.batch(row, conn.execute(sql.SELECT_BATCH_ENTRIES, {"key": row["key"]}).fetchall())
             for row in conn.execute(sql.SELECT_OPEN_BATCHES).fetchall()
         ]
+
+
+def _fleet(conn: sqlite3.Connection, now: float, since: float) -> FleetView:
+    """The fleet view's reads in one read transaction."""
+    with conn:
+        conn.execute("BEGIN")
+        return rows.fleet_view(
+            now,
+            conn.execute(sql.SELECT_RUNNING_WORKERS).fetchall(),
+            conn.execute(sql.SELECT_RECENT_WORKERS, {"since": since}).fetchall(),
+            conn.execute(sql.SELECT_ALL_BUCKETS).fetchall(),
+            conn.execute(sql.SELECT_MINUTES, {"since": since}).fetchall(),
+        )
 
 
 def _maybe_float(value: Any) -> float | None:

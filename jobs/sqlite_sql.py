@@ -574,6 +574,67 @@ ORDER BY id
 LIMIT :limit
 """
 
+
+# -- the dashboard (worker.server.dashboard) ---------------------------------------------------
+
+#: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
+#: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
+#: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
+#: further, never more than the table.
+FIND_JOBS = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+  AND id > :after_id
+ORDER BY id
+LIMIT :limit
+"""
+
+FIND_JOBS_DESC = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+ORDER BY id DESC
+LIMIT :limit
+"""
+
+#: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
+#: it from the planner, which would then walk the key from the end to reach the page).
+FIND_JOBS_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+  AND id < :after_id
+ORDER BY id DESC
+LIMIT :limit
+"""
+
+#: Workers holding leases now (the state index finds the running jobs).
+SELECT_RUNNING_WORKERS = """
+SELECT lease_owner AS worker, COUNT(*) AS running, MAX(updated_at) AS last_seen
+FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL
+GROUP BY lease_owner
+"""
+
+#: Workers of attempts that ended since ``:since`` (a scan of attempts: no index on ``ended_at``).
+SELECT_RECENT_WORKERS = """
+SELECT worker, MAX(ended_at) AS last_seen FROM attempts
+WHERE ended_at >= :since GROUP BY worker
+"""
+
+SELECT_ALL_BUCKETS = "SELECT * FROM buckets ORDER BY key"
+
+#: Attempts ended since ``:since`` per minute and outcome: the fleet view's throughput chart.
+SELECT_MINUTES = """
+SELECT CAST(ended_at / 60 AS INTEGER) * 60 AS minute, outcome, COUNT(*) AS attempts,
+       SUM(output_tokens) AS output_tokens
+FROM attempts WHERE ended_at >= :since AND outcome IS NOT NULL
+GROUP BY minute, outcome ORDER BY minute, outcome
+"""
+
 # -- rate-limit buckets ------------------------------------------------------------------------
 
 SELECT_BUCKETS = "SELECT * FROM buckets WHERE key = :key"

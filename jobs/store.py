@@ -28,10 +28,13 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     EnqueueResult,
+    FleetView,
     Job,
+    JobQuery,
     JobSpec,
     Progress,
     QueueStats,
+    SettleRequest,
     State,
     Totals,
     Transition,
@@ -91,6 +94,15 @@ class Store(Protocol):
         RETRY re-queues at ``result.retry_at`` unless failures reach ``max_attempts``, in which
         case the job fails. RELEASED re-queues now without counting a failure. Raises
         ``LeaseLostError`` if ``token`` is not current."""
+        ...
+
+    async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
+        """``settle`` for a batch, in one transaction: one result per request, in order, the
+        settled job or None where the lease was not current (or the job does not exist; a job
+        named twice settles once). A refused request changes nothing of its job; the others still
+        apply. Each settle keeps its attempt record and history row, as ``settle`` does. What a
+        worker finishing several short jobs at once calls, so the store pays one transaction
+        for the batch instead of one per job."""
         ...
 
     async def next_due(self) -> float | None:
@@ -181,6 +193,16 @@ class Store(Protocol):
         self, states: Sequence[State] | None = None, after_id: str | None = None, limit: int = 1000
     ) -> list[Job]:
         """Jobs ordered by id, for paging through large stores (``after_id`` = the last id seen)."""
+        ...
+
+    async def find_jobs(self, query: JobQuery) -> list[Job]:
+        """One page of jobs matching ``query``'s filters, in id order from ``query.after_id``
+        (keyset paging: the dashboard's list, fast at any size when the filters match often)."""
+        ...
+
+    async def fleet(self, since: float) -> FleetView:
+        """Workers (from leases of running jobs and attempts ended since ``since``), every
+        rate-limit bucket, and attempts ended since ``since`` per minute and outcome."""
         ...
 
     # -- operators -------------------------------------------------------------------------

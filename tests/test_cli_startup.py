@@ -30,10 +30,14 @@ print("PROBE " + json.dumps({{"code": code, "heavy": heavy}}))
 """
 
 
-def _run(tmp_path: Path, *argv: str) -> dict[str, object]:
+#: What only other commands need: the cron parser (``schedule``), the demo, the pool, the server.
+OTHER_COMMANDS = ("croniter", "worker.demo", "worker.pool", "worker.serve_command", "worker.schedules")
+
+
+def _run(tmp_path: Path, *argv: str, watch: tuple[str, ...] = HEAVY) -> dict[str, object]:
     queue = f"sqlite:///{tmp_path / 'queue.db'}"
     completed = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), "--queue-url", queue, *argv],
+        [sys.executable, "-c", _PROBE.format(heavy=watch), "--queue-url", queue, *argv],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -76,6 +80,20 @@ def test_store_commands_do_not_import_the_sdk(queued: Path, argv: tuple[str, ...
     result = _run(queued, *argv)
     assert result["heavy"] == [], f"{' '.join(argv)} imported {result['heavy']}"
     assert result["code"] == 0
+
+
+@pytest.mark.parametrize("argv", [("status",), ("show", "j1"), ("status", "--help")], ids=" ".join)
+def test_a_command_loads_only_its_own_module(queued: Path, argv: tuple[str, ...]) -> None:
+    """``status`` registers and imports the job commands alone, not every command's module."""
+    assert _run(queued, *argv, watch=OTHER_COMMANDS) == {"code": 0, "heavy": []}
+
+
+def test_help_still_lists_every_command(queued: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "worker", "--help"], cwd=queued, capture_output=True, text=True, check=True
+    )
+    for command in ("run", "demo", "enqueue", "status", "schedule", "migrate", "serve", "simulate"):
+        assert command in completed.stdout
 
 
 def test_retry_does_not_import_the_sdk(queued: Path) -> None:

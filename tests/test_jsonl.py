@@ -287,7 +287,8 @@ def test_nulls_mean_not_given() -> None:
 # -- properties ---------------------------------------------------------------------------------
 
 ids = st.from_regex(JOB_ID_PATTERN, fullmatch=True)
-texts = st.text(min_size=1, max_size=30)
+#: Valid prompts and model ids: anything with a character that is not whitespace.
+texts = st.text(min_size=1, max_size=30).filter(str.strip)
 valid_lines = st.fixed_dictionaries(
     {"id": ids, "prompt": texts},
     optional={

@@ -302,3 +302,22 @@ def test_a_missing_driver_names_the_extra() -> None:
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "pip install 'longform-worker[postgres]'" in out.stdout
+
+
+async def test_a_large_first_enqueue_gives_the_planner_statistics(postgres_url: str) -> None:
+    """Without statistics a claim sorts every due job; the first enqueue of 1,000 jobs or more
+    into a table never analysed runs ANALYZE, so claims walk the claim-order index from then on.
+    A small enqueue leaves it to autovacuum."""
+    query = "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass"
+    async with opened(postgres_url) as store:
+        await store.enqueue([make_spec(f"small-{n}") for n in range(10)])
+        assert await sql(postgres_url, query) == [(False,)]
+        await store.enqueue([make_spec(f"job-{n:05}") for n in range(1000)])
+        assert await sql(postgres_url, query) == [(True,)]
+        plan = await sql(
+            postgres_url,
+            "EXPLAIN SELECT id FROM jobs WHERE state = 'queued' AND run_at <= 1e12 "
+            "ORDER BY priority DESC, run_at, created_at, seq LIMIT 10",
+        )
+        assert "jobs_claim_order" in " ".join(str(row[0]) for row in plan)
+        assert len(await store.claim("w", 30.0, limit=10)) == 10

@@ -7,7 +7,6 @@ and nothing is synchronised by sleeping.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import textwrap
@@ -26,7 +25,6 @@ from jobs.errors import ConfigError
 from jobs.models import EnqueueResult, JobSpec
 from jobs.sqlite import SQLiteStore
 from tests.store_fixtures import make_spec
-from worker import schedule_commands
 from worker.config import Config, load_config
 from worker.schedules import (
     Missed,
@@ -516,19 +514,8 @@ CliMain = Callable[[list[str]], int]
 
 
 @pytest.fixture
-def cli_main(monkeypatch: pytest.MonkeyPatch) -> CliMain:
-    """``worker.cli.main`` with the ``schedule`` commands registered. A bridge until cli.py
-    registers them itself; from then on it adds nothing."""
-    original = worker.cli.build_parser
-
-    def build_parser() -> argparse.ArgumentParser:
-        parser = original()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "schedule" not in commands.choices:
-            schedule_commands.register(commands, worker.cli.common_options())
-        return parser
-
-    monkeypatch.setattr(worker.cli, "build_parser", build_parser)
+def cli_main() -> CliMain:
+    """``worker.cli.main``, which registers the ``schedule`` commands itself."""
     return worker.cli.main
 
 

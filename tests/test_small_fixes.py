@@ -9,12 +9,13 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import pytest
 import structlog
 
 from jobs.errors import StoreError
 from jobs.sqlite import BUSY_TIMEOUT_SECONDS, SQLiteStore
 from tests.store_fixtures import make_spec
-from worker.checkpoint import CheckpointWriter
+from worker.checkpoint import CheckpointWriter, flush_age
 from worker.config import QueueSettings
 from worker.logs import configure_logging, get_logger
 
@@ -80,3 +81,17 @@ async def test_reads_do_not_queue_behind_a_write_waiting_for_a_lock(tmp_path: Pa
         assert order == ["read answered", "write refused"]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("commit", [0.0, 0.05, 0.2, 0.5])
+def test_text_is_durable_within_the_checkpoint_interval(commit: float) -> None:
+    """Taken at ``flush_age``, seen up to a tick late, committed in ``commit`` seconds: the text is
+    durable by ``interval`` whenever a commit takes at most half of it."""
+    interval, tick = 1.0, 0.25
+    assert flush_age(interval, tick, commit) + tick + commit == pytest.approx(interval)
+
+
+def test_a_slow_store_still_batches() -> None:
+    """A commit slower than half the interval does not make every tick a flush."""
+    assert flush_age(1.0, 0.25, 30.0) == pytest.approx(0.25)
+    assert flush_age(0.1, 0.2, 0.0) == 0.0

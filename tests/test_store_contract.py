@@ -28,8 +28,10 @@ from jobs.models import (
     AttemptResult,
     CheckpointWrite,
     Claim,
+    JobQuery,
     Outcome,
     ResumeMode,
+    SettleRequest,
     State,
     Usage,
     WriteStatus,
@@ -455,6 +457,105 @@ async def test_settle_rejects_non_final_outcomes(make_store: StoreFactory) -> No
         await store.settle("a", claim.token, AttemptResult(Outcome.LEASE_EXPIRED))
 
 
+async def test_settle_many_matches_settle_one_by_one(make_store: StoreFactory) -> None:
+    """A batch leaves every job, attempt, transition and total exactly as the same settles made
+    one at a time would: each outcome's rules, usage moved by the attempt's change, history."""
+    clock = FakeClock()
+    results = [
+        AttemptResult(
+            Outcome.SUCCEEDED,
+            usage=Usage(10, 7, 2, 1, document_tokens=5),
+            requests=2,
+            stop_reason="end_turn",
+            time_to_first_token=0.25,
+            joins=(("anchor", 3),),
+        ),
+        AttemptResult(Outcome.RETRY, error="overloaded", retry_at=clock() + 30, usage=Usage(3, 1)),
+        AttemptResult(Outcome.RETRY, error="overloaded"),  # max_attempts 1: exhausted
+        AttemptResult(Outcome.FAILED, error="400 bad request"),
+        AttemptResult(Outcome.RELEASED, resume_mode=ResumeMode.PREFILL),
+    ]
+    seen = []
+    for batched in (False, True):
+        store = await make_store(FakeClock())
+        specs = [make_spec(f"j{n}", max_attempts=1 if n == 2 else 3) for n in range(len(results))]
+        await store.enqueue(specs)
+        claims = sorted(await store.claim("w", LEASE, limit=len(results)), key=lambda c: c.job.id)
+        await store.commit(
+            [CheckpointWrite(c.job.id, c.token, 0, "text", Usage(4, 2)) for c in claims], LEASE
+        )
+        requests = [SettleRequest(c.job.id, c.token, r) for c, r in zip(claims, results, strict=True)]
+        if batched:
+            jobs = await store.settle_many(requests)
+        else:
+            jobs = [await store.settle(r.job_id, r.token, r.result) for r in requests]
+        ids = [spec.id for spec in specs]
+        assert jobs == [await store.get(job_id) for job_id in ids]
+        seen.append(
+            (
+                jobs,
+                [await store.attempts(job_id) for job_id in ids],
+                [
+                    [(t.from_state, t.to_state, t.reason, t.attempt) for t in await store.history(i)]
+                    for i in ids
+                ],
+                await store.totals(),
+            )
+        )
+    assert seen[0] == seen[1]
+    states = [job.state for job in seen[1][0] if job is not None]
+    assert states == [State.SUCCEEDED, State.QUEUED, State.FAILED, State.FAILED, State.QUEUED]
+
+
+async def test_settle_many_refuses_stale_unknown_and_repeated_requests(make_store: StoreFactory) -> None:
+    """A refused request is None and changes nothing of its job; the rest of the batch applies."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    a, b, c = sorted(await store.claim("w", LEASE, limit=3), key=lambda claim: claim.job.id)
+    await store.cancel("b")  # b's token is no longer current
+    history_b = await store.history("b")
+    ok = AttemptResult(Outcome.SUCCEEDED)
+
+    settled = await store.settle_many(
+        [
+            SettleRequest("a", a.token, ok),
+            SettleRequest("b", b.token, ok),
+            SettleRequest("nope", "t", ok),
+            SettleRequest("c", "not-the-token", ok),
+            SettleRequest("c", c.token, AttemptResult(Outcome.FAILED, error="e")),
+            SettleRequest("c", c.token, ok),  # settled once already in this batch
+        ]
+    )
+
+    assert [None if j is None else (j.id, j.state) for j in settled] == [
+        ("a", State.SUCCEEDED),
+        None,
+        None,
+        None,
+        ("c", State.FAILED),
+        None,
+    ]
+    assert (await store.get("b")).state == State.CANCELLED
+    assert await store.history("b") == history_b
+    assert [t.to_state for t in await store.history("c")] == [State.QUEUED, State.RUNNING, State.FAILED]
+    assert await store.settle_many([]) == []
+
+
+async def test_settle_many_rejects_non_final_outcomes_before_writing(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("a")])
+    claim = await claim_one(store)
+    with pytest.raises(ValueError, match="lease_expired"):
+        await store.settle_many(
+            [
+                SettleRequest("a", claim.token, AttemptResult(Outcome.SUCCEEDED)),
+                SettleRequest("a", claim.token, AttemptResult(Outcome.LEASE_EXPIRED)),
+            ]
+        )
+    assert (await store.get("a")).state == State.RUNNING
+
+
 # -- operators ---------------------------------------------------------------------------------
 
 
@@ -633,6 +734,68 @@ async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory
     assert [j.id for j in await store.list_jobs([State.CANCELLED])] == ["job-03"]
     assert len(await store.list_jobs([State.QUEUED, State.CANCELLED])) == 25
     assert await store.list_jobs([]) == []
+
+
+async def test_find_jobs_filters_searches_and_pages_both_ways(make_store: StoreFactory) -> None:
+    """The dashboard's list: state, model and search (id prefix or metadata text) combined, keyset
+    pages in either direction that add up to every match exactly once."""
+    store = await make_store()
+    await store.enqueue(
+        [
+            make_spec(
+                f"job-{i:02}", model="claude-a" if i % 2 else "claude-b", metadata={"team": f"t{i % 3}"}
+            )
+            for i in range(20)
+        ]
+    )
+    await store.cancel("job-05")
+    everything = [f"job-{i:02}" for i in range(20)]
+
+    async def walk(query: JobQuery) -> list[str]:
+        seen: list[str] = []
+        while page := await store.find_jobs(replace(query, after_id=seen[-1] if seen else None)):
+            seen.extend(job.id for job in page)
+        return seen
+
+    assert await walk(JobQuery(limit=7)) == everything
+    assert await walk(JobQuery(limit=7, descending=True)) == everything[::-1]
+    odd = [f"job-{i:02}" for i in range(1, 20, 2)]
+    assert await walk(JobQuery(model="claude-a", limit=3)) == odd
+    assert await walk(JobQuery(states=(State.CANCELLED,))) == ["job-05"]
+    assert await walk(JobQuery(states=(State.QUEUED,), model="claude-a", limit=4)) == [
+        j for j in odd if j != "job-05"
+    ]
+    assert await walk(JobQuery(search="job-1")) == [f"job-1{i}" for i in range(10)]
+    assert await walk(JobQuery(search='"t2"', limit=2)) == [f"job-{i:02}" for i in range(2, 20, 3)]
+    assert await walk(JobQuery(search="no-such-text")) == []
+
+
+async def test_fleet_shows_workers_buckets_and_attempts_per_minute(make_store: StoreFactory) -> None:
+    clock = FakeClock(1_750_000_020.0)
+    store = await make_store(clock)
+    empty = await store.fleet(clock.now - 3600)
+    assert (empty.workers, dict(empty.buckets), empty.minutes) == ((), {}, ())
+    await store.enqueue([make_spec("a"), make_spec("b"), make_spec("c")])
+    first = await claim_one(store, "host-1:10:aa")
+    clock.advance(10)
+    second = await claim_one(store, "host-2:20:bb")
+    await store.settle(second.job.id, second.token, AttemptResult(Outcome.SUCCEEDED, Usage(1, 50)))
+    clock.advance(60)
+    await write(store, first, 0, "text")
+    await store.update_buckets(
+        "fleet", Limits(requests=10), lambda state, now: (replace(state, paused_until=now + 7), None)
+    )
+    view = await store.fleet(clock.now - 3600)
+    assert view.now == clock.now
+    assert [(w.worker, w.running, w.last_seen) for w in view.workers] == [
+        ("host-1:10:aa", 1, clock.now),
+        ("host-2:20:bb", 0, clock.now - 60),
+    ]
+    assert list(view.buckets) == ["fleet"] and view.buckets["fleet"].paused_until == clock.now + 7
+    [minute] = view.minutes
+    assert (minute.outcome, minute.attempts, minute.output_tokens) == ("succeeded", 1, 50)
+    assert minute.minute == (clock.now - 60) // 60 * 60
+    assert (await store.fleet(clock.now)).minutes == ()
 
 
 async def _recomputed(store: Store) -> dict[tuple[State, str, str], tuple[int, int, Usage, int]]:

@@ -68,6 +68,8 @@ class RequestChars:
 
     streamed: int = 0
     kept: int = 0
+    #: Part of ``streamed`` that was thinking: billed output, neither document nor repeat.
+    thinking: int = 0
 
 
 def request_usage(
@@ -94,7 +96,11 @@ def request_usage(
         output = max(estimated, reported.output_tokens if chars.streamed else 0)
     ratio = output / chars.streamed if chars.streamed else 0.0
     document = min(output, round(chars.kept * ratio))
-    repeated = min(output - document, round((chars.streamed - chars.kept) * ratio)) if finished else 0
+    repeated = (
+        min(output - document, round((chars.streamed - chars.thinking - chars.kept) * ratio))
+        if finished
+        else 0
+    )
     return Usage(
         input_tokens=reported.input_tokens,
         output_tokens=output,

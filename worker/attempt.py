@@ -12,6 +12,7 @@ model ends its turn:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -23,14 +24,25 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import RefusalError
-from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, ResumeMode, Usage
+from jobs.errors import DeadlineError, RefusalError
+from jobs.models import (
+    STOP_SEQUENCE,
+    TRUNCATED,
+    AttemptResult,
+    Claim,
+    Outcome,
+    ResumeMode,
+    Usage,
+    stop_sequence_reason,
+)
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
+from worker.nonstream import nonstream_max_tokens, nonstream_request
 from worker.policy import Verdict, judge
 from worker.recorder import Recorder, RequestFacts
+from worker.request_options import request_options, thinks
 from worker.resume import Joiner, build_messages, supports_prefill
-from worker.retry import backoff_delay, is_prefill_rejection
+from worker.retry import RequestTimeoutError, backoff_delay, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
 
 __all__ = ("AttemptSettings", "Attempt", "Limiter")
@@ -73,9 +85,19 @@ class Limiter:
 @dataclass(frozen=True, slots=True)
 class AttemptSettings:
     idle_timeout: float = 60.0
+    #: The longest one request may run, whatever it streams (None = no limit).
+    request_timeout: float | None = None
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     retry_after_max: float = 120.0
+    #: After this many failed attempts, a job continues with non-streaming requests (0 = never);
+    #: see ``worker.nonstream``.
+    nonstream_after: int = 0
+
+
+#: The key of ``Attempt.joins`` that counts an attempt's non-streaming requests (kept with the
+#: join rules, so that the attempt's history records which way its text came).
+NONSTREAMING = "nonstreaming"
 
 
 class Attempt:
@@ -110,12 +132,19 @@ class Attempt:
         self.first_mode: ResumeMode | None = None
         self.time_to_first_token: float | None = None
         self.stop_reason: str | None = None
+        #: The stop sequence that ended the last request, if one did.
+        self.stop_sequence: str | None = None
+        #: Characters of thinking streamed in this attempt (never part of the document).
+        self.thinking_chars = 0
         #: The failure policy's verdict on how the attempt ended (None if it did not fail); the pool
         #: reads it to pause, to stop on account errors, and to spare the job an attempt.
         self.verdict: Verdict | None = None
         #: Which rule placed each resume's join (``worker.join.JoinRule``), plus "uncertain".
         self.joins: Counter[str] = Counter()
         self.economy = AttemptEconomy(economy or Economy(), self.spec, claim.job.usage, claim.text)
+        after = settings.nonstream_after
+        #: This attempt's requests do not stream: the job's streams failed ``nonstream_after`` times.
+        self.nonstreaming = after > 0 and claim.job.failures >= after
         text.usage_fn = lambda: self.economy.live(self.usage)
 
     def result(
@@ -172,9 +201,10 @@ class Attempt:
         return self.result(Outcome.RETRY, error=decision.reason, retry_at=time.time() + delay)
 
     def _continues(self) -> bool:
-        """Whether this model resumes by a continuation turn (and so commits whole words only)."""
+        """Whether this job resumes by a continuation turn (and so commits whole words only):
+        its model rejects prefill, or it thinks (the API allows no prefill with thinking)."""
         model = self.spec.model
-        return model in self.no_prefill or not supports_prefill(model)
+        return model in self.no_prefill or not supports_prefill(model) or thinks(self.spec)
 
     def _mode(self, text: str) -> ResumeMode:
         if not text:
@@ -185,6 +215,7 @@ class Attempt:
         spec = self.spec
         already_spent = self.claim.job.usage.output_tokens
         while True:
+            self._check_deadline()
             budget_left = spec.output_budget - already_spent - self.usage.output_tokens
             if budget_left <= 0:
                 log.warning("output_budget_exhausted", output_budget=spec.output_budget)
@@ -196,6 +227,8 @@ class Attempt:
                 self.first_mode = mode
             messages, carry = build_messages(spec, text, mode)
             max_tokens = min(spec.max_tokens, budget_left, self.limiter.max_output_tokens or budget_left)
+            if self.nonstreaming:
+                max_tokens = min(max_tokens, nonstream_max_tokens(spec.model))
             params: dict[str, Any] = {
                 "model": spec.model,
                 "max_tokens": max_tokens,
@@ -212,6 +245,7 @@ class Attempt:
                 chars_so_far=len(text),
             )
             reserve = self.economy.prepare(params, max_tokens)
+            params.update(request_options(spec, int(params["max_tokens"])))
             try:
                 joiner = Joiner(mode, text, carry, safe_commits=self._continues())
                 stop = await self._request(params, joiner, reserve)
@@ -223,6 +257,9 @@ class Attempt:
                     continue
                 raise
             self.stop_reason = stop
+            if stop == STOP_SEQUENCE:
+                self.stop_reason = stop_sequence_reason(self.stop_sequence)
+                return  # the document ends at its stop sequence: finished, not continued
             if stop == "refusal":
                 raise RefusalError(
                     f"the model refused (stop_reason refusal) after {self.text.length()} characters"
@@ -232,6 +269,21 @@ class Attempt:
             if stop is not None and stop not in _FINISHED:
                 log.warning("unknown_stop_reason", stop_reason=stop)
             return
+
+    def _check_deadline(self) -> None:
+        """A job past its deadline fails (reason ``deadline``) before another request; its text stays."""
+        deadline = self.spec.deadline
+        if deadline is not None and time.time() >= deadline:
+            raise DeadlineError(f"deadline: the job's deadline passed after {self.text.length()} characters")
+
+    def _time_limit(self) -> float | None:
+        """When (anyio clock) this request must end: the request limit, or the job's deadline."""
+        limits = []
+        if self.settings.request_timeout is not None:
+            limits.append(self.settings.request_timeout)
+        if self.spec.deadline is not None:
+            limits.append(max(0.0, self.spec.deadline - time.time()))
+        return anyio.current_time() + min(limits) if limits else None
 
     async def _request(self, params: dict[str, Any], joiner: Joiner, reserve: int) -> str | None:
         """One request; returns its stop reason. Its usage is counted even if it fails (estimated
@@ -251,16 +303,20 @@ class Attempt:
         economy.begin(result)
         self.recorder.stream_started()
         sent = anyio.current_time()
+        limit = self._time_limit()
         try:
-            await stream_request(
-                self.client,
-                params,
-                idle_timeout=self.settings.idle_timeout,
-                on_text=lambda delta: append(joiner.feed(delta)),
-                on_response=lambda headers: self.limiter.started(ticket, headers),
-                result=result,
-            )
+            with anyio.CancelScope(deadline=math.inf if limit is None else limit) as scope:
+                await self._send(params, lambda delta: append(joiner.feed(delta)), ticket, result)
+            if scope.cancelled_caught:
+                self._check_deadline()
+                raise RequestTimeoutError(
+                    f"the request ran past request_timeout {self.settings.request_timeout:g} s"
+                )
+            self.stop_sequence = result.stop_sequence
             append(joiner.finish(complete=result.stop_reason != "max_tokens"))
+            if self.nonstreaming:
+                self.joins[NONSTREAMING] += 1
+                await writer.flush(job)  # each whole message is a checkpoint of its own
         except BaseException as exc:
             error = exc
             raise
@@ -269,6 +325,7 @@ class Attempt:
                 self.joins[str(joiner.join.rule)] += 1
                 if joiner.join.uncertain:
                     self.joins["uncertain"] += 1
+            self.thinking_chars += result.thinking_chars
             usage = economy.finish(finished=error is None)
             self.usage = self.usage + usage
             self._record(usage, result, anyio.current_time() - sent, error)
@@ -277,6 +334,25 @@ class Attempt:
             with anyio.CancelScope(shield=True):
                 await self.limiter.release(ticket, usage, result.headers, error)
         return result.stop_reason
+
+    async def _send(
+        self, params: dict[str, Any], on_text: Callable[[str], None], ticket: Any, result: StreamResult
+    ) -> None:
+        """One request, streamed or (for a job whose streams keep failing) not."""
+        on_response = lambda headers: self.limiter.started(ticket, headers)  # noqa: E731
+        if self.nonstreaming:
+            await nonstream_request(
+                self.client, params, on_text=on_text, on_response=on_response, result=result
+            )
+            return
+        await stream_request(
+            self.client,
+            params,
+            idle_timeout=self.settings.idle_timeout,
+            on_text=on_text,
+            on_response=on_response,
+            result=result,
+        )
 
     def _record(
         self, usage: Usage, result: StreamResult, seconds: float, error: BaseException | None

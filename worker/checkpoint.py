@@ -32,9 +32,16 @@ from jobs.store import Store
 from worker.outage import StoreGuard
 from worker.recorder import Recorder
 
-__all__ = ("JobText", "CheckpointWriter", "CheckpointStats")
+__all__ = ("JobText", "CheckpointWriter", "CheckpointStats", "flush_age")
 
 log = structlog.get_logger("worker.checkpoint")
+
+
+def flush_age(interval: float, tick: float, commit_seconds: float) -> float:
+    """How old a job's oldest pending text may get before a flush takes it, so that it is durable
+    within ``interval``: the writer looks once per ``tick``, and a commit takes about
+    ``commit_seconds`` (counted up to half the interval, so a slow store still batches)."""
+    return max(0.0, interval - tick - min(commit_seconds, interval / 2))
 
 
 class JobText:
@@ -135,7 +142,7 @@ class CheckpointWriter:
         #: Ids of the jobs watched live, kept up to date by the server's relay (a shared set).
         self.watched: set[str] = set()
         # The writer wakes every tick; text is flushed once it would be older than
-        # checkpoint_seconds by the next tick, so none waits much past checkpoint_seconds.
+        # checkpoint_seconds by the end of the next tick and commit, so none waits past it.
         self._tick = min(checkpoint_seconds, self._heartbeat, live_seconds or math.inf) / 4
         self._jobs: dict[str, JobText] = {}
         self._urgent: set[str] = set()
@@ -146,6 +153,8 @@ class CheckpointWriter:
         self._pending_total = 0
         #: A commit waits at most this long (shielded) before its result is treated as a failure.
         self._commit_deadline = max(5.0, lease_seconds)
+        #: How long a commit takes: the slowest recent one, decaying (see ``flush_age``).
+        self._commit_seconds = 0.0
         self.stats = CheckpointStats(lags=[] if record_lags else None)
 
     # -- called by the job tasks -----------------------------------------------------------
@@ -249,7 +258,7 @@ class CheckpointWriter:
             if (
                 job.job_id in self._urgent
                 or job.pending_len >= self._chars
-                or now - job.first_pending_at >= interval - self._tick
+                or now - job.first_pending_at >= flush_age(interval, self._tick, self._commit_seconds)
                 or now - job.last_commit_at >= self._heartbeat
             ):
                 due.append(job)
@@ -296,6 +305,7 @@ class CheckpointWriter:
             return False
         self._guard.ok()
         done = anyio.current_time()
+        self._commit_seconds = max(done - started, 0.9 * self._commit_seconds)
         self._recorder.checkpoint_committed(done - started, len(batch))
         self.stats.flushes += 1
         worst = 0.0

@@ -31,7 +31,17 @@ from jobs.errors import ConfigError, PoolError
 from worker.config import Config, load_config
 from worker.logs import configure_logging
 
-__all__ = ("main", "build_parser", "Handler", "common_options", "user_error", "report_error", "INTERRUPTED")
+__all__ = (
+    "main",
+    "build_parser",
+    "requested_command",
+    "COMMAND_MODULES",
+    "Handler",
+    "common_options",
+    "user_error",
+    "report_error",
+    "INTERRUPTED",
+)
 
 #: The exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
@@ -87,18 +97,40 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from worker import (
-        demo,
-        enqueue_command,
-        job_commands,
-        migrate_command,
-        run_command,
-        schedule_commands,
-        serve_command,
-    )
-    from worker.simulator import cli as simulator_cli
+#: The module that registers each command. ``main`` imports only the module of the command typed,
+#: so ``status`` never loads the scheduler's cron parser, the demo or the pool (see
+#: ``tests/test_cli_startup.py``); help and unknown commands load them all.
+COMMAND_MODULES: dict[str, str] = {
+    "run": "worker.run_command",
+    "demo": "worker.demo",
+    "enqueue": "worker.enqueue_command",
+    **dict.fromkeys(("status", "show", "export", "retry", "cancel", "delete"), "worker.job_commands"),
+    "schedule": "worker.schedule_commands",
+    "migrate": "worker.migrate_command",
+    "serve": "worker.serve_command",
+}
 
+
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (common options may come before it), or None if there is none
+    or the common options do not parse (the full parser then reports the mistake)."""
+    try:
+        _, rest = common_options().parse_known_args(list(argv))
+    except SystemExit:
+        return None
+    return next((word for word in rest if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every command, or only for ``command`` when it is a known one."""
+    from importlib import import_module
+
+    if command in COMMAND_MODULES:
+        modules = [COMMAND_MODULES[command]]
+    elif command == "simulate":
+        modules = []
+    else:
+        modules = list(dict.fromkeys(COMMAND_MODULES.values()))
     common = common_options()
     parser = argparse.ArgumentParser(
         prog="python -m worker",
@@ -106,13 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    run_command.register(commands, common)
-    demo.register(commands, common)
-    enqueue_command.register(commands, common)
-    job_commands.register(commands, common)
-    schedule_commands.register(commands, common)
-    migrate_command.register(commands, common)
-    serve_command.register(commands, common)
+    for name in modules:
+        import_module(name).register(commands, common)
+    if command is None or command not in COMMAND_MODULES:
+        _register_simulate(commands, common)
+    return parser
+
+
+def _register_simulate(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from worker.simulator import cli as simulator_cli
 
     simulate = commands.add_parser(
         "simulate",
@@ -123,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulator_cli.add_arguments(simulate)
     simulate.set_defaults(handler=_simulate, needs_config=False)
-    return parser
 
 
 async def _simulate(args: argparse.Namespace, config: Config) -> int:
@@ -198,7 +233,8 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(requested_command(argv))
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:

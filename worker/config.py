@@ -59,6 +59,9 @@ class AnthropicSettings:
     output_budget: int = 128_000
     #: Seconds to open a connection.
     connect_timeout: float = 10.0
+    #: The longest one request may stream, whatever it sends (0 = no limit): beside the idle
+    #: watchdog, which only catches silence. A request cut by it is retried from its checkpoint.
+    request_timeout: float = 0.0
     #: The SDK's HTTP transport: aiohttp (less CPU per streamed event) or httpx.
     http_transport: str = "aiohttp"
 
@@ -96,6 +99,8 @@ class WorkerSettings:
     backoff_max: float = 60.0
     #: A server's retry-after is honoured up to this many seconds.
     retry_after_max: float = 120.0
+    #: After this many failed attempts, a job continues with non-streaming requests (0 = never).
+    nonstream_after: int = 0
     #: On SIGINT/SIGTERM, running streams get this long to finish before they are checkpointed.
     grace_seconds: float = 10.0
     #: How often an idle worker looks for new jobs (seconds).
@@ -244,9 +249,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.checkpoint_chars": (1, 100_000_000),
     "worker.checkpoint_seconds": (0.01, 3600),
     "worker.idle_timeout": (0.1, _DAY),
+    "anthropic.request_timeout": (0.0, _DAY),
     "worker.backoff_base": (0, _DAY),
     "worker.backoff_max": (0, _DAY),
     "worker.retry_after_max": (0, _DAY),
+    "worker.nonstream_after": (0, 1000),
     "worker.grace_seconds": (0, _DAY),
     "worker.poll_seconds": (0.01, 3600),
     "worker.overload_patience": (0, 7 * 86400),

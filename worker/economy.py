@@ -56,6 +56,9 @@ class AttemptEconomy:
         self.ttl = "1h" if spec.prompt_cache == "1h" else "5m"
         #: The document so far, split where each request of this attempt started.
         self.segments = [text] if text else []
+        #: The text the request in flight appended, in the pieces it arrived in: joined once at
+        #: ``finish``, since growing one string per delta would copy it each time (quadratic).
+        self._current: list[str] = []
         self._result: StreamResult | None = None
         self._chars = RequestChars()
         self._marked_prefix = 0
@@ -131,13 +134,13 @@ class AttemptEconomy:
     def begin(self, result: StreamResult) -> RequestChars:
         """A request starts; ``result`` fills in as it streams (read by ``live``)."""
         self._result, self._chars = result, RequestChars()
-        self.segments.append("")
+        self._current = []
         return self._chars
 
     def kept(self, text: str) -> None:
         """Text the request in flight appended to the document."""
         self._chars.kept += len(text)
-        self.segments[-1] += text
+        self._current.append(text)
 
     def live(self, so_far: Usage) -> Usage:
         """``so_far`` plus the request in flight, its output estimated from what has streamed."""
@@ -146,6 +149,7 @@ class AttemptEconomy:
             return so_far
         self._learn_prompt(result)
         self._chars.streamed = result.chars
+        self._chars.thinking = result.thinking_chars
         estimator = self.economy.estimator
         usage = request_usage(
             self.spec.model, result.usage, self._chars, final=False, finished=False, estimator=estimator
@@ -157,9 +161,11 @@ class AttemptEconomy:
         result, chars = self._result, self._chars
         assert result is not None, "finish() without begin()"
         self._result = None
-        if not self.segments[-1]:
-            self.segments.pop()
+        if segment := "".join(self._current):
+            self.segments.append(segment)
+        self._current = []
         chars.streamed = result.chars
+        chars.thinking = result.thinking_chars
         self._learn_prompt(result)
         usage = request_usage(
             self.spec.model,

@@ -25,7 +25,20 @@ from jobs import rules
 from jobs.costs import PriceTable, Spend, format_usd, load_prices, token_accounting, totals_spend
 from jobs.errors import ConfigError, InvalidJobError
 from jobs.export import export_jobs, manifest_entry
-from jobs.models import TRUNCATED, AttemptRecord, Job, JobSpec, State, Totals, Transition, Usage, format_joins
+from jobs.models import (
+    CONTEXT_WINDOW_EXCEEDED,
+    TRUNCATED,
+    AttemptRecord,
+    Job,
+    JobSpec,
+    State,
+    Totals,
+    Transition,
+    Usage,
+    format_joins,
+    stop_sequence_of,
+)
+from jobs.options import options_dict
 from jobs.revise import REVISABLE, parse_changes, revise
 from jobs.store import Access, Store, open_store
 from worker.config import Config
@@ -34,6 +47,13 @@ from worker.cost_report import show_cost_lines, spend_text
 __all__ = ("register", "opened_store")
 
 _STATE_CHOICES = [*(state.value for state in State), "all"]
+
+
+#: What ``show`` adds to a truncated job's stop reason.
+_TRUNCATION = {
+    TRUNCATED: " (truncated: the job's output_budget ran out)",
+    CONTEXT_WINDOW_EXCEEDED: " (truncated: the model's context window is full)",
+}
 
 
 def register(
@@ -203,6 +223,8 @@ def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
         "mode": spec.mode,
+        "options": options_dict(spec),
+        "stop_sequence": stop_sequence_of(job.stop_reason),
         "lease": None
         if job.lease is None
         else {"owner": job.lease.owner, "expires_at": _iso(job.lease.expires_at)},
@@ -269,7 +291,14 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print("created    {}  started {}  finished {}".format(*times))
     if job.lease is not None:
         print(f"lease      {job.lease.owner} until {_iso(job.lease.expires_at)}")
-    cut = " (truncated: the job's output_budget ran out)" if job.stop_reason == TRUNCATED else ""
+    cut = _TRUNCATION.get(job.stop_reason or "", "")
+    options = options_dict(spec)
+    if "deadline" in options:
+        options["deadline"] = _iso(options["deadline"])
+    if options:
+        print(
+            "options    " + ", ".join(f"{k} {json.dumps(v, ensure_ascii=False)}" for k, v in options.items())
+        )
     print(f"text       {job.committed_chars:,} characters, stop reason {job.stop_reason or '-'}{cut}")
     print(f"usage      {_usage_text(job.usage)}")
     for line in show_cost_lines(job, prices):

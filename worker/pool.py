@@ -34,7 +34,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
-from jobs.models import TRUNCATED, AttemptResult, Claim, Outcome, State
+from jobs.models import AttemptResult, Claim, Outcome, State, is_truncated
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
@@ -432,7 +432,7 @@ class Pool:
             "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
             "tokens_per_s": round(result.usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
         }
-        if job.state is State.SUCCEEDED and result.stop_reason == TRUNCATED:
+        if job.state is State.SUCCEEDED and is_truncated(result.stop_reason):
             self.stats.succeeded += 1
             self.stats.truncated += 1
             log.warning("job_succeeded", truncated=True, **summary)

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 import anthropic
 import httpx2
 
-from jobs.errors import BudgetError, RefusalError
+from jobs.errors import BudgetError, DeadlineError, RefusalError
 from worker.lifecycle import retired_model_reason
 
 __all__ = (
     "StallError",
+    "RequestTimeoutError",
     "Decision",
     "classify",
     "classify_batch_error",
@@ -60,6 +61,10 @@ class StallError(Exception):
     """No text arrived for ``idle_timeout`` seconds, although the connection stayed open."""
 
 
+class RequestTimeoutError(Exception):
+    """One request ran longer than ``[anthropic] request_timeout`` (its text so far is kept)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do about a failed request."""
@@ -81,6 +86,10 @@ def classify(exc: BaseException) -> Decision:
         return Decision(False, "refusal", str(exc))
     if isinstance(exc, BudgetError):
         return Decision(False, "budget", str(exc))
+    if isinstance(exc, DeadlineError):
+        return Decision(False, "deadline", str(exc))
+    if isinstance(exc, RequestTimeoutError):
+        return Decision(True, "request_timeout", str(exc))
     if isinstance(exc, anthropic.APIStatusError):
         return _classify_status(exc)
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError

@@ -85,9 +85,11 @@ def pool_settings(config: Config) -> PoolSettings:
         max_pending_chars=w.max_pending_chars,
         attempt=AttemptSettings(
             idle_timeout=w.idle_timeout,
+            request_timeout=config.anthropic.request_timeout or None,
             backoff_base=w.backoff_base,
             backoff_max=w.backoff_max,
             retry_after_max=w.retry_after_max,
+            nonstream_after=w.nonstream_after,
         ),
     )
 

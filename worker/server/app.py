@@ -18,6 +18,7 @@ from aiohttp import web
 from jobs.store import Store
 from worker.config import Config
 from worker.server.auth import PUBLIC_PATHS, auth_middleware
+from worker.server.dashboard import add_dashboard
 from worker.server.metrics import METRICS_PATH, metrics
 from worker.server.openapi import openapi_document
 from worker.server.relay import Relay
@@ -49,4 +50,5 @@ def build_app(config: Config, store: Store, relay: Relay, token: str) -> web.App
     app.router.add_get("/v1/openapi.json", _openapi)
     app.router.add_get("/v1/jobs/{id}/events", events)
     app.router.add_get(METRICS_PATH, metrics)
+    add_dashboard(app, token)
     return app

@@ -1,4 +1,5 @@
-"""Bearer-token auth for every route but ``GET /healthz``.
+"""Bearer-token auth for every API route but ``GET /healthz``; the dashboard's pages and streams
+use the session cookie of :mod:`worker.server.session` instead.
 
 The token comes from ``[server] token`` (or ``LONGFORM_SERVER_TOKEN``). With none configured, one is
 generated at first start and stored with mode 0600 next to the queue (the SQLite file's folder, or
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from jobs.errors import ConfigError
 from worker.config import Config
+from worker.server.session import browser_gate, is_browser_path
 
 __all__ = ("ServerToken", "resolve_token", "token_path", "auth_middleware", "PUBLIC_PATHS", "TOKEN_FILE")
 
@@ -97,6 +99,9 @@ def auth_middleware(token: str, public: frozenset[str] = PUBLIC_PATHS) -> Middle
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in public:
             return await handler(request)
+        if is_browser_path(request.path):  # the dashboard: its session cookie, never the bearer token
+            refusal = browser_gate(request, token)
+            return refusal if refusal is not None else await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:

@@ -153,10 +153,26 @@ class Relay:
         self._closed = False
         #: Refreshes done (for tests and the benchmark).
         self.refreshes = 0
+        #: Set (and replaced) at every change signal of the store, watched or not: what the
+        #: dashboard's list stream waits on, so it shares the relay's one signal.
+        self._any_change = anyio.Event()
+        #: Change signals seen so far: a reader that remembers the count misses none.
+        self.changes = 0
 
     @property
     def watched(self) -> int:
         return len(self._feeds)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def next_change(self, seen: int) -> int:
+        """The count of change signals once it passes ``seen`` (at once if it already has), or
+        when the relay closes: a reader that was busy when a signal came still sees it."""
+        if self.changes == seen and not self._closed:
+            await self._any_change.wait()
+        return self.changes
 
     @asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[Feed]:
@@ -218,6 +234,7 @@ class Relay:
         """End every stream (each viewer sees ``closed`` and ends politely)."""
         self._closed = True
         self._wake.set()
+        self._any_change.set()
         for feed in self._feeds.values():
             feed.closed = True
             feed.notify()
@@ -225,7 +242,10 @@ class Relay:
     async def _wait_for_signals(self, signal: Any) -> None:
         while True:
             try:
-                await signal.wait(self._safety)
+                if await signal.wait(self._safety):
+                    self.changes += 1
+                    self._any_change.set()
+                    self._any_change = anyio.Event()
             except StoreError as exc:
                 log.warning("relay_signal_failed", error=str(exc))
                 await anyio.sleep(self._safety / 10)

@@ -226,6 +226,10 @@ QUERY_PARAMETERS: dict[str, frozenset[str]] = {
     "/v1/jobs": frozenset({"state", "limit", "cursor"}),
     "/v1/jobs/{id}/text": frozenset({"offset"}),
     "/v1/jobs/{id}/events": frozenset({"offset"}),
+    # The dashboard (worker.server.dashboard).
+    "/": frozenset({"state", "model", "q", "sort", "after"}),
+    "/ui/jobs": frozenset({"state", "model", "q", "sort", "after"}),
+    "/ui/jobs/{id}/events": frozenset({"offset"}),
 }
 
 

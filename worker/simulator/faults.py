@@ -17,6 +17,8 @@ Fault spec (``--faults`` and the ``[sim:faults=SPEC]`` directive), comma-separat
 ``fail_first``     the first N requests of every document fail with 529 (integer)
 ``retry_after``    seconds sent in ``retry-after`` on injected 429s (default 1)
 ``seed``           integer mixed into every draw (default 0)
+``streams_only``   1: faults hit streaming requests only, as behind a proxy that cuts
+                   long-lived event streams while plain requests pass (default 0)
 =================  ======================================================================
 
 The probabilities are for one request and must sum to at most 1: one uniform draw picks at
@@ -83,6 +85,8 @@ class FaultConfig:
     fail_first: int = 0
     retry_after: float = 1.0
     seed: int = 0
+    #: Faults hit only streaming requests: a full Message always comes back whole.
+    streams_only: bool = False
 
     def __post_init__(self) -> None:
         total = 0.0
@@ -110,7 +114,7 @@ class FaultConfig:
             the global seed this way).
         :raises ValueError: naming the offending key on any unknown key or bad value.
         """
-        values: dict[str, float | int] = {} if seed is None else {"seed": seed}
+        values: dict[str, float | int | bool] = {} if seed is None else {"seed": seed}
         spec = spec.strip()
         if spec.lower() in ("", "none"):
             return cls(**values)  # type: ignore[arg-type]
@@ -126,6 +130,8 @@ class FaultConfig:
                     values[key] = float(raw)
                 elif key in ("fail_first", "seed"):
                     values[key] = int(raw)
+                elif key == "streams_only":
+                    values[key] = _flag(raw)
                 else:
                     raise ValueError(f"unknown fault key {key!r}")
 
@@ -154,6 +160,15 @@ class FaultConfig:
             config = dataclasses.replace(config, fail_first=fail_first)
 
         return config
+
+
+def _flag(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true"):
+        return True
+    if text in ("0", "false"):
+        return False
+    raise ValueError(f"fault streams_only={raw.strip()!r} is not 0 or 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,9 @@ class SimulatorConfig:
     record_requests: bool = False
     #: The shortest prefix (tokens) the prompt cache stores; shorter ones are silently not cached.
     cache_min_tokens: int = 1024
+    #: Every model's context window (prompt + output tokens); a generation that would pass it
+    #: stops at it with ``model_context_window_exceeded``. None = unlimited.
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         low, high = self.tokens_per_delta
@@ -415,6 +418,9 @@ class Simulator:
             count, stop_reason = min(refuse, available), "refusal"
         elif available > parsed.max_tokens:
             count, stop_reason = parsed.max_tokens, "max_tokens"
+        window = self.config.context_window
+        if window is not None and parsed.input_tokens + count > window:
+            count, stop_reason = max(0, window - parsed.input_tokens), "model_context_window_exceeded"
 
         if overlap:
             shift = len(overlap) - offset
@@ -424,7 +430,9 @@ class Simulator:
         else:
             source, start, ends = document.text, offset, document.ends[first : first + count]
 
-        fault = plan_fault(faults, self.config.seed, key, number, count)
+        fault = FaultPlan(None)
+        if parsed.stream or not faults.streams_only:
+            fault = plan_fault(faults, self.config.seed, key, number, count)
         reached_end = stop_reason == "end_turn"
         return _Generation(key, number, source, start, ends, stop_reason, reached_end, fault)
 
