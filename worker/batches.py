@@ -53,6 +53,7 @@ from jobs.models import (
     Job,
     Outcome,
     ResumeMode,
+    SettleRequest,
     Usage,
     WriteStatus,
 )
@@ -251,16 +252,20 @@ class Submitter:
         return True
 
     async def _apply_all(self, pending: list[tuple[BatchEntry, Any]]) -> None:
-        """Apply results: their texts in one fenced commit, then one settle per job."""
+        """Apply results: their texts in one fenced commit, then their settlements in one
+        ``settle_many`` (a job cancelled meanwhile is refused by the fence and dropped)."""
         prepared = [(entry, await self._prepare(entry, result)) for entry, result in pending]
         writes = [write for _, (write, _) in prepared if write is not None]
         statuses = iter(await self.store.commit(writes, self.settings.hold_seconds))
+        settles: list[SettleRequest] = []
         for entry, (write, result) in prepared:
             if write is not None and (status := next(statuses)) is not WriteStatus.OK:
                 log.info("batch_result_dropped", job_id=entry.job_id, status=str(status))
                 continue
-            await self._settle(entry, result)
-            self.applied += 1
+            settles.append(SettleRequest(entry.job_id, entry.token, result))
+        if settles:
+            settled = await self.store.settle_many(settles)
+            self.applied += sum(job is not None for job in settled)
 
     async def _prepare(self, entry: BatchEntry, result: Any) -> tuple[CheckpointWrite | None, AttemptResult]:
         """The write (None if nothing to append) and the settlement for one result."""
