@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 
 from bench import (
+    batches,
     concurrency,
     cpu_per_token,
     economy,
@@ -93,6 +94,7 @@ async def suite(quick: bool) -> list[tuple[str, list[Row], float]]:
             lambda: status_scale.rows(20_000 if quick else 200_000, 2_000 if quick else 20_000, _pg_url()),
         ),
         ("relay", lambda: relay.run(quick)),
+        ("batches", lambda: batches.suite_rows(100 if quick else 1000, 300)),
         (
             "metrics",
             lambda: metrics_overhead.run([(1, 2000), (20, 200)] if quick else [(1, 20_000), (200, 300)], 5),

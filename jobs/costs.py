@@ -58,8 +58,10 @@ class Price:
     batch_discount: float = 0.5
     source: str = ""
 
-    def cost(self, usage: Usage, ttl: str = "5m") -> float:
-        """USD for ``usage``; cache writes priced at ``ttl``."""
+    def cost(self, usage: Usage, ttl: str = "5m", *, batch: bool = False) -> float:
+        """USD for ``usage``; cache writes priced at ``ttl``. ``batch``: sent through Message
+        Batches, where "all usage is charged at 50 %" (SERVICE.md §1.5): the discount applies
+        to every rate, cache writes and reads included."""
         write = self.cache_write_1h if ttl == "1h" else self.cache_write_5m
         total = (
             usage.input_tokens * self.input
@@ -67,10 +69,10 @@ class Price:
             + usage.cache_creation_input_tokens * write
             + usage.cache_read_input_tokens * self.cache_read
         )
-        return total / PER_TOKENS
+        return total * (self.batch_discount if batch else 1.0) / PER_TOKENS
 
-    def output_cost(self, tokens: int) -> float:
-        return tokens * self.output / PER_TOKENS
+    def output_cost(self, tokens: int, *, batch: bool = False) -> float:
+        return tokens * self.output * (self.batch_discount if batch else 1.0) / PER_TOKENS
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,17 +104,19 @@ class PriceTable:
     def price(self, model: str) -> Price | None:
         return self.models.get(model)
 
-    def cost(self, model: str, usage: Usage, ttl: str = "5m") -> float | None:
-        """USD for ``usage`` of ``model``; None if the model has no price."""
+    def cost(self, model: str, usage: Usage, ttl: str = "5m", *, batch: bool = False) -> float | None:
+        """USD for ``usage`` of ``model`` (at the batch price with ``batch``); None if the model
+        has no price."""
         price = self.models.get(model)
-        return None if price is None else price.cost(usage, ttl)
+        return None if price is None else price.cost(usage, ttl, batch=batch)
 
-    def spend(self, model: str, usage: Usage, ttl: str = "5m") -> Spend:
+    def spend(self, model: str, usage: Usage, ttl: str = "5m", *, batch: bool = False) -> Spend:
         """Total and waste; waste is the output billed beyond the tokens in the document."""
         price = self.models.get(model)
         if price is None:
             return Spend(None, None)
-        return Spend(price.cost(usage, ttl), price.output_cost(usage.wasted_output_tokens))
+        waste = price.output_cost(usage.wasted_output_tokens, batch=batch)
+        return Spend(price.cost(usage, ttl, batch=batch), waste)
 
     def merged(self, other: PriceTable) -> PriceTable:
         """This table with ``other``'s rows added or replacing ours; ``other``'s date wins."""
@@ -177,8 +181,10 @@ def load_prices(override: Path | None = None) -> PriceTable:
 
 
 def job_spend(table: PriceTable, job: Job) -> Spend:
-    """A job's cost so far and the part of it spent on waste (see :meth:`PriceTable.spend`)."""
-    return table.spend(job.spec.model, job.usage, job.spec.prompt_cache)
+    """A job's cost so far and the part of it spent on waste (see :meth:`PriceTable.spend`); a
+    job of mode ``batch`` at the batch price (every request of it went by batch)."""
+    batch = job.spec.mode == "batch"
+    return table.spend(job.spec.model, job.usage, job.spec.prompt_cache, batch=batch)
 
 
 def totals_spend(table: PriceTable, totals: Iterable[Totals]) -> Spend:

@@ -3,7 +3,13 @@
 A line::
 
     {"id"?, "prompt" | "messages", "system"?, "model"?, "max_tokens"?, "output_budget"?,
-     "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?}
+     "max_attempts"?, "priority"?, "run_at"?, "metadata"?, "max_cost_usd"?, "prompt_cache"?,
+     "mode"?}
+
+``mode`` is ``stream``, ``batch`` or ``auto`` (default ``[queue] default_mode``): see
+``worker.batches``. ``auto`` goes by batch when the job's ``deadline`` (a time, as ``run_at``)
+leaves the batch horizon (``[queue] batch_horizon``, 24 h: how long a batch may take), by stream
+otherwise; it is decided here, at enqueue, and the job keeps the route chosen.
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
@@ -39,11 +45,12 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobs.models import PROMPT_CACHE_MODES, JobSpec, Message
+from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
 
@@ -81,9 +88,12 @@ FIELDS = (
     "metadata",
     "max_cost_usd",
     "prompt_cache",
+    "mode",
     *OPTION_FIELDS,
     *REFUSED_SAMPLING,
 )
+#: ``mode`` as a file may give it: a stored job is ``stream`` or ``batch``.
+_MODES = (*JOB_MODES, "auto")
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
 #: The store keeps integers in 64 bits.
 _INT_MAX = 2**63 - 1
@@ -196,6 +206,16 @@ class _Line:
             self.problem(name, f"needs a UTC offset, e.g. {value}Z or {value}+00:00")
             return None
         return when.timestamp()
+
+    def mode(self, default: str, horizon: float, deadline: float | None) -> str | None:
+        """The job's route: ``auto`` (given, or the default) decided by the deadline."""
+        mode = self.choice("mode", _MODES)
+        if self.get("mode") == "auto" and self.get("deadline") is None:
+            self.problem("mode", "auto needs a deadline (a time, as run_at) to choose batch or stream")
+            return None
+        if (mode or default) != "auto":
+            return mode or default
+        return "batch" if deadline is not None and time.time() + horizon <= deadline else "stream"
 
     def messages(self) -> tuple[Message, ...] | None:
         prompt, messages = self.get("prompt"), self.get("messages")
@@ -360,6 +380,8 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     run_at = line.run_at()
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
+    deadline = line.run_at("deadline")
+    mode = line.mode(config.queue.default_mode, config.queue.batch_horizon, deadline)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -368,7 +390,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         data,
         line.problem,
         max_tokens=ints["max_tokens"] or defaults.max_tokens,
-        deadline=line.run_at("deadline"),
+        deadline=deadline,
     )
     if messages is not None:
         line.prefill(messages, model or defaults.model)
@@ -394,6 +416,7 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         metadata=metadata or {},
         max_cost_usd=max_cost or config.costs.max_cost_usd or None,
         prompt_cache=prompt_cache or config.costs.prompt_cache,
+        mode=mode or "stream",
         **options,
     )
 

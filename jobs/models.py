@@ -47,6 +47,9 @@ __all__ = (
     "Progress",
     "QueueStats",
     "Totals",
+    "JOB_MODES",
+    "BatchEntry",
+    "BatchRecord",
     "JobQuery",
     "WorkerSeen",
     "MinuteStats",
@@ -133,6 +136,9 @@ class JobSpec:
     max_cost_usd: float | None = None
     #: Prompt caching: ``off``, or breakpoints with the ``5m`` or ``1h`` TTL (see ``worker.caching``).
     prompt_cache: str = "5m"
+    #: How the job's requests go: ``stream`` (claimed by the pool) or ``batch`` (gathered into
+    #: Message Batches by the fleet's one submitter, at half the price; see ``worker.batches``).
+    mode: str = "stream"
     #: Request options passed through to the API (see ``jobs.options``): the document ends at the
     #: first of ``stop_sequences`` the model writes.
     stop_sequences: tuple[str, ...] = ()
@@ -165,6 +171,9 @@ REVISABLE_FIELDS = (
     "effort",
     "deadline",
 )
+
+#: How a job's requests reach the API: streamed by the pool, or sent in Message Batches.
+JOB_MODES = ("stream", "batch")
 
 #: How a job uses prompt caching: not at all, or with breakpoints of the 5-minute or 1-hour TTL.
 PROMPT_CACHE_MODES = ("off", "5m", "1h")
@@ -478,6 +487,32 @@ class Totals:
     #: The sum over jobs of ``Usage.wasted_output_tokens`` (a per-job ``max``, so not derivable
     #: from the summed usage).
     wasted_output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """One job inside a stored batch: the ``custom_id`` its result comes back under, and the
+    lease token (and attempt) that fences writing that result."""
+
+    job_id: str
+    custom_id: str
+    token: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch the store knows: reserved under ``key`` (ours), then submitted as ``api_id``.
+
+    ``api_id`` is None between the reservation and the submission's bookkeeping: a submitter that
+    finds such a record after a crash looks the batch up at the API before submitting again.
+    ``entries`` are its jobs still running under the batch's leases (cancelled ones drop out)."""
+
+    key: str
+    api_id: str | None
+    created_at: float
+    requests: int
+    entries: tuple[BatchEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from jobs import batches, rows, rules
 from jobs import postgres_rows as convert
 from jobs import postgres_sql as sql
-from jobs import rows, rules
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
     ConfigError,
@@ -52,6 +52,7 @@ from jobs.errors import (
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
+    BatchRecord,
     CheckpointWrite,
     Claim,
     EnqueueResult,
@@ -203,15 +204,55 @@ class PostgresStore:
             return []
 
         async def run(conn: Connection) -> list[Claim]:
-            now = self._now()
-            params = {"now": now, "expires_at": now + lease_seconds, "worker": worker, "limit": limit}
-            cur = await conn.execute(sql.CLAIM, {**params, "expired_batch": _EXPIRED_BATCH})
-            return [
-                Claim(convert.job(row), row["lease_token"], row["attempts"], convert.decode_text(row["text"]))
-                for row in await cur.fetchall()
-            ]
+            return await _claim(conn, self._now(), worker, lease_seconds, limit, "stream")
 
         return await self._db.run(run)
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def reserve_batch(self, worker: str, key: str, limit: int, hold_seconds: float) -> list[Claim]:
+        if limit < 1:
+            return []
+
+        async def run(conn: Connection) -> list[Claim]:
+            now = self._now()
+            claims = await _claim(conn, now, worker, hold_seconds, limit, "batch")
+            if claims:
+                ids = [c.job.id for c in claims]
+                entries = {"key": key, "ids": ids, "custom_ids": [batches.custom_id_for(i) for i in ids]}
+                await conn.execute(sql.SET_BATCH_ENTRIES, entries)
+                await conn.execute(sql.INSERT_BATCH, {"key": key, "now": now, "requests": len(claims)})
+            return claims
+
+        return await self._db.run(run)
+
+    async def mark_batch_submitted(self, key: str, api_id: str) -> None:
+        await self._execute(sql.SET_BATCH_API_ID, {"key": key, "api_id": api_id})
+
+    async def close_batch(self, key: str) -> None:
+        await self._execute(sql.CLOSE_BATCH, {"key": key, "now": self._now()})
+
+    async def open_batches(self) -> list[BatchRecord]:
+        async def run(conn: Connection) -> list[BatchRecord]:
+            found = await (await conn.execute(sql.SELECT_OPEN_BATCHES)).fetchall()
+            entries = await (await conn.execute(sql.SELECT_BATCH_ENTRIES)).fetchall()
+            return [rows.batch(row, [e for e in entries if e["batch_key"] == row["key"]]) for row in found]
+
+        return await self._db.run(run)
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        async def run(conn: Connection) -> bool:
+            now = self._now()
+            params = {"name": name, "owner": owner, "now": now, "expires_at": now + seconds}
+            return (await (await conn.execute(sql.ACQUIRE_LEASE, params)).fetchone()) is not None
+
+        return await self._db.run(run)
+
+    async def _execute(self, query: str, params: dict[str, Any]) -> None:
+        async def run(conn: Connection) -> None:
+            await conn.execute(query, params)
+
+        await self._db.run(run)
 
     async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
         if not writes:
@@ -503,6 +544,18 @@ class PostgresStore:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+async def _claim(
+    conn: Connection, now: float, worker: str, lease_seconds: float, limit: int, mode: str
+) -> list[Claim]:
+    """One claim statement (``sql.CLAIM``) for queued jobs of ``mode``."""
+    params = {"now": now, "expires_at": now + lease_seconds, "worker": worker, "limit": limit}
+    cur = await conn.execute(sql.CLAIM, {**params, "expired_batch": _EXPIRED_BATCH, "mode": mode})
+    return [
+        Claim(convert.job(row), row["lease_token"], row["attempts"], convert.decode_text(row["text"]))
+        for row in await cur.fetchall()
+    ]
 
 
 async def _one(conn: Connection, query: str, job_id: str) -> DictRow:

@@ -60,6 +60,7 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
             "metadata",
             "max_costs",
             "prompt_caches",
+            "modes",
         )
     }
     seen: set[str] = set()
@@ -80,6 +81,7 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[dict[str, list[Any]], list
         columns["metadata"].append(metadata)
         columns["max_costs"].append(spec.max_cost_usd)
         columns["prompt_caches"].append(spec.prompt_cache)
+        columns["modes"].append(spec.mode)
     return columns, [spec.id for spec in specs]
 
 

@@ -318,6 +318,37 @@ _TOTALS_MIGRATION = (
     """,
 )
 
+#: Message Batches (``worker.batches``): a job's mode, the batch it is in and its custom_id there;
+#: the batches the store knows; named fleet leases (one batch submitter per fleet).
+_BATCHES_MIGRATION = (
+    "ALTER TABLE jobs ADD COLUMN mode text NOT NULL DEFAULT 'stream'",
+    "ALTER TABLE jobs ADD COLUMN batch_key text",
+    "ALTER TABLE jobs ADD COLUMN custom_id text",
+    "CREATE INDEX jobs_batch ON jobs (batch_key) WHERE batch_key IS NOT NULL",
+    # Claim order per mode, so neither kind of claim walks past queued jobs of the other.
+    *(
+        f"CREATE INDEX jobs_claim_{mode} ON jobs (priority DESC, run_at, created_at, seq)"
+        f" WHERE state = 'queued' AND mode = '{mode}'"
+        for mode in ("stream", "batch")
+    ),
+    """
+    CREATE TABLE batches (
+        key        text PRIMARY KEY,
+        api_id     text UNIQUE,
+        created_at double precision NOT NULL,
+        requests   integer NOT NULL,
+        closed_at  double precision
+    )
+    """,
+    """
+    CREATE TABLE leases (
+        name       text PRIMARY KEY,
+        owner      text NOT NULL,
+        expires_at double precision NOT NULL
+    )
+    """,
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -329,6 +360,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "NOTIFY live relays of committed text and state changes", _RELAY_CHANGES),
     Migration(5, "job_totals: aggregates for status, kept by triggers", _TOTALS_MIGRATION),
+    Migration(6, "message batches: job mode, batches, fleet leases", _BATCHES_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -48,6 +48,13 @@ __all__ = (
     "LOCK_BUCKETS",
     "INSERT_BUCKETS",
     "UPDATE_BUCKETS",
+    "SET_BATCH_ENTRIES",
+    "INSERT_BATCH",
+    "SET_BATCH_API_ID",
+    "CLOSE_BATCH",
+    "SELECT_OPEN_BATCHES",
+    "SELECT_BATCH_ENTRIES",
+    "ACQUIRE_LEASE",
 )
 
 # -- producers ---------------------------------------------------------------------------------
@@ -61,20 +68,21 @@ WITH new AS (
         %(ids)s::text[], %(messages)s::text[], %(systems)s::text[], %(models)s::text[],
         %(max_tokens)s::bigint[], %(output_budgets)s::bigint[], %(max_attempts)s::bigint[],
         %(priorities)s::bigint[], %(run_ats)s::float8[], %(metadata)s::text[],
-        %(max_costs)s::float8[], %(prompt_caches)s::text[]
+        %(max_costs)s::float8[], %(prompt_caches)s::text[], %(modes)s::text[]
     ) WITH ORDINALITY AS n (
         id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-        requested_run_at, metadata, max_cost_usd, prompt_cache, ord
+        requested_run_at, metadata, max_cost_usd, prompt_cache, mode, ord
     )
 ),
 inserted AS (
     INSERT INTO jobs (
         id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-        requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache
+        requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache,
+        mode
     )
     SELECT id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
            requested_run_at, metadata, 'queued', COALESCE(requested_run_at, %(now)s), %(now)s, %(now)s,
-           max_cost_usd, prompt_cache
+           max_cost_usd, prompt_cache, mode
     FROM new
     ORDER BY ord
     ON CONFLICT (id) DO NOTHING
@@ -119,7 +127,7 @@ expired AS MATERIALIZED (
 due AS MATERIALIZED (
     SELECT id, priority, run_at, created_at, seq
     FROM jobs
-    WHERE state = 'queued' AND run_at <= %(now)s
+    WHERE mode = %(mode)s AND state = 'queued' AND run_at <= %(now)s
     ORDER BY priority DESC, run_at, created_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -425,7 +433,7 @@ UPDATE jobs
 SET messages = %(messages)s, system = %(system)s, model = %(model)s, max_tokens = %(max_tokens)s,
     output_budget = %(output_budget)s, max_attempts = %(max_attempts)s, priority = %(priority)s,
     requested_run_at = %(requested_run_at)s::float8, metadata = %(metadata)s,
-    max_cost_usd = %(max_cost_usd)s::float8, prompt_cache = %(prompt_cache)s,
+    max_cost_usd = %(max_cost_usd)s::float8, prompt_cache = %(prompt_cache)s, mode = %(mode)s,
     run_at = COALESCE(%(requested_run_at)s::float8, %(now)s), updated_at = %(now)s
 WHERE id = %(id)s AND state = 'queued' AND attempts = 0
 RETURNING *
@@ -679,4 +687,40 @@ UPDATE buckets
 SET requests = %(requests)s, input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
     updated_at = %(updated_at)s, paused_until = %(paused_until)s
 WHERE key = %(key)s
+"""
+
+# -- batches (worker.batches) ------------------------------------------------------------------
+
+#: A reserved job's place in its batch: parallel arrays of job ids and custom_ids.
+SET_BATCH_ENTRIES = """
+UPDATE jobs AS j SET batch_key = %(key)s, custom_id = e.custom_id
+FROM unnest(%(ids)s::text[], %(custom_ids)s::text[]) AS e (id, custom_id)
+WHERE j.id = e.id
+"""
+
+INSERT_BATCH = """
+INSERT INTO batches (key, api_id, created_at, requests) VALUES (%(key)s, NULL, %(now)s, %(requests)s)
+"""
+
+SET_BATCH_API_ID = "UPDATE batches SET api_id = %(api_id)s WHERE key = %(key)s AND closed_at IS NULL"
+
+CLOSE_BATCH = "UPDATE batches SET closed_at = %(now)s WHERE key = %(key)s AND closed_at IS NULL"
+
+SELECT_OPEN_BATCHES = "SELECT * FROM batches WHERE closed_at IS NULL ORDER BY created_at, key"
+
+#: Every open batch's jobs still running under it, in one query.
+SELECT_BATCH_ENTRIES = """
+SELECT j.batch_key, j.id, j.custom_id, j.lease_token, j.attempts
+FROM jobs AS j JOIN batches AS b ON b.key = j.batch_key
+WHERE b.closed_at IS NULL AND j.state = 'running' AND j.lease_token IS NOT NULL
+ORDER BY j.id
+"""
+
+#: Take or renew a named fleet lease: only its owner, or anyone once it has expired. Returns the
+#: row only when ``owner`` holds it now.
+ACQUIRE_LEASE = """
+INSERT INTO leases (name, owner, expires_at) VALUES (%(name)s, %(owner)s, %(expires_at)s)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE leases.owner = excluded.owner OR leases.expires_at <= %(now)s
+RETURNING owner
 """

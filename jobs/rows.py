@@ -16,6 +16,8 @@ from jobs.errors import InvalidJobError
 from jobs.models import (
     USAGE_FIELDS,
     AttemptRecord,
+    BatchEntry,
+    BatchRecord,
     FleetView,
     Job,
     JobSpec,
@@ -83,6 +85,7 @@ def spec_params(spec: JobSpec) -> dict[str, Any]:
         "metadata": metadata,
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
+        "mode": spec.mode,
     }
 
 
@@ -105,6 +108,7 @@ def job(row: Row) -> Job:
         metadata=json.loads(row["metadata"]),
         max_cost_usd=row["max_cost_usd"],
         prompt_cache=row["prompt_cache"],
+        mode=row["mode"],
         **options,
     )
     lease = None
@@ -200,6 +204,20 @@ def texts_from(found: list[Any], decode: Any = None) -> dict[str, str]:
         if text:
             texts[job_id] = text
     return texts
+
+
+def batch(row: Row, entries: list[Any]) -> BatchRecord:
+    """A ``batches`` row with its jobs still running under it (``id, custom_id, lease_token, attempts``)."""
+    return BatchRecord(
+        key=str(row["key"]),
+        api_id=row["api_id"],
+        created_at=float(row["created_at"]),
+        requests=int(row["requests"]),
+        entries=tuple(
+            BatchEntry(str(e["id"]), str(e["custom_id"]), str(e["lease_token"]), int(e["attempts"]))
+            for e in entries
+        ),
+    )
 
 
 def fleet_view(

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from jobs import rows, rules
+from jobs import batches, rows, rules
 from jobs import sqlite_sql as sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
@@ -59,6 +59,7 @@ from jobs.errors import (
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
+    BatchRecord,
     CheckpointWrite,
     Claim,
     EnqueueResult,
@@ -268,6 +269,10 @@ class SQLiteStore:
             if version == 3:
                 for statement in sql.MIGRATION_TOTALS:
                     conn.execute(statement)
+                version = 4
+            if version == 4:
+                for statement in sql.MIGRATION_BATCHES:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
@@ -316,23 +321,69 @@ class SQLiteStore:
         return await self._run(self._claim, worker, lease_seconds, limit)
 
     def _claim(self, conn: sqlite3.Connection, worker: str, lease_seconds: float, limit: int) -> list[Claim]:
+        with _transaction(conn):
+            return self._start(conn, worker, self._now(), lease_seconds, limit, "stream")
+
+    def _start(
+        self, conn: sqlite3.Connection, worker: str, now: float, lease_seconds: float, limit: int, mode: str
+    ) -> list[Claim]:
+        """Inside a write transaction: claim up to ``limit`` queued jobs of ``mode``."""
         claims: list[Claim] = []
+        self._expire_leases(conn, now)
+        query = {"now": now, "limit": limit, "mode": mode}
+        ids = [row["id"] for row in conn.execute(sql.SELECT_CLAIMABLE, query)]
+        for job_id in ids:
+            token = secrets.token_hex(16)
+            params = {"id": job_id, "worker": worker, "token": token, "now": now}
+            row = _one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
+            job = rows.job(row)
+            attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
+            conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
+            _transition(conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts)
+            claims.append(Claim(job, token, job.attempts, _read_text(conn, job_id)))
+        return claims
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def reserve_batch(self, worker: str, key: str, limit: int, hold_seconds: float) -> list[Claim]:
+        if limit < 1:
+            return []
+        return await self._run(self._reserve_batch, worker, key, limit, hold_seconds)
+
+    def _reserve_batch(
+        self, conn: sqlite3.Connection, worker: str, key: str, limit: int, hold_seconds: float
+    ) -> list[Claim]:
         with _transaction(conn):
             now = self._now()
-            self._expire_leases(conn, now)
-            ids = [row["id"] for row in conn.execute(sql.SELECT_CLAIMABLE, {"now": now, "limit": limit})]
-            for job_id in ids:
-                token = secrets.token_hex(16)
-                params = {"id": job_id, "worker": worker, "token": token, "now": now}
-                row = _one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
-                job = rows.job(row)
-                attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
-                conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
-                _transition(
-                    conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts
-                )
-                claims.append(Claim(job, token, job.attempts, _read_text(conn, job_id)))
-        return claims
+            claims = self._start(conn, worker, now, hold_seconds, limit, "batch")
+            if claims:
+                entries = json.dumps([[c.job.id, batches.custom_id_for(c.job.id)] for c in claims])
+                conn.execute(sql.SET_BATCH_ENTRIES, {"key": key, "entries": entries})
+                conn.execute(sql.INSERT_BATCH, {"key": key, "now": now, "requests": len(claims)})
+            return claims
+
+    async def mark_batch_submitted(self, key: str, api_id: str) -> None:
+        await self._run(self._write, sql.SET_BATCH_API_ID, {"key": key, "api_id": api_id})
+
+    async def close_batch(self, key: str) -> None:
+        await self._run(self._write, sql.CLOSE_BATCH, {"key": key, "now": self._now()})
+
+    async def open_batches(self) -> list[BatchRecord]:
+        return await self._read(_open_batches)
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        return await self._run(self._acquire_lease, name, owner, seconds)
+
+    def _acquire_lease(self, conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:
+        with _transaction(conn):
+            now = self._now()
+            params = {"name": name, "owner": owner, "now": now, "expires_at": now + seconds}
+            conn.execute(sql.ACQUIRE_LEASE, params)
+            return bool(conn.execute(sql.SELECT_LEASE, {"name": name}).fetchone()[0] == owner)
+
+    def _write(self, conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> None:
+        with _transaction(conn):
+            conn.execute(query, params)
 
     def _expire_leases(self, conn: sqlite3.Connection, now: float) -> None:
         """Close the attempts whose lease expired: each counts as a failure; the job goes back to
@@ -742,6 +793,15 @@ def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
         expired_leases=int(row["expired_leases"]),
         pauses=pauses,
     )
+
+
+def _open_batches(conn: sqlite3.Connection) -> list[BatchRecord]:
+    with conn:
+        conn.execute("BEGIN")
+        return [
+            rows.batch(row, conn.execute(sql.SELECT_BATCH_ENTRIES, {"key": row["key"]}).fetchall())
+            for row in conn.execute(sql.SELECT_OPEN_BATCHES).fetchall()
+        ]
 
 
 def _fleet(conn: sqlite3.Connection, now: float, since: float) -> FleetView:

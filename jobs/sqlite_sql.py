@@ -25,10 +25,18 @@ from __future__ import annotations
 
 from jobs.models import USAGE_FIELDS
 
-__all__ = ("SCHEMA_VERSION", "PRAGMAS", "SCHEMA", "MIGRATION_ECONOMY", "MIGRATION_JOINS", "MIGRATION_TOTALS")
+__all__ = (
+    "SCHEMA_VERSION",
+    "PRAGMAS",
+    "SCHEMA",
+    "MIGRATION_ECONOMY",
+    "MIGRATION_JOINS",
+    "MIGRATION_TOTALS",
+    "MIGRATION_BATCHES",
+)
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -217,15 +225,42 @@ MIGRATION_TOTALS = (
     """,
 )
 
+#: Version 5, Message Batches (``worker.batches``): a job's mode (``stream`` or ``batch``), the
+#: batch it is in and its ``custom_id`` there; the batches the store knows (``api_id`` NULL until
+#: the submission is booked); and named fleet leases (one batch submitter per fleet).
+MIGRATION_BATCHES = (
+    "ALTER TABLE jobs ADD COLUMN mode TEXT NOT NULL DEFAULT 'stream'",
+    "ALTER TABLE jobs ADD COLUMN batch_key TEXT",
+    "ALTER TABLE jobs ADD COLUMN custom_id TEXT",
+    "CREATE INDEX jobs_claim_by_mode ON jobs (mode, state, priority DESC, run_at, created_at)",
+    "CREATE INDEX jobs_batch ON jobs (batch_key)",
+    """
+    CREATE TABLE batches (
+        key        TEXT PRIMARY KEY,
+        api_id     TEXT UNIQUE,
+        created_at REAL NOT NULL,
+        requests   INTEGER NOT NULL,
+        closed_at  REAL
+    )
+    """,
+    """
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )
+    """,
+)
+
 # -- producers ---------------------------------------------------------------------------------
 
 INSERT_JOB = """
 INSERT INTO jobs (
     id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-    requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache
+    requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache, mode
 ) VALUES (
     :id, :messages, :system, :model, :max_tokens, :output_budget, :max_attempts, :priority,
-    :requested_run_at, :metadata, 'queued', :run_at, :now, :now, :max_cost_usd, :prompt_cache
+    :requested_run_at, :metadata, 'queued', :run_at, :now, :now, :max_cost_usd, :prompt_cache, :mode
 )
 ON CONFLICT (id) DO NOTHING
 """
@@ -247,11 +282,46 @@ LIMIT :limit
 #: INDEXED BY: walk the jobs in claim order and stop at ``limit``; the planner would otherwise
 #: pick ``jobs_due`` and sort every due job on each claim.
 SELECT_CLAIMABLE = """
-SELECT id FROM jobs INDEXED BY jobs_claim_order
-WHERE state = 'queued' AND run_at <= :now
+SELECT id FROM jobs INDEXED BY jobs_claim_by_mode
+WHERE mode = :mode AND state = 'queued' AND run_at <= :now
 ORDER BY priority DESC, run_at, created_at, rowid
 LIMIT :limit
 """
+
+#: A reserved job's place in its batch (``:ids`` and ``:custom_ids`` are parallel JSON arrays).
+SET_BATCH_ENTRIES = """
+UPDATE jobs SET batch_key = :key, custom_id = batch.custom_id
+FROM (
+    SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS custom_id
+    FROM json_each(:entries)
+) AS batch
+WHERE jobs.id = batch.id
+"""
+
+INSERT_BATCH = """
+INSERT INTO batches (key, api_id, created_at, requests) VALUES (:key, NULL, :now, :requests)
+"""
+
+SET_BATCH_API_ID = "UPDATE batches SET api_id = :api_id WHERE key = :key AND closed_at IS NULL"
+
+CLOSE_BATCH = "UPDATE batches SET closed_at = :now WHERE key = :key AND closed_at IS NULL"
+
+SELECT_OPEN_BATCHES = "SELECT * FROM batches WHERE closed_at IS NULL ORDER BY created_at, key"
+
+SELECT_BATCH_ENTRIES = """
+SELECT id, custom_id, lease_token, attempts FROM jobs
+WHERE batch_key = :key AND state = 'running' AND lease_token IS NOT NULL
+ORDER BY id
+"""
+
+#: Take or renew a named fleet lease: only its owner, or anyone once it has expired.
+ACQUIRE_LEASE = """
+INSERT INTO leases (name, owner, expires_at) VALUES (:name, :owner, :expires_at)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE leases.owner = excluded.owner OR leases.expires_at <= :now
+"""
+
+SELECT_LEASE = "SELECT owner FROM leases WHERE name = :name"
 
 EXPIRE_ATTEMPT = """
 UPDATE attempts
@@ -403,7 +473,8 @@ UPDATE jobs
 SET messages = :messages, system = :system, model = :model, max_tokens = :max_tokens,
     output_budget = :output_budget, max_attempts = :max_attempts, priority = :priority,
     requested_run_at = :requested_run_at, metadata = :metadata, max_cost_usd = :max_cost_usd,
-    prompt_cache = :prompt_cache, run_at = COALESCE(:requested_run_at, :now), updated_at = :now
+    prompt_cache = :prompt_cache, mode = :mode, run_at = COALESCE(:requested_run_at, :now),
+    updated_at = :now
 WHERE id = :id AND state = 'queued' AND attempts = 0
 RETURNING *
 """

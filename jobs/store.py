@@ -24,6 +24,7 @@ from jobs.errors import ConfigError
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
+    BatchRecord,
     CheckpointWrite,
     Claim,
     EnqueueResult,
@@ -106,6 +107,32 @@ class Store(Protocol):
 
     async def next_due(self) -> float | None:
         """When the next job becomes claimable (a ``run_at`` or a lease expiry); None if none."""
+        ...
+
+    # -- batches (see worker.batches) ------------------------------------------------------
+
+    async def reserve_batch(self, worker: str, key: str, limit: int, hold_seconds: float) -> list[Claim]:
+        """Claim up to ``limit`` queued jobs of mode ``batch`` as :meth:`claim` does (same order,
+        same expiry handling; ``claim`` itself only takes ``stream`` jobs), give each its
+        ``custom_id`` (``jobs.batches.custom_id_for``) and record them as batch ``key``, all in
+        one transaction. Their leases last ``hold_seconds``: the batch's whole life."""
+        ...
+
+    async def mark_batch_submitted(self, key: str, api_id: str) -> None:
+        """Book the API's id of batch ``key`` once it is submitted."""
+        ...
+
+    async def open_batches(self) -> list[BatchRecord]:
+        """Batches not yet closed, oldest first, each with its jobs still running under it."""
+        ...
+
+    async def close_batch(self, key: str) -> None:
+        """Mark batch ``key`` collected: every result applied (or dropped)."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the fleet lease ``name`` for ``seconds``; True if ``owner`` holds it now.
+        Only its holder renews it, anyone takes it once it expired: one upsert."""
         ...
 
     # -- reading ---------------------------------------------------------------------------

@@ -366,3 +366,30 @@ def test_bad_cost_cap_and_prompt_cache_name_the_line_and_field() -> None:
         "f.jsonl:2: max_cost_usd: must be a number of US dollars, got a string",
         'f.jsonl:3: prompt_cache: must be one of off, 5m, 1h, got "forever"',
     ]
+
+
+def test_mode_is_read_checked_and_defaults_from_the_config() -> None:
+    [streamed, batched], errors = parse(line(id="a", prompt="W."), line(id="b", prompt="W.", mode="batch"))
+    assert errors == [] and (streamed.mode, batched.mode) == ("stream", "batch")
+    config = replace(CONFIG, queue=QueueSettings(default_mode="batch"))
+    [spec], _ = parse_jobs([line(id="c", prompt="W.")], "f.jsonl", config)
+    assert spec.mode == "batch"
+    _, errors = parse(line(id="d", prompt="W.", mode="later"))
+    assert errors == ['f.jsonl:1: mode: must be one of stream, batch, auto, got "later"']
+
+
+def test_auto_mode_goes_by_batch_only_when_the_deadline_leaves_the_batch_horizon() -> None:
+    now = datetime.now(UTC).timestamp()
+    far = datetime.fromtimestamp(now + 2 * 86400, UTC).isoformat()
+    [late, soon, epoch], errors = parse(
+        line(id="a", prompt="W.", mode="auto", deadline=far),
+        line(id="b", prompt="W.", mode="auto", deadline=now + 3600),
+        line(id="c", prompt="W.", mode="auto", deadline=now + 90000),
+    )
+    assert errors == [] and (late.mode, soon.mode, epoch.mode) == ("batch", "stream", "batch")
+    _, errors = parse(line(id="d", prompt="W.", mode="auto"), line(id="e", prompt="W.", deadline="tomorrow"))
+    assert errors[0] == "f.jsonl:1: mode: auto needs a deadline (a time, as run_at) to choose batch or stream"
+    assert errors[1].startswith("f.jsonl:2: deadline: must be an ISO 8601 date and time")
+    config = replace(CONFIG, queue=QueueSettings(default_mode="auto"))
+    [plain], _ = parse_jobs([line(id="f", prompt="W.")], "f.jsonl", config)
+    assert plain.mode == "stream"  # auto without a deadline: streamed

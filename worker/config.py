@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobs.errors import ConfigError
-from jobs.models import PROMPT_CACHE_MODES
+from jobs.models import JOB_MODES, PROMPT_CACHE_MODES
 
 __all__ = (
     "AnthropicSettings",
@@ -75,6 +75,12 @@ class QueueSettings:
     lease_seconds: float = 10.0
     #: Default attempts per job before it is failed (the dead-letter).
     max_attempts: int = 8
+    #: Default job mode: ``stream``, ``batch`` (Message Batches at half the price; results
+    #: within 24 h, usually within the hour: ``worker.batches``), or ``auto`` (batch when the
+    #: job's deadline is at least ``batch_horizon`` away, else stream).
+    default_mode: str = "stream"
+    #: How long a batch may take, for ``auto`` (seconds; the API's expiry is 24 h).
+    batch_horizon: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,9 @@ class WorkerSettings:
     #: 0 = off. No token: bind it to localhost (the default) or a private interface.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: The batch submitter (one per fleet, inside ``run``) polls open batches at most this far
+    #: apart (seconds), and sooner while results arrive.
+    batch_poll_max: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +261,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.shutdown_deadline": (0.1, 3600),
     "worker.max_pending_chars": (1000, 10**10),
     "worker.metrics_port": (0, 65535),
+    "worker.batch_poll_max": (0.01, 3600),
+    "queue.batch_horizon": (0, 30 * _DAY),
     "rate_limits.requests_per_minute": (0, 10**9),
     "rate_limits.input_tokens_per_minute": (0, 10**12),
     "rate_limits.output_tokens_per_minute": (0, 10**12),
@@ -271,6 +282,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("debug", "info", "warning", "error"),
     "logging.sdk_level": ("auto", "warning", "info", "debug"),
     "costs.prompt_cache": PROMPT_CACHE_MODES,
+    "queue.default_mode": (*JOB_MODES, "auto"),
     "costs.cache_checkpoint": ("off", "on"),
     "server.metrics_auth": ("token", "none"),
 }

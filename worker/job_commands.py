@@ -222,6 +222,7 @@ def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
         "metadata": dict(spec.metadata),
         "max_cost_usd": spec.max_cost_usd,
         "prompt_cache": spec.prompt_cache,
+        "mode": spec.mode,
         "options": options_dict(spec),
         "stop_sequence": stop_sequence_of(job.stop_reason),
         "lease": None
@@ -232,7 +233,9 @@ def _job_json(job: Job, prices: PriceTable) -> dict[str, Any]:
 
 def _attempt_json(record: AttemptRecord, job: Job, prices: PriceTable) -> dict[str, Any]:
     return {
-        "cost_usd": prices.cost(job.spec.model, record.usage, job.spec.prompt_cache),
+        "cost_usd": prices.cost(
+            job.spec.model, record.usage, job.spec.prompt_cache, batch=job.spec.mode == "batch"
+        ),
         "number": record.number,
         "worker": record.worker,
         "started_at": _iso(record.started_at),
@@ -282,6 +285,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print(f"job        {job.id}")
     print(f"state      {job.state} (attempts {job.attempts}, failures {job.failures} of {spec.max_attempts})")
     print(f"model      {spec.model}, max_tokens {spec.max_tokens:,}, output budget {spec.output_budget:,}")
+    print(f"mode       {spec.mode}")
     print(f"priority   {spec.priority}" + (f", run at {_iso(spec.run_at)}" if spec.run_at else ""))
     times = (_when(job.created_at), _when(job.started_at), _when(job.finished_at))
     print("created    {}  started {}  finished {}".format(*times))
@@ -302,13 +306,14 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     if job.last_error:
         print(f"last error {job.last_error}")
     print("attempts")
+    batch = spec.mode == "batch"
     for a in attempts:
         mode = a.resume_mode or "-"
         print(
             f"  #{a.number} {a.worker} {_when(a.started_at)} {a.outcome or 'running'} {mode} "
             f"chars {a.chars_at_start:,}->{a.chars_at_end:,} requests {a.requests} "
             f"in {a.usage.input_tokens:,} out {a.usage.output_tokens:,}"
-            f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache))}"
+            f" cost {format_usd(prices.cost(spec.model, a.usage, spec.prompt_cache, batch=batch))}"
             + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )

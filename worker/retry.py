@@ -36,6 +36,7 @@ __all__ = (
     "RequestTimeoutError",
     "Decision",
     "classify",
+    "classify_batch_error",
     "backoff_delay",
     "retry_after_seconds",
     "is_prefill_rejection",
@@ -98,6 +99,13 @@ def classify(exc: BaseException) -> Decision:
     if isinstance(exc, json.JSONDecodeError):
         return Decision(True, "malformed_event", f"malformed event: {exc.msg}")
     return Decision(False, "unexpected", f"{type(exc).__name__}: {exc}")
+
+
+def classify_batch_error(error_type: str, message: str) -> Decision:
+    """An ``errored`` Message Batches result (``result.error.error``): the same rule as an error
+    event inside a stream, since both name the API's error type without an HTTP status."""
+    retryable = error_type not in _TERMINAL_ERROR_TYPES
+    return Decision(retryable, f"batch_{error_type}", f"batch request errored: {error_type}: {message}")
 
 
 def _classify_status(exc: anthropic.APIStatusError) -> Decision:

@@ -90,6 +90,7 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
+    from worker.batches import BatchSettings, Submitter
     from worker.metrics import serve_metrics
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
@@ -121,6 +122,12 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 tg.start_soon(ProgressDisplay(pool, runtime.store).run)
             if schedules:
                 tg.start_soon(run_scheduler, schedules, runtime.store, config)
+            settings = BatchSettings(
+                poll_min=min(1.0, w.batch_poll_max),
+                poll_max=w.batch_poll_max,
+                lease_seconds=3 * config.queue.lease_seconds,
+            )
+            tg.start_soon(Submitter(runtime.store, runtime.client, pool.worker_id, settings).run)
             try:
                 stats = await pool.run(until_empty=args.until_empty)
             except (AccountError, OutageLimitError) as exc:

@@ -58,6 +58,7 @@ _JOB = {
         "id": {"type": "string"},
         "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
         "model": {"type": "string"},
+        "mode": {"type": "string", "enum": ["stream", "batch"], "description": "how its requests go"},
         "priority": {"type": "integer"},
         "max_tokens": {"type": "integer"},
         "output_budget": {"type": "integer"},
@@ -100,6 +101,8 @@ _JOB_INPUT = {
         "priority": {"type": "integer"},
         "run_at": {"oneOf": [{"type": "number"}, {"type": "string"}]},
         "metadata": {"type": "object"},
+        "mode": {"type": "string", "enum": ["stream", "batch", "auto"]},
+        "deadline": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "for mode auto"},
     },
 }
 

@@ -21,6 +21,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "id": job.id,
         "state": str(job.state),
         "model": spec.model,
+        "mode": spec.mode,
         "priority": spec.priority,
         "max_tokens": spec.max_tokens,
         "output_budget": spec.output_budget,

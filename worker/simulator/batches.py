@@ -13,7 +13,8 @@ What is modelled, from ../shared/SERVICE.md §1 (and the SDK's types):
 * **Cancel** makes the batch ``canceling``; requests not finished by then end ``canceled``, and the
   batch ends ``cancel_seconds`` later. **Delete** works only on an ended batch.
 * **Seeded request errors:** with probability ``error_rate`` a request ends ``errored``
-  (``overloaded_error`` or ``api_error``), drawn per ``custom_id``.
+  (``overloaded_error`` or ``api_error``), drawn per ``custom_id`` and batch (the *n*-th batch
+  created), so a request sent again in a later batch draws again, as a transient error would.
 * **Results arrive unordered** (a seeded shuffle): clients must match on ``custom_id``.
 * **No streaming rate limits:** batch requests are never charged against RPM/ITPM/OTPM.
 
@@ -63,6 +64,8 @@ class _Batch:
     requests: list[tuple[str, dict[str, Any]]]
     #: Monotonic time at which each request (by index) finishes processing.
     finish_at: list[float]
+    #: The n-th batch this simulator created (seeds the error draws).
+    number: int = 0
     cancel_at: float | None = None
     ended_at: float | None = None
     #: custom_id -> result, filled in when processing ends.
@@ -82,6 +85,7 @@ class Batches:
         self._clock = clock
         self._result_for = result_for
         self._batches: dict[str, _Batch] = {}
+        self._created = 0
         self._epoch = time.time() - clock()
         #: Where results are served, as the last request saw it (results_url is absolute, as the API's).
         self._origin = ""
@@ -127,7 +131,8 @@ class Batches:
         finish_at = [0.0] * len(requests)
         for rank, index in enumerate(order):
             finish_at[index] = now + self.config.processing_seconds * (rank + 1) / len(requests)
-        batch = _Batch(new_id("msgbatch_"), now, requests, finish_at)
+        self._created += 1
+        batch = _Batch(new_id("msgbatch_"), now, requests, finish_at, number=self._created)
         self._batches[batch.id] = batch
         return self._describe(batch)
 
@@ -218,7 +223,7 @@ class Batches:
             return {"type": "expired"}
         if batch.cancel_at is not None and finish > batch.cancel_at:
             return {"type": "canceled"}
-        draw = random.Random(f"batch-error:{self.config.seed}:{custom_id}").random()
+        draw = random.Random(f"batch-error:{self.config.seed}:{batch.number}:{custom_id}").random()
         if draw < self.config.error_rate:
             kind = "overloaded_error" if draw < self.config.error_rate / 2 else "api_error"
             message = "Overloaded" if kind == "overloaded_error" else "Internal server error"
