@@ -32,6 +32,7 @@ from jobs.models import (
     Job,
     JobSpec,
     State,
+    Thinking,
     Totals,
     Transition,
     Usage,
@@ -68,6 +69,9 @@ def register(
     show.add_argument("job_id", metavar="JOB_ID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--no-text", action="store_true", help="leave out the text")
+    show.add_argument(
+        "--thinking", action="store_true", help="also the thinking kept per attempt and request"
+    )
     show.set_defaults(handler=show_command)
 
     export = commands.add_parser(
@@ -269,6 +273,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
         attempts = await store.attempts(job.id)
         history = await store.history(job.id)
         text = None if args.no_text else await store.read_text(job.id)
+        thinking = await store.read_thinking(job.id) if args.thinking else None
     if args.json:
         data = {
             "job": _job_json(job, prices),
@@ -276,6 +281,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             "history": [_transition_json(t) for t in history],
             "text": text,
         }
+        if thinking is not None:
+            data["thinking"] = [_thinking_json(t) for t in thinking]
         print(json.dumps(data, ensure_ascii=False))
         return 0
     spec = job.spec
@@ -315,10 +322,26 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print("history")
     for t in history:
         print(f"  {_when(t.at)} {t.from_state or '-'} -> {t.to_state}: {t.reason}")
+    if thinking is not None:
+        _print_thinking(thinking)
     if text is not None:
         print(f"text ({len(text):,} characters)")
         print(text)
     return 0
+
+
+def _thinking_json(t: Thinking) -> dict[str, Any]:
+    return {"attempt": t.attempt, "request": t.request, "chars": t.chars, "cut": t.cut, "text": t.text}
+
+
+def _print_thinking(thinking: list[Thinking]) -> None:
+    """Each request's kept thinking under a header with its size, and whether the bound cut it."""
+    print(f"thinking ({len(thinking)} requests)")
+    for t in thinking:
+        cut = f", cut to {len(t.text):,} by thinking_max_chars" if t.cut else ""
+        print(f"  attempt #{t.attempt} request {t.request}: {t.chars:,} characters{cut}")
+        for line in t.text.splitlines():
+            print(f"    {line}")
 
 
 # -- export, retry, cancel ---------------------------------------------------------------------
