@@ -247,6 +247,14 @@ def test_show_thinking_prints_it_per_request_with_size_and_cut(
         {"attempt": 1, "request": 2, "chars": 14, "cut": True, "text": "The"},
     ]
 
+    out_dir = project.root / "out"
+    assert project.run("export", "--out", str(out_dir), "--thinking") == 0
+    thought = (out_dir / "a.thinking.md").read_text("utf-8")
+    assert thought.startswith("## attempt 1, request 1 (12 characters)\n\nPlan: intro.\n")
+    assert "## attempt 1, request 2 (14 characters, cut to 3 by thinking_max_chars)\n\nThe\n" in thought
+    [line] = (out_dir / "manifest.jsonl").read_text("utf-8").splitlines()
+    assert json.loads(line)["thinking_file"] == "a.thinking.md"
+
 
 def test_status_and_show_report_cost_and_waste(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     """A priced model gets dollars; a model without a price is "unknown", never a guess."""

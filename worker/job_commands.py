@@ -82,6 +82,9 @@ def register(
     )
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
     export.add_argument(
+        "--thinking", action="store_true", help="also <id>.thinking.md: the thinking kept per request"
+    )
+    export.add_argument(
         "--state",
         action="append",
         choices=_STATE_CHOICES,
@@ -352,7 +355,7 @@ async def export_command(args: argparse.Namespace, config: Config) -> int:
     chosen = args.state or [State.SUCCEEDED.value]
     states = list(State) if "all" in chosen else [State(name) for name in dict.fromkeys(chosen)]
     async with opened_store(config, "read") as store:
-        report = await export_jobs(store, args.out, states, clean=args.clean)
+        report = await export_jobs(store, args.out, states, clean=args.clean, thinking=args.thinking)
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
     if report.stale:
