@@ -175,6 +175,7 @@ async def export_jobs(
     page_size: int = 500,
     clean: bool = False,
     prices: PriceTable | None = None,
+    thinking: bool = False,
 ) -> ExportReport:
     """Write the text of every job in ``states`` to ``out`` and list them in the manifest.
 
@@ -201,7 +202,10 @@ async def export_jobs(
                 else:
                     path = None
                 file = None if path is None else path.name
-                lines.append(json.dumps(manifest_entry(job, file, prices), ensure_ascii=False) + "\n")
+                entry = manifest_entry(job, file, prices)
+                if thinking and path is not None:
+                    entry["thinking_file"] = await _export_thinking(store, folder, job.id, mode)
+                lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
             page = await store.list_jobs(states, after_id=page[-1].id, limit=page_size)
         manifest = folder / MANIFEST_NAME
         await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"), mode)
@@ -211,6 +215,21 @@ async def export_jobs(
     except OSError as exc:
         raise _os_problem(out, exc) from None
     return ExportReport(len(lines), len(written), tuple(problems), manifest, stale, clean)
+
+
+async def _export_thinking(store: Store, folder: Path, job_id: str, mode: int) -> str | None:
+    """Write ``<id>.thinking.md`` (atomically, as documents are): each request's kept thinking
+    under a heading with its size and whether the bound cut it. None if the job kept none."""
+    kept = await store.read_thinking(job_id)
+    if not kept:
+        return None
+    parts = []
+    for t in kept:
+        cut = f", cut to {len(t.text)} by thinking_max_chars" if t.cut else ""
+        parts.append(f"## attempt {t.attempt}, request {t.request} ({t.chars} characters{cut})\n\n{t.text}\n")
+    path = folder / f"{job_id}.thinking.md"
+    await anyio.to_thread.run_sync(write_atomically, path, "\n".join(parts).encode("utf-8"), mode)
+    return path.name
 
 
 def _remove(folder: Path, names: Sequence[str]) -> None:

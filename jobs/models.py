@@ -37,6 +37,8 @@ __all__ = (
     "Outcome",
     "AttemptResult",
     "AttemptRecord",
+    "Thinking",
+    "DEFAULT_THINKING_MAX_CHARS",
     "format_joins",
     "parse_joins",
     "Transition",
@@ -345,6 +347,30 @@ class AttemptResult:
     #: How each resume's join was placed: (rule, count) pairs sorted by rule, plus
     #: ``("uncertain", n)`` when rules could not decide (see ``worker.join``).
     joins: tuple[tuple[str, int], ...] = ()
+
+
+#: How many characters of thinking a job keeps by default (``[worker] thinking_max_chars``).
+DEFAULT_THINKING_MAX_CHARS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """The thinking one request streamed, kept beside the job (never part of its document).
+
+    A job keeps at most ``thinking_max_chars`` characters of thinking in all: past the bound, a
+    request keeps the first part of its thinking (possibly nothing) and ``chars`` still says how
+    much it streamed, so ``cut`` is visible wherever it is shown or exported."""
+
+    attempt: int
+    request: int
+    text: str
+    #: Characters the request streamed (``len(text)`` unless cut).
+    chars: int
+    created_at: float
+
+    @property
+    def cut(self) -> bool:
+        return len(self.text) < self.chars
 
 
 @dataclass(frozen=True, slots=True)

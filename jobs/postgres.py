@@ -64,6 +64,7 @@ from jobs.models import (
     QueueStats,
     SettleRequest,
     State,
+    Thinking,
     Totals,
     Transition,
     WriteStatus,
@@ -369,6 +370,27 @@ class PostgresStore:
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
         return [convert.attempt(row) for row in await self._select_for_job(sql.SELECT_ATTEMPTS, job_id)]
+
+    async def save_thinking(
+        self, job_id: str, token: str, request: int, text: str, max_chars: int
+    ) -> WriteStatus:
+        async def run(conn: Connection) -> WriteStatus:
+            row = await (await conn.execute(sql.LOCK_JOB, {"id": job_id})).fetchone()
+            job = convert.job(row) if row is not None else None
+            if job is None or job.state != State.RUNNING or job.lease is None or job.lease.token != token:
+                return WriteStatus.LEASE_LOST
+            kept = int((await _one(conn, sql.SELECT_THINKING_KEPT, job_id))["kept"])
+            await conn.execute(
+                sql.INSERT_THINKING,
+                {"id": job_id, "attempt": job.attempts, "request": request, "now": self._now()}
+                | {"text": rules.bound_thinking(text, kept, max_chars), "chars": len(text)},
+            )
+            return WriteStatus.OK
+
+        return await self._db.run(run)
+
+    async def read_thinking(self, job_id: str) -> list[Thinking]:
+        return [rows.thinking(row) for row in await self._select_for_job(sql.SELECT_THINKING, job_id)]
 
     async def history(self, job_id: str) -> list[Transition]:
         return [convert.transition(row) for row in await self._select_for_job(sql.SELECT_HISTORY, job_id)]

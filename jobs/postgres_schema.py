@@ -349,6 +349,22 @@ _BATCHES_MIGRATION = (
     """,
 )
 
+#: The thinking each request streamed, kept beside the job (``Store.save_thinking``). A new
+#: table only, so it runs beside live workers.
+_THINKING_MIGRATION = (
+    """
+    CREATE TABLE thinking (
+        job_id     text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        attempt    bigint NOT NULL,
+        request    bigint NOT NULL,
+        text       text NOT NULL,
+        chars      bigint NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (job_id, attempt, request)
+    )
+    """,
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -361,6 +377,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "NOTIFY live relays of committed text and state changes", _RELAY_CHANGES),
     Migration(5, "job_totals: aggregates for status, kept by triggers", _TOTALS_MIGRATION),
     Migration(6, "message batches: job mode, batches, fleet leases", _BATCHES_MIGRATION),
+    Migration(7, "thinking: the thinking of each request, kept beside the job", _THINKING_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

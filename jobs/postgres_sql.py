@@ -24,6 +24,9 @@ __all__ = (
     "RETRY_FAILED",
     "CANCEL",
     "DELETE_JOB",
+    "SELECT_THINKING_KEPT",
+    "INSERT_THINKING",
+    "SELECT_THINKING",
     "SELECT_JOB",
     "SELECT_TEXT",
     "SELECT_TEXT_FROM",
@@ -724,3 +727,13 @@ ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.e
 WHERE leases.owner = excluded.owner OR leases.expires_at <= %(now)s
 RETURNING owner
 """
+#: Characters of thinking a job keeps already (what the bound counts).
+SELECT_THINKING_KEPT = "SELECT COALESCE(SUM(length(text)), 0) AS kept FROM thinking WHERE job_id = %(id)s"
+
+INSERT_THINKING = """
+INSERT INTO thinking (job_id, attempt, request, text, chars, created_at)
+VALUES (%(id)s, %(attempt)s, %(request)s, %(text)s, %(chars)s, %(now)s)
+ON CONFLICT (job_id, attempt, request) DO NOTHING
+"""
+
+SELECT_THINKING = "SELECT * FROM thinking WHERE job_id = %(id)s ORDER BY attempt, request"

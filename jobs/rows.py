@@ -28,6 +28,7 @@ from jobs.models import (
     Progress,
     ResumeMode,
     State,
+    Thinking,
     Totals,
     Transition,
     Usage,
@@ -37,6 +38,7 @@ from jobs.models import (
 from jobs.options import dump_messages, load_messages, options_dict
 
 __all__ = (
+    "thinking",
     "Row",
     "USAGE_FIELDS",
     "spec_json",
@@ -159,6 +161,16 @@ def transition(row: Row) -> Transition:
         to_state=State(row["to_state"]),
         reason=row["reason"],
         attempt=row["attempt"],
+    )
+
+
+def thinking(row: Row) -> Thinking:
+    return Thinking(
+        attempt=int(row["attempt"]),
+        request=int(row["request"]),
+        text=str(row["text"]),
+        chars=int(row["chars"]),
+        created_at=float(row["created_at"]),
     )
 
 

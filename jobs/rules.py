@@ -21,6 +21,7 @@ from jobs.models import (
 )
 
 __all__ = (
+    "bound_thinking",
     "Settlement",
     "settle",
     "check_outcomes",
@@ -152,3 +153,9 @@ def model_counts(totals: Iterable[Totals]) -> dict[str, int]:
         if row.state in (State.QUEUED, State.RUNNING) and row.jobs:
             found[row.model] = found.get(row.model, 0) + row.jobs
     return dict(sorted(found.items()))
+
+
+def bound_thinking(text: str, kept_so_far: int, max_chars: int) -> str:
+    """The part of a request's thinking a job keeps, having kept ``kept_so_far`` characters:
+    the first part, up to ``max_chars`` for the whole job (the rest is counted, not kept)."""
+    return text[: max(0, max_chars - kept_so_far)]

@@ -72,6 +72,7 @@ from jobs.models import (
     QueueStats,
     SettleRequest,
     State,
+    Thinking,
     Totals,
     Transition,
     Usage,
@@ -272,6 +273,10 @@ class SQLiteStore:
                 version = 4
             if version == 4:
                 for statement in sql.MIGRATION_BATCHES:
+                    conn.execute(statement)
+                version = 5
+            if version == 5:
+                for statement in sql.MIGRATION_THINKING:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
@@ -571,6 +576,31 @@ class SQLiteStore:
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
         found = await self._read(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
         return [rows.attempt(row) for row in found]
+
+    async def save_thinking(
+        self, job_id: str, token: str, request: int, text: str, max_chars: int
+    ) -> WriteStatus:
+        return await self._run(self._save_thinking, job_id, token, request, text, max_chars)
+
+    def _save_thinking(
+        self, conn: sqlite3.Connection, job_id: str, token: str, request: int, text: str, max_chars: int
+    ) -> WriteStatus:
+        with _transaction(conn):
+            row = conn.execute(sql.SELECT_JOB, {"id": job_id}).fetchone()
+            job = rows.job(row) if row else None
+            if job is None or job.state != State.RUNNING or job.lease is None or job.lease.token != token:
+                return WriteStatus.LEASE_LOST
+            kept = int(conn.execute(sql.SELECT_THINKING_KEPT, {"job_id": job_id}).fetchone()[0])
+            conn.execute(
+                sql.INSERT_THINKING,
+                {"job_id": job_id, "attempt": job.attempts, "request": request, "now": self._now()}
+                | {"text": rules.bound_thinking(text, kept, max_chars), "chars": len(text)},
+            )
+            return WriteStatus.OK
+
+    async def read_thinking(self, job_id: str) -> list[Thinking]:
+        found = await self._read(_select_for_job, sql.SELECT_THINKING, job_id)
+        return [rows.thinking(row) for row in found]
 
     async def history(self, job_id: str) -> list[Transition]:
         found = await self._read(_select_for_job, sql.SELECT_HISTORY, job_id)

@@ -36,7 +36,7 @@ __all__ = (
 )
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -160,6 +160,21 @@ MIGRATION_ECONOMY = (
 
 #: Version 3: which join rule placed each resume of the attempt (``rule=count,...``; ``worker.join``).
 MIGRATION_JOINS = ("ALTER TABLE attempts ADD COLUMN joins TEXT",)
+
+#: Version 5: the thinking each request streamed, kept beside the job (``Store.save_thinking``).
+MIGRATION_THINKING = (
+    """
+    CREATE TABLE thinking (
+        job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        attempt    INTEGER NOT NULL,
+        request    INTEGER NOT NULL,
+        text       TEXT NOT NULL,
+        chars      INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (job_id, attempt, request)
+    )
+    """,
+)
 
 #: The columns ``job_totals`` sums (``jobs`` counts rows; ``wasted_output_tokens`` is per job).
 _SUMMED = ("committed_chars", *USAGE_FIELDS)
@@ -647,3 +662,14 @@ ON CONFLICT (key) DO UPDATE SET
     output_tokens = excluded.output_tokens, updated_at = excluded.updated_at,
     paused_until = excluded.paused_until
 """
+
+#: Characters of thinking a job keeps already (what the bound counts).
+SELECT_THINKING_KEPT = "SELECT COALESCE(SUM(length(text)), 0) FROM thinking WHERE job_id = :job_id"
+
+INSERT_THINKING = """
+INSERT INTO thinking (job_id, attempt, request, text, chars, created_at)
+VALUES (:job_id, :attempt, :request, :text, :chars, :now)
+ON CONFLICT (job_id, attempt, request) DO NOTHING
+"""
+
+SELECT_THINKING = "SELECT * FROM thinking WHERE job_id = :job_id ORDER BY attempt, request"

@@ -36,6 +36,7 @@ from jobs.models import (
     QueueStats,
     SettleRequest,
     State,
+    Thinking,
     Totals,
     Transition,
     WriteStatus,
@@ -166,6 +167,20 @@ class Store(Protocol):
         ...
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]: ...
+
+    async def save_thinking(
+        self, job_id: str, token: str, request: int, text: str, max_chars: int
+    ) -> WriteStatus:
+        """Keep the thinking of request ``request`` of the job's current attempt, fenced like a
+        checkpoint (``LEASE_LOST``, writing nothing, once ``token`` is not current). The job keeps
+        at most ``max_chars`` characters of thinking in all: past that, the first part of
+        ``text`` (possibly none) is kept and its full length recorded. Saving the same request
+        twice keeps the first."""
+        ...
+
+    async def read_thinking(self, job_id: str) -> list[Thinking]:
+        """The job's kept thinking, per attempt and request in order. Raises ``JobNotFoundError``."""
+        ...
 
     async def history(self, job_id: str) -> list[Transition]: ...
 

@@ -219,6 +219,43 @@ def test_show_text_and_json(project: Project, capsys: pytest.CaptureFixture[str]
     assert json.loads(capsys.readouterr().out)["text"] is None
 
 
+def test_show_thinking_prints_it_per_request_with_size_and_cut(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project.with_store(lambda store: store.enqueue([make_spec("a")]))
+
+    async def think(store: Store) -> None:
+        [claim] = await store.claim("w1", 30)
+        await store.save_thinking("a", claim.token, 1, "Plan: intro.", 15)
+        await store.save_thinking("a", claim.token, 2, "Then the body.", 15)
+        await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
+
+    project.with_store(think)
+    assert project.run("show", "a") == 0
+    assert "thinking" not in capsys.readouterr().out
+    assert project.run("show", "a", "--thinking", "--no-text") == 0
+    out = capsys.readouterr().out
+    assert "thinking (2 requests)\n  attempt #1 request 1: 12 characters\n    Plan: intro.\n" in out
+    assert "  attempt #1 request 2: 14 characters, cut to 3 by thinking_max_chars\n    The\n" in out
+
+    assert project.run("show", "a", "--json") == 0
+    assert "thinking" not in json.loads(capsys.readouterr().out)
+    assert project.run("show", "a", "--json", "--thinking") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["thinking"] == [
+        {"attempt": 1, "request": 1, "chars": 12, "cut": False, "text": "Plan: intro."},
+        {"attempt": 1, "request": 2, "chars": 14, "cut": True, "text": "The"},
+    ]
+
+    out_dir = project.root / "out"
+    assert project.run("export", "--out", str(out_dir), "--thinking") == 0
+    thought = (out_dir / "a.thinking.md").read_text("utf-8")
+    assert thought.startswith("## attempt 1, request 1 (12 characters)\n\nPlan: intro.\n")
+    assert "## attempt 1, request 2 (14 characters, cut to 3 by thinking_max_chars)\n\nThe\n" in thought
+    [line] = (out_dir / "manifest.jsonl").read_text("utf-8").splitlines()
+    assert json.loads(line)["thinking_file"] == "a.thinking.md"
+
+
 def test_status_and_show_report_cost_and_waste(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     """A priced model gets dollars; a model without a price is "unknown", never a guess."""
     project.with_store(lambda store: store.enqueue([make_spec("a", model="claude-haiku-4-5")]))

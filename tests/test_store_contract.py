@@ -868,6 +868,67 @@ async def test_delete_removes_a_finished_job_and_refuses_live_ones(make_store: S
     assert (await store.get("done")).committed_chars == 0
 
 
+# -- thinking ----------------------------------------------------------------------------------
+
+
+async def test_thinking_is_kept_per_attempt_and_request_and_survives_a_retry(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(FakeClock())
+    await store.enqueue([make_spec("t")])
+    first = await claim_one(store)
+    assert await store.save_thinking("t", first.token, 1, "Let me plan. ", 100) == WriteStatus.OK
+    assert await store.save_thinking("t", first.token, 2, "Ünïcode ✓", 100) == WriteStatus.OK
+    assert await store.save_thinking("t", first.token, 2, "again", 100) == WriteStatus.OK  # kept once
+    await store.settle("t", first.token, AttemptResult(Outcome.RETRY, retry_at=0.0))
+    second = await claim_one(store)
+    assert await store.save_thinking("t", second.token, 1, "More.", 100) == WriteStatus.OK
+    kept = await store.read_thinking("t")
+    assert [(t.attempt, t.request, t.text, t.chars, t.cut) for t in kept] == [
+        (1, 1, "Let me plan. ", 13, False),
+        (1, 2, "Ünïcode ✓", 9, False),
+        (2, 1, "More.", 5, False),
+    ]
+
+
+async def test_thinking_past_the_bound_keeps_the_first_part_and_records_the_cut(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store()
+    await store.enqueue([make_spec("t")])
+    claim = await claim_one(store)
+    await store.save_thinking("t", claim.token, 1, "abcdef", 10)
+    await store.save_thinking("t", claim.token, 2, "ghijklmn", 10)
+    await store.save_thinking("t", claim.token, 3, "opq", 10)
+    kept = await store.read_thinking("t")
+    assert [(t.text, t.chars, t.cut) for t in kept] == [
+        ("abcdef", 6, False),
+        ("ghij", 8, True),
+        ("", 3, True),
+    ]
+    assert sum(len(t.text) for t in kept) == 10
+
+
+async def test_thinking_is_fenced_by_the_lease_and_deleted_with_the_job(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("t")])
+    old = await claim_one(store)
+    clock.advance(LEASE + 1)
+    new = await claim_one(store, "w2")
+    assert await store.save_thinking("t", old.token, 1, "stale", 100) == WriteStatus.LEASE_LOST
+    assert await store.save_thinking("t", new.token, 1, "fresh", 100) == WriteStatus.OK
+    assert await store.save_thinking("nope", new.token, 1, "x", 100) == WriteStatus.LEASE_LOST
+    assert [t.text for t in await store.read_thinking("t")] == ["fresh"]
+    await store.settle("t", new.token, AttemptResult(Outcome.SUCCEEDED))
+    assert await store.save_thinking("t", new.token, 2, "late", 100) == WriteStatus.LEASE_LOST
+    await store.delete("t")
+    with pytest.raises(JobNotFoundError):
+        await store.read_thinking("t")
+    await store.enqueue([make_spec("t")])  # the id is free again, with no thinking
+    assert await store.read_thinking("t") == []
+
+
 # -- SQLite only -------------------------------------------------------------------------------
 
 CLAIMER = textwrap.dedent(

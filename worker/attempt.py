@@ -33,8 +33,10 @@ from jobs.models import (
     Outcome,
     ResumeMode,
     Usage,
+    WriteStatus,
     stop_sequence_reason,
 )
+from jobs.store import Store
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.nonstream import nonstream_max_tokens, nonstream_request
@@ -93,7 +95,12 @@ class AttemptSettings:
     #: After this many failed attempts, a job continues with non-streaming requests (0 = never);
     #: see ``worker.nonstream``.
     nonstream_after: int = 0
+    #: Characters of thinking a job keeps beside its document (``Store.save_thinking``).
+    thinking_max_chars: int = 200_000
 
+
+#: How long a request's thinking may take to save once the request ended (shielded).
+THINKING_SAVE_SECONDS = 10.0
 
 #: The key of ``Attempt.joins`` that counts an attempt's non-streaming requests (kept with the
 #: join rules, so that the attempt's history records which way its text came).
@@ -116,6 +123,7 @@ class Attempt:
         rand: Callable[[], float] = random.random,
         economy: Economy | None = None,
         recorder: Recorder | None = None,
+        store: Store | None = None,
     ) -> None:
         self.claim = claim
         self.spec = claim.job.spec
@@ -127,6 +135,8 @@ class Attempt:
         self.limiter = limiter or Limiter()
         self.rand = rand
         self.recorder = recorder or Recorder()
+        #: Where each request's thinking is kept (None: not kept, only counted).
+        self.store = store
         self.usage = Usage()
         self.requests = 0
         self.first_mode: ResumeMode | None = None
@@ -290,6 +300,7 @@ class Attempt:
         from the streamed text when the stream broke: ``worker.accounting``)."""
         writer, job, economy = self.writer, self.text, self.economy
         result = StreamResult()
+        thoughts: list[str] = []
         ticket = await self.limiter.acquire(reserve, int(params["max_tokens"]))
         self.requests += 1
         job.requests = self.requests
@@ -306,7 +317,9 @@ class Attempt:
         limit = self._time_limit()
         try:
             with anyio.CancelScope(deadline=math.inf if limit is None else limit) as scope:
-                await self._send(params, lambda delta: append(joiner.feed(delta)), ticket, result)
+                await self._send(
+                    params, lambda delta: append(joiner.feed(delta)), ticket, result, thoughts.append
+                )
             if scope.cancelled_caught:
                 self._check_deadline()
                 raise RequestTimeoutError(
@@ -326,6 +339,7 @@ class Attempt:
                 if joiner.join.uncertain:
                     self.joins["uncertain"] += 1
             self.thinking_chars += result.thinking_chars
+            await self._keep_thinking("".join(thoughts))
             usage = economy.finish(finished=error is None)
             self.usage = self.usage + usage
             self._record(usage, result, anyio.current_time() - sent, error)
@@ -335,8 +349,34 @@ class Attempt:
                 await self.limiter.release(ticket, usage, result.headers, error)
         return result.stop_reason
 
+    async def _keep_thinking(self, thinking: str) -> None:
+        """Keep this request's thinking beside the job, shielded and fenced like a checkpoint. A
+        request that broke keeps the thinking it streamed before the break; a store that fails
+        here loses only this thinking (the document and the attempt go on)."""
+        if not thinking or self.store is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(THINKING_SAVE_SECONDS):
+            try:
+                status = await self.store.save_thinking(
+                    self.claim.job.id,
+                    self.claim.token,
+                    self.requests,
+                    thinking,
+                    self.settings.thinking_max_chars,
+                )
+            except Exception as exc:
+                log.warning("thinking_not_kept", error=str(exc), chars=len(thinking))
+                return
+            if status is not WriteStatus.OK:
+                log.info("thinking_not_kept", reason=str(status), chars=len(thinking))
+
     async def _send(
-        self, params: dict[str, Any], on_text: Callable[[str], None], ticket: Any, result: StreamResult
+        self,
+        params: dict[str, Any],
+        on_text: Callable[[str], None],
+        ticket: Any,
+        result: StreamResult,
+        on_thinking: Callable[[str], None] | None = None,
     ) -> None:
         """One request, streamed or (for a job whose streams keep failing) not."""
         on_response = lambda headers: self.limiter.started(ticket, headers)  # noqa: E731
@@ -352,6 +392,7 @@ class Attempt:
             on_text=on_text,
             on_response=on_response,
             result=result,
+            on_thinking=on_thinking,
         )
 
     def _record(

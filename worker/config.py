@@ -101,6 +101,8 @@ class WorkerSettings:
     retry_after_max: float = 120.0
     #: After this many failed attempts, a job continues with non-streaming requests (0 = never).
     nonstream_after: int = 0
+    #: Characters of thinking kept per job (``show --thinking``); past it, the first part is kept.
+    thinking_max_chars: int = 200_000
     #: On SIGINT/SIGTERM, running streams get this long to finish before they are checkpointed.
     grace_seconds: float = 10.0
     #: How often an idle worker looks for new jobs (seconds).
@@ -254,6 +256,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker.backoff_max": (0, _DAY),
     "worker.retry_after_max": (0, _DAY),
     "worker.nonstream_after": (0, 1000),
+    "worker.thinking_max_chars": (0, 100_000_000),
     "worker.grace_seconds": (0, _DAY),
     "worker.poll_seconds": (0.01, 3600),
     "worker.overload_patience": (0, 7 * 86400),

@@ -32,6 +32,7 @@ from jobs.models import (
     Job,
     JobSpec,
     State,
+    Thinking,
     Totals,
     Transition,
     Usage,
@@ -68,6 +69,9 @@ def register(
     show.add_argument("job_id", metavar="JOB_ID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--no-text", action="store_true", help="leave out the text")
+    show.add_argument(
+        "--thinking", action="store_true", help="also the thinking kept per attempt and request"
+    )
     show.set_defaults(handler=show_command)
 
     export = commands.add_parser(
@@ -77,6 +81,9 @@ def register(
         description="Each file holds the text exactly as generated. Files are replaced atomically.",
     )
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument(
+        "--thinking", action="store_true", help="also <id>.thinking.md: the thinking kept per request"
+    )
     export.add_argument(
         "--state",
         action="append",
@@ -272,6 +279,7 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
         attempts = await store.attempts(job.id)
         history = await store.history(job.id)
         text = None if args.no_text else await store.read_text(job.id)
+        thinking = await store.read_thinking(job.id) if args.thinking else None
     if args.json:
         data = {
             "job": _job_json(job, prices),
@@ -279,6 +287,8 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             "history": [_transition_json(t) for t in history],
             "text": text,
         }
+        if thinking is not None:
+            data["thinking"] = [_thinking_json(t) for t in thinking]
         print(json.dumps(data, ensure_ascii=False))
         return 0
     spec = job.spec
@@ -320,10 +330,26 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
     print("history")
     for t in history:
         print(f"  {_when(t.at)} {t.from_state or '-'} -> {t.to_state}: {t.reason}")
+    if thinking is not None:
+        _print_thinking(thinking)
     if text is not None:
         print(f"text ({len(text):,} characters)")
         print(text)
     return 0
+
+
+def _thinking_json(t: Thinking) -> dict[str, Any]:
+    return {"attempt": t.attempt, "request": t.request, "chars": t.chars, "cut": t.cut, "text": t.text}
+
+
+def _print_thinking(thinking: list[Thinking]) -> None:
+    """Each request's kept thinking under a header with its size, and whether the bound cut it."""
+    print(f"thinking ({len(thinking)} requests)")
+    for t in thinking:
+        cut = f", cut to {len(t.text):,} by thinking_max_chars" if t.cut else ""
+        print(f"  attempt #{t.attempt} request {t.request}: {t.chars:,} characters{cut}")
+        for line in t.text.splitlines():
+            print(f"    {line}")
 
 
 # -- export, retry, cancel ---------------------------------------------------------------------
@@ -334,7 +360,7 @@ async def export_command(args: argparse.Namespace, config: Config) -> int:
     chosen = args.state or [State.SUCCEEDED.value]
     states = list(State) if "all" in chosen else [State(name) for name in dict.fromkeys(chosen)]
     async with opened_store(config, "read") as store:
-        report = await export_jobs(store, args.out, states, clean=args.clean)
+        report = await export_jobs(store, args.out, states, clean=args.clean, thinking=args.thinking)
     for problem in report.problems:
         print(f"skipped {problem}", file=sys.stderr)
     if report.stale:

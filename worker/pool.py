@@ -344,6 +344,7 @@ class Pool:
                 limiter=self.limiter,
                 economy=self.economy,
                 recorder=self.recorder,
+                store=self.store,
             )
             self.stats.claimed += 1
             if claim.text:

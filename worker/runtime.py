@@ -90,6 +90,7 @@ def pool_settings(config: Config) -> PoolSettings:
             backoff_max=w.backoff_max,
             retry_after_max=w.retry_after_max,
             nonstream_after=w.nonstream_after,
+            thinking_max_chars=w.thinking_max_chars,
         ),
     )
 
