@@ -179,13 +179,17 @@ class PostgresStore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
-        if limit < 1:
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int = 1, models: Sequence[str] | None = None
+    ) -> list[Claim]:
+        if limit < 1 or (models is not None and not models):
             return []
+        wanted = None if models is None else list(models)
 
         async def run(conn: Connection) -> list[Claim]:
             now = self._now()
             params = {"now": now, "expires_at": now + lease_seconds, "worker": worker, "limit": limit}
+            params["models"] = wanted
             cur = await conn.execute(sql.CLAIM, {**params, "expired_batch": _EXPIRED_BATCH})
             return [
                 Claim(convert.job(row), row["lease_token"], row["attempts"], convert.decode_text(row["text"]))

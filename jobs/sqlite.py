@@ -308,17 +308,31 @@ class SQLiteStore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
-        if limit < 1:
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int = 1, models: Sequence[str] | None = None
+    ) -> list[Claim]:
+        if limit < 1 or (models is not None and not models):
             return []
-        return await self._run(self._claim, worker, lease_seconds, limit)
+        return await self._run(self._claim, worker, lease_seconds, limit, models)
 
-    def _claim(self, conn: sqlite3.Connection, worker: str, lease_seconds: float, limit: int) -> list[Claim]:
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        worker: str,
+        lease_seconds: float,
+        limit: int,
+        models: Sequence[str] | None,
+    ) -> list[Claim]:
         claims: list[Claim] = []
         with _transaction(conn):
             now = self._now()
             self._expire_leases(conn, now)
-            ids = [row["id"] for row in conn.execute(sql.SELECT_CLAIMABLE, {"now": now, "limit": limit})]
+            if models is None:
+                select, params = sql.SELECT_CLAIMABLE, {"now": now, "limit": limit}
+            else:
+                select = sql.SELECT_CLAIMABLE_MODELS
+                params = {"now": now, "limit": limit, "models": json.dumps(list(models))}
+            ids = [row["id"] for row in conn.execute(select, params)]
             for job_id in ids:
                 token = secrets.token_hex(16)
                 params = {"id": job_id, "worker": worker, "token": token, "now": now}

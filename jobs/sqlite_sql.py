@@ -253,6 +253,15 @@ ORDER BY priority DESC, run_at, created_at, rowid
 LIMIT :limit
 """
 
+#: As ``SELECT_CLAIMABLE``, only jobs of the models in ``:models`` (a JSON array): the rate-limit
+#: classes that have room (``worker.class_limits``).
+SELECT_CLAIMABLE_MODELS = """
+SELECT id FROM jobs INDEXED BY jobs_claim_order
+WHERE state = 'queued' AND run_at <= :now AND model IN (SELECT value FROM json_each(:models))
+ORDER BY priority DESC, run_at, created_at, rowid
+LIMIT :limit
+"""
+
 EXPIRE_ATTEMPT = """
 UPDATE attempts
 SET ended_at = :now, outcome = 'lease_expired', chars_at_end = :chars,
