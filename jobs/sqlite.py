@@ -327,6 +327,7 @@ class SQLiteStore:
         with _transaction(conn):
             now = self._now()
             self._expire_leases(conn, now)
+            params: dict[str, Any]
             if models is None:
                 select, params = sql.SELECT_CLAIMABLE, {"now": now, "limit": limit}
             else:

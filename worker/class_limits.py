@@ -35,7 +35,8 @@ def check_class_limits(classes: RateClasses, max_tokens: int) -> None:
         try:
             check_limits(cls.limits, max_tokens)
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace("[rate_limits]", f"[rate_limits.classes.{cls.name}]")) from None
+            where = f"[rate_limits.classes.{cls.name}]"
+            raise ConfigError(str(exc).replace("[rate_limits]", where)) from None
 
 
 class ClassLimiter:

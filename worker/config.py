@@ -451,7 +451,7 @@ def _model_class(name: str, table: Any, where: str) -> ModelClass:
         or not all(isinstance(p, str) and p.strip() and " " not in p for p in patterns)
     ):
         raise ConfigError(
-            f"{here}: match must be a glob over model ids (e.g. \"claude-opus-*\") or a list of "
+            f'{here}: match must be a glob over model ids (e.g. "claude-opus-*") or a list of '
             f"them, got {patterns!r}"
         )
     limits = []
