@@ -115,7 +115,7 @@ async def _side(
             pool.request_stop()
         requests = accounting["requests"]["total"]
         if classed is not None:
-            return _per_class(halfway, accounting)
+            return _per_class(halfway, accounting, seconds)
         return {
             "tokens": accounting["output_tokens"]["total"],
             "second_half": accounting["output_tokens"]["total"] - halfway["output_tokens"]["total"],
@@ -136,7 +136,7 @@ def _two_class_limiter(store: SQLiteStore, classed: bool) -> FleetLimiter | Clas
     return ClassLimiter(store, RateClasses(Limits(requests=RPM, output_tokens=OTPM), classes))
 
 
-def _per_class(halfway: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+def _per_class(halfway: dict[str, Any], end: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Per model class: output tokens in the steady window, requests served, and 429s."""
     limited = end["requests"]["rate_limited_by_class"]
     out: dict[str, Any] = {}
@@ -146,6 +146,7 @@ def _per_class(halfway: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
         rate_limited = limited.get("" if name == DEFAULT_CLASS else name, 0)
         out[name] = {
             "steady_share": steady / (otpm * STEADY_SECONDS / 60),
+            "overall_share": billed.get("output_tokens", 0) / (otpm + otpm * seconds / 60),
             "requests": billed.get("requests", 0) + rate_limited,
             "rate_limited": rate_limited,
         }
@@ -158,7 +159,8 @@ def _describe_classes(r: dict[str, Any]) -> str:
         c = r[name]
         share_429 = c["rate_limited"] / c["requests"] if c["requests"] else 0.0
         parts.append(
-            f"{label}: {100 * c['steady_share']:.0f} % of its OTPM, "
+            f"{label}: {100 * c['steady_share']:.0f} % of its OTPM in steady state "
+            f"({100 * c['overall_share']:.0f} % incl. the initial burst), "
             f"{100 * share_429:.1f} % of {c['requests']} requests 429"
         )
     return "; ".join(parts)
@@ -222,8 +224,9 @@ async def run(seconds: float) -> list[Row]:
                 f"each pool against its own simulator process limiting Haiku to {RPM} RPM / {OTPM:,} OTPM "
                 f"and Opus to {OPUS_RPM} RPM / {OPUS_OTPM:,} OTPM (--rate-class); ours: [rate_limits] "
                 "with an opus class; baseline: one fleet bucket set at Opus's limits; same documents, "
-                "max_tokens, speed and concurrency; share = a class's output tokens in the last "
-                f"{STEADY_SECONDS:.0f} s ÷ its OTPM's refill over them"
+                "max_tokens, speed and concurrency; steady state = a class's output tokens in the last "
+                f"{STEADY_SECONDS:.0f} s ÷ its OTPM's refill over them; overall = its tokens ÷ (a full "
+                "bucket + the refill over the whole window)"
             ),
         ),
     ]

@@ -137,6 +137,50 @@ async def test_each_class_draws_on_its_own_bucket_row(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_headers_recalibrate_only_the_class_that_answered(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "jobs.db", clock=clock)
+    try:
+        limiter = ClassLimiter(store, CLASSES, clock=clock)
+        sonnet = limiter.for_model("claude-sonnet-5-5")
+        ticket = await sonnet.acquire(10, 100)
+        await sonnet.started(ticket, {"anthropic-ratelimit-output-tokens-remaining": "2000"})
+        opus_row = await store.update_buckets("anthropic:opus", OPUS.limits, lambda s, now: (s, s))
+        default_row = await store.update_buckets("anthropic", CLASSES.default, lambda s, now: (s, s))
+        assert default_row.output_tokens == 2000.0  # 9,900 by our count, lowered to the server's
+        assert opus_row == BucketState.full(OPUS.limits, clock())
+    finally:
+        await store.close()
+
+
+async def test_the_simulator_limits_and_reports_each_class_apart() -> None:
+    """A request for an Opus model draws on (and reports) the opus buckets; one for any other
+    model on the shared ones, which an exhausted opus class leaves untouched."""
+    config = SimulatorConfig(otpm=10_000, rate_classes=SIM_CLASSES)
+    async with run_simulator(config) as sim:
+        client = anthropic.AsyncAnthropic(api_key="test", base_url=sim.base_url, max_retries=0)
+        try:
+
+            async def ask(model: str, max_tokens: int) -> dict[str, str]:
+                raw = await client.messages.with_raw_response.create(
+                    model=model,
+                    max_tokens=max_tokens,
+                    messages=[{"role": "user", "content": "Write. [sim:tokens=450]"}],
+                )
+                return dict(raw.headers)
+
+            opus = await ask(CONTINUATION_MODEL, 500)
+            with pytest.raises(anthropic.RateLimitError) as refused:
+                await ask(CONTINUATION_MODEL, 500)  # 150 left + a little refill: no room
+            haiku = await ask(PREFILL_MODEL, 500)
+        finally:
+            await client.close()
+    assert opus["anthropic-ratelimit-output-tokens-limit"] == "600"
+    assert refused.value.response.headers["anthropic-ratelimit-output-tokens-limit"] == "600"
+    assert haiku["anthropic-ratelimit-output-tokens-limit"] == "10000"
+    assert sim.accounting().rate_limited_by_class == {"opus": 1}
+
+
 # -- end to end ----------------------------------------------------------------------------------
 
 #: The simulator's classes: opus 600 output tokens a minute (one 500-token request, then about
