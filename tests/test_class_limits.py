@@ -20,6 +20,7 @@ from tests.pool_harness import CONTINUATION_MODEL, FAST_SETTINGS, PREFILL_MODEL,
 from tests.store_fixtures import FakeClock
 from worker.class_limits import ClassLimiter, check_class_limits
 from worker.config import load_config
+from worker.limits import CLOCK_MARGIN
 from worker.pool import Pool
 from worker.simulator import SimulatorConfig, run_simulator
 from worker.simulator.ratelimit import RateClass, RateLimits, parse_rate_class
@@ -130,7 +131,7 @@ async def test_each_class_draws_on_its_own_bucket_row(tmp_path: Path) -> None:
 
         assert rooms["opus"] > 50  # 600 tokens at 10 a second, minus nothing refunded yet
         assert rooms["haiku"] == rooms[DEFAULT_CLASS] == 0.0
-        assert row.output_tokens == 0.0
+        assert row.output_tokens == pytest.approx(-600 * CLOCK_MARGIN / 60)  # all, and the margin
         assert untouched == BucketState.full(CLASSES.default, clock())
         assert limiter.for_model("claude-haiku-4-5").max_output_tokens is None  # haiku: RPM only
     finally:
@@ -279,3 +280,23 @@ async def test_a_429_pauses_only_its_class(tmp_path: Path) -> None:
         assert pool.pauses.paused_for("opus") > 0 and pool.pauses.paused_for(DEFAULT_CLASS) == 0
     finally:
         await store.close()
+
+
+async def test_the_runtime_builds_a_limiter_per_class_from_the_config(tmp_path: Path) -> None:
+    """``[rate_limits.classes.*]`` in the config file reaches the pool: the runtime's limiter
+    knows the classes, and a max_tokens above a class's OTPM stops start-up naming the class."""
+    from worker.runtime import make_limits, open_runtime
+
+    path = write(
+        tmp_path,
+        f'[queue]\nurl = "sqlite:///{tmp_path / "jobs.db"}"\n[anthropic]\nmax_tokens = 500\n'
+        '[rate_limits.classes.opus]\nmatch = "claude-opus-*"\noutput_tokens_per_minute = 600\n',
+    )
+    config = load_config(path, env={})
+    async with open_runtime(config, with_client=False) as runtime:
+        assert isinstance(runtime.limiter, ClassLimiter)
+        assert runtime.limiter.for_model("claude-opus-4-6").max_output_tokens == 600
+        assert not runtime.limiter.for_model("claude-haiku-4-5").limited  # the default: unlimited
+    too_big = dataclasses.replace(config, anthropic=dataclasses.replace(config.anthropic, max_tokens=601))
+    with pytest.raises(ConfigError, match=r"\[rate_limits.classes.opus\]"):
+        make_limits(too_big)
