@@ -11,6 +11,16 @@ Documents are 200–1,200 tokens with ``max_tokens`` 4,000, as users typically s
 of the limit used is measured in steady state (the last minute, once the initial full bucket is
 spent: tokens emitted ÷ the refill) and overall (tokens emitted ÷ a full bucket at the start plus the refill).
 
+The two-class run (alongside, in the same run): one simulator process limiting Opus and Haiku
+apart (``--rate-class``), and one queue of both, interleaved.
+
+* ours: a limiter per model class (``[rate_limits.classes.*]``): each class has its own buckets,
+  and the pool claims only jobs of a class with room;
+* baseline: one bucket set for the whole fleet, at the tighter class's limits (the most a single
+  limiter can allow without Opus being answered 429).
+
+Each class's share of its own OTPM is measured in steady state, as above.
+
 ``python -m bench.rate_limits --seconds 150``
 """
 
@@ -28,9 +38,11 @@ import anyio.to_thread
 
 from bench.common import Row, SimulatorProcess, simulator_process
 from jobs.buckets import Limits
+from jobs.classes import DEFAULT_CLASS, ModelClass, RateClasses
 from jobs.models import JobSpec, Message
 from jobs.sqlite import SQLiteStore
 from worker.attempt import AttemptSettings
+from worker.class_limits import ClassLimiter
 from worker.limits import FleetLimiter
 from worker.logs import configure_logging
 from worker.pool import Pool, PoolSettings
@@ -42,17 +54,22 @@ OTPM = 30_000
 MAX_TOKENS = 4000
 TOKENS_PER_SECOND = 200
 MODEL = "claude-haiku-4-5"
+#: The two-class run: Haiku (the default class) at RPM/OTPM above, Opus at its own, tighter limits.
+OPUS_MODEL = "claude-opus-4-6"
+OPUS_RPM = 60
+OPUS_OTPM = 15_000
+CLASS_FLAGS = ("--rate-class", f"opus=claude-opus-*:rpm={OPUS_RPM}:otpm={OPUS_OTPM}")
 #: The last minute of the run: by then the initial full bucket is spent and only the refill counts.
 STEADY_SECONDS = 60.0
 
 
-def _jobs(count: int) -> list[JobSpec]:
+def _jobs(count: int, models: tuple[str, ...] = (MODEL,)) -> list[JobSpec]:
     rng = random.Random(5)
     return [
         JobSpec(
             f"rl-{i}",
             (Message("user", f"Rate-limit document {i}. [sim:tokens={rng.randint(200, 1200)}]"),),
-            MODEL,
+            models[i % len(models)],
             MAX_TOKENS,
             MAX_TOKENS * 4,
             20,
@@ -62,13 +79,25 @@ def _jobs(count: int) -> list[JobSpec]:
 
 
 async def _side(
-    sim: SimulatorProcess, folder: Path, name: str, refund: bool, seconds: float
+    sim: SimulatorProcess,
+    folder: Path,
+    name: str,
+    refund: bool,
+    seconds: float,
+    classed: bool | None = None,
 ) -> dict[str, Any]:
+    """One pool for ``seconds``. ``classed`` None: the one-class run (``refund`` or not); True or
+    False: the two-class run, with a limiter per class or one for the fleet."""
     store = SQLiteStore(folder / f"{name}.db")
     client = anthropic.AsyncAnthropic(api_key="bench", base_url=sim.base_url, max_retries=0)
     try:
-        await store.enqueue(_jobs(1000))
-        limiter = FleetLimiter(store, Limits(requests=RPM, output_tokens=OTPM), refund=refund)
+        limiter: FleetLimiter | ClassLimiter
+        if classed is None:
+            await store.enqueue(_jobs(1000))
+            limiter = FleetLimiter(store, Limits(requests=RPM, output_tokens=OTPM), refund=refund)
+        else:
+            await store.enqueue(_jobs(2000, (MODEL, OPUS_MODEL)))
+            limiter = _two_class_limiter(store, classed)
         settings = PoolSettings(
             concurrency=16,
             grace_seconds=0,
@@ -85,6 +114,8 @@ async def _side(
             accounting = await anyio.to_thread.run_sync(sim.accounting)  # the window ends here
             pool.request_stop()
         requests = accounting["requests"]["total"]
+        if classed is not None:
+            return _per_class(halfway, accounting, seconds)
         return {
             "tokens": accounting["output_tokens"]["total"],
             "second_half": accounting["output_tokens"]["total"] - halfway["output_tokens"]["total"],
@@ -97,21 +128,63 @@ async def _side(
         await store.close()
 
 
+def _two_class_limiter(store: SQLiteStore, classed: bool) -> FleetLimiter | ClassLimiter:
+    opus = Limits(requests=OPUS_RPM, output_tokens=OPUS_OTPM)
+    if not classed:
+        return FleetLimiter(store, opus)  # one bucket set, at the tighter class's limits
+    classes = (ModelClass("opus", ("claude-opus-*",), opus),)
+    return ClassLimiter(store, RateClasses(Limits(requests=RPM, output_tokens=OTPM), classes))
+
+
+def _per_class(halfway: dict[str, Any], end: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Per model class: output tokens in the steady window, requests served, and 429s."""
+    limited = end["requests"]["rate_limited_by_class"]
+    out: dict[str, Any] = {}
+    for name, model, otpm in ((DEFAULT_CLASS, MODEL, OTPM), ("opus", OPUS_MODEL, OPUS_OTPM)):
+        billed, before = end["billed"].get(model, {}), halfway["billed"].get(model, {})
+        steady = billed.get("output_tokens", 0) - before.get("output_tokens", 0)
+        rate_limited = limited.get("" if name == DEFAULT_CLASS else name, 0)
+        out[name] = {
+            "steady_share": steady / (otpm * STEADY_SECONDS / 60),
+            "overall_share": billed.get("output_tokens", 0) / (otpm + otpm * seconds / 60),
+            "requests": billed.get("requests", 0) + rate_limited,
+            "rate_limited": rate_limited,
+        }
+    return out
+
+
+def _describe_classes(r: dict[str, Any]) -> str:
+    parts = []
+    for name, label in ((DEFAULT_CLASS, f"Haiku ({OTPM:,} OTPM)"), ("opus", f"Opus ({OPUS_OTPM:,} OTPM)")):
+        c = r[name]
+        share_429 = c["rate_limited"] / c["requests"] if c["requests"] else 0.0
+        parts.append(
+            f"{label}: {100 * c['steady_share']:.0f} % of its OTPM in steady state "
+            f"({100 * c['overall_share']:.0f} % incl. the initial burst), "
+            f"{100 * share_429:.1f} % of {c['requests']} requests 429"
+        )
+    return "; ".join(parts)
+
+
 async def run(seconds: float) -> list[Row]:
     flags = ("--rpm", str(RPM), "--otpm", str(OTPM), "--tokens-per-second", str(TOKENS_PER_SECOND))
     results: dict[str, dict[str, Any]] = {}
     with (
         simulator_process(*flags) as ours_sim,
         simulator_process(*flags) as base_sim,
+        simulator_process(*flags, *CLASS_FLAGS) as classes_sim,
+        simulator_process(*flags, *CLASS_FLAGS) as one_bucket_sim,
         tempfile.TemporaryDirectory() as tmp,
     ):
 
-        async def side(name: str, sim: SimulatorProcess, refund: bool) -> None:
-            results[name] = await _side(sim, Path(tmp), name, refund, seconds)
+        async def side(name: str, sim: SimulatorProcess, refund: bool, classed: bool | None) -> None:
+            results[name] = await _side(sim, Path(tmp), name, refund, seconds, classed)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(side, "ours", ours_sim, True)
-            tg.start_soon(side, "baseline", base_sim, False)
+            tg.start_soon(side, "ours", ours_sim, True, None)
+            tg.start_soon(side, "baseline", base_sim, False, None)
+            tg.start_soon(side, "classes", classes_sim, True, True)
+            tg.start_soon(side, "one_bucket", one_bucket_sim, True, False)
     allowed = OTPM + OTPM * seconds / 60
 
     def describe(r: dict[str, Any]) -> str:
@@ -137,8 +210,30 @@ async def run(seconds: float) -> list[Row]:
                 f"the last {STEADY_SECONDS:.0f} s ÷ the limit's refill over them; overall = tokens emitted ÷ "
                 "(a full bucket + the refill over the whole window)"
             ),
-        )
+        ),
+        Row(
+            name="Two model classes, each its own OTPM (and 429s)",
+            ours=_describe_classes(results["classes"]),
+            baseline=_describe_classes(results["one_bucket"]) + " (one bucket set, the tighter limits)",
+            ratio=(
+                f"{_class_tokens(results['classes']) / max(1e-9, _class_tokens(results['one_bucket'])):.1f}"
+                "× the tokens"
+            ),
+            method=(
+                f"{seconds:.0f} s, beside the run above: one queue of Haiku and Opus jobs interleaved, "
+                f"each pool against its own simulator process limiting Haiku to {RPM} RPM / {OTPM:,} OTPM "
+                f"and Opus to {OPUS_RPM} RPM / {OPUS_OTPM:,} OTPM (--rate-class); ours: [rate_limits] "
+                "with an opus class; baseline: one fleet bucket set at Opus's limits; same documents, "
+                "max_tokens, speed and concurrency; steady state = a class's output tokens in the last "
+                f"{STEADY_SECONDS:.0f} s ÷ its OTPM's refill over them; overall = its tokens ÷ (a full "
+                "bucket + the refill over the whole window)"
+            ),
+        ),
     ]
+
+
+def _class_tokens(r: dict[str, Any]) -> float:
+    return float(r[DEFAULT_CLASS]["steady_share"] * OTPM + r["opus"]["steady_share"] * OPUS_OTPM)
 
 
 def main() -> None:

@@ -76,7 +76,9 @@ def try_take(
     ``margin_seconds`` admits a request only once it would have fitted that long ago too: our
     buckets and the server's refill on different clocks and update at slightly different moments,
     so a request sent the instant our level reaches its size can find the server a fraction of a
-    token short.
+    token short. For the same reason a request taken from a (nearly) full bucket is also charged
+    the refill of ``margin_seconds``: while it is on its way the server's bucket stays capped at
+    the limit and never gains that refill, whereas ours, already below the limit, would.
     """
     state = refill(state, limits, now)
     wait = max(0.0, state.paused_until - now)
@@ -92,7 +94,10 @@ def try_take(
     if wait > 0:
         return state, wait
     taken = {
-        name: getattr(state, name) - getattr(amounts, name) if getattr(limits, name) else 0.0
+        name: min(getattr(state, name), getattr(limits, name) * (1 - margin_seconds / 60.0))
+        - getattr(amounts, name)
+        if getattr(limits, name)
+        else 0.0
         for name in _DIMENSIONS
     }
     return replace(state, **taken), 0.0

@@ -200,12 +200,15 @@ class PostgresStore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
-        if limit < 1:
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int = 1, models: Sequence[str] | None = None
+    ) -> list[Claim]:
+        if limit < 1 or (models is not None and not models):
             return []
+        wanted = None if models is None else list(models)
 
         async def run(conn: Connection) -> list[Claim]:
-            return await _claim(conn, self._now(), worker, lease_seconds, limit, "stream")
+            return await _claim(conn, self._now(), worker, lease_seconds, limit, "stream", wanted)
 
         return await self._db.run(run)
 
@@ -569,11 +572,18 @@ class PostgresStore:
 
 
 async def _claim(
-    conn: Connection, now: float, worker: str, lease_seconds: float, limit: int, mode: str
+    conn: Connection,
+    now: float,
+    worker: str,
+    lease_seconds: float,
+    limit: int,
+    mode: str,
+    models: list[str] | None = None,
 ) -> list[Claim]:
-    """One claim statement (``sql.CLAIM``) for queued jobs of ``mode``."""
+    """One claim statement (``sql.CLAIM``) for queued jobs of ``mode`` (and of ``models``, if given)."""
     params = {"now": now, "expires_at": now + lease_seconds, "worker": worker, "limit": limit}
-    cur = await conn.execute(sql.CLAIM, {**params, "expired_batch": _EXPIRED_BATCH, "mode": mode})
+    params |= {"expired_batch": _EXPIRED_BATCH, "mode": mode, "models": models}
+    cur = await conn.execute(sql.CLAIM, params)
     return [
         Claim(convert.job(row), row["lease_token"], row["attempts"], convert.decode_text(row["text"]))
         for row in await cur.fetchall()

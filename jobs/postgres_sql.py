@@ -120,7 +120,7 @@ CLAIM = """
 WITH
 expired AS MATERIALIZED (
     SELECT id, priority, run_at, created_at, seq, attempts, failures, max_attempts,
-           committed_chars, lease_owner
+           committed_chars, lease_owner, model
     FROM jobs
     WHERE state = 'running' AND lease_expires_at <= %(now)s
     ORDER BY lease_expires_at
@@ -131,6 +131,7 @@ due AS MATERIALIZED (
     SELECT id, priority, run_at, created_at, seq
     FROM jobs
     WHERE mode = %(mode)s AND state = 'queued' AND run_at <= %(now)s
+      AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
     ORDER BY priority DESC, run_at, created_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -139,7 +140,9 @@ picked AS MATERIALIZED (
     SELECT id FROM (
         SELECT id, priority, run_at, created_at, seq FROM due
         UNION ALL
-        SELECT id, priority, run_at, created_at, seq FROM expired WHERE failures + 1 < max_attempts
+        SELECT id, priority, run_at, created_at, seq FROM expired
+        WHERE failures + 1 < max_attempts
+          AND (%(models)s::text[] IS NULL OR model = ANY(%(models)s::text[]))
     ) AS candidates
     ORDER BY priority DESC, run_at, created_at, seq
     LIMIT %(limit)s

@@ -320,23 +320,43 @@ class SQLiteStore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
-        if limit < 1:
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int = 1, models: Sequence[str] | None = None
+    ) -> list[Claim]:
+        if limit < 1 or (models is not None and not models):
             return []
-        return await self._run(self._claim, worker, lease_seconds, limit)
+        return await self._run(self._claim, worker, lease_seconds, limit, models)
 
-    def _claim(self, conn: sqlite3.Connection, worker: str, lease_seconds: float, limit: int) -> list[Claim]:
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        worker: str,
+        lease_seconds: float,
+        limit: int,
+        models: Sequence[str] | None,
+    ) -> list[Claim]:
         with _transaction(conn):
-            return self._start(conn, worker, self._now(), lease_seconds, limit, "stream")
+            return self._start(conn, worker, self._now(), lease_seconds, limit, "stream", models)
 
     def _start(
-        self, conn: sqlite3.Connection, worker: str, now: float, lease_seconds: float, limit: int, mode: str
+        self,
+        conn: sqlite3.Connection,
+        worker: str,
+        now: float,
+        lease_seconds: float,
+        limit: int,
+        mode: str,
+        models: Sequence[str] | None = None,
     ) -> list[Claim]:
-        """Inside a write transaction: claim up to ``limit`` queued jobs of ``mode``."""
+        """Inside a write transaction: claim up to ``limit`` queued jobs of ``mode`` (and of
+        ``models``, if given: the rate-limit classes that have room)."""
         claims: list[Claim] = []
         self._expire_leases(conn, now)
-        query = {"now": now, "limit": limit, "mode": mode}
-        ids = [row["id"] for row in conn.execute(sql.SELECT_CLAIMABLE, query)]
+        query: dict[str, Any] = {"now": now, "limit": limit, "mode": mode}
+        select = sql.SELECT_CLAIMABLE
+        if models is not None:
+            select, query["models"] = sql.SELECT_CLAIMABLE_MODELS, json.dumps(list(models))
+        ids = [row["id"] for row in conn.execute(select, query)]
         for job_id in ids:
             token = secrets.token_hex(16)
             params = {"id": job_id, "worker": worker, "token": token, "now": now}

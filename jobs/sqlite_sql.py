@@ -338,6 +338,16 @@ WHERE leases.owner = excluded.owner OR leases.expires_at <= :now
 
 SELECT_LEASE = "SELECT owner FROM leases WHERE name = :name"
 
+#: As ``SELECT_CLAIMABLE``, only jobs of the models in ``:models`` (a JSON array): the rate-limit
+#: classes that have room (``worker.class_limits``).
+SELECT_CLAIMABLE_MODELS = """
+SELECT id FROM jobs INDEXED BY jobs_claim_by_mode
+WHERE mode = :mode AND state = 'queued' AND run_at <= :now
+  AND model IN (SELECT value FROM json_each(:models))
+ORDER BY priority DESC, run_at, created_at, rowid
+LIMIT :limit
+"""
+
 EXPIRE_ATTEMPT = """
 UPDATE attempts
 SET ended_at = :now, outcome = 'lease_expired', chars_at_end = :chars,

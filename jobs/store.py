@@ -75,11 +75,15 @@ class Store(Protocol):
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def claim(self, worker: str, lease_seconds: float, limit: int = 1) -> list[Claim]:
+    async def claim(
+        self, worker: str, lease_seconds: float, limit: int = 1, models: Sequence[str] | None = None
+    ) -> list[Claim]:
         """Claim up to ``limit`` runnable jobs: queued with ``run_at`` due, or running with an
         expired lease (that attempt is recorded as ``lease_expired`` and counts as a failure; a
         job whose failures reach ``max_attempts`` is failed instead of claimed). Highest
-        priority first, then earliest ``run_at``, then oldest."""
+        priority first, then earliest ``run_at``, then oldest. ``models``, if given, claims only
+        jobs of those models (the rate-limit classes with room; an empty list claims nothing);
+        expired leases of other models are still settled."""
         ...
 
     async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:

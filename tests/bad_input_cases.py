@@ -101,6 +101,11 @@ CONFIG_CASES = [
         "negative rpm", "[rate_limits]\nrequests_per_minute = -5\n", "rate_limits.requests_per_minute"
     ),
     _config_case(
+        "rate class without match",
+        "[rate_limits.classes.opus]\noutput_tokens_per_minute = 600\n",
+        "[rate_limits.classes.opus]: match must be a glob",
+    ),
+    _config_case(
         "backoff upside down", "[worker]\nbackoff_base = 9\nbackoff_max = 1\n", "worker.backoff_max (1)"
     ),
     _config_case("log format xml", "[logging]\nformat = 'xml'\n", "logging.format must be one of"),

@@ -182,6 +182,64 @@ async def test_expired_lease_is_reclaimed_with_its_text(make_store: StoreFactory
     assert reasons == ["enqueued", "claimed by w1", "lease expired", "claimed by w2"]
 
 
+async def test_claim_by_models_takes_only_those_models(make_store: StoreFactory) -> None:
+    """A claim limited to some models (the rate-limit classes with room) skips the others,
+    keeps the claim order within those it may take, and an empty list claims nothing."""
+    store = await make_store(FakeClock())
+    await store.enqueue(
+        [
+            make_spec("o1", model="claude-opus-x", priority=5),
+            make_spec("h1", model="claude-haiku-x"),
+            make_spec("s1", model="claude-sonnet-x"),
+            make_spec("h2", model="claude-haiku-x"),
+        ]
+    )
+
+    assert await store.claim("w", LEASE, limit=5, models=[]) == []
+    haiku = await store.claim("w", LEASE, limit=5, models=["claude-haiku-x"])
+    rest = await store.claim("w", LEASE, limit=5, models=["claude-sonnet-x", "claude-opus-x"])
+
+    assert [c.job.id for c in haiku] == ["h1", "h2"]
+    assert [c.job.id for c in rest] == ["o1", "s1"]
+    assert (await store.counts())[State.QUEUED] == 0
+
+
+async def test_claim_by_models_reclaims_expired_leases_of_those_models_only(
+    make_store: StoreFactory,
+) -> None:
+    """An expired lease of a model not asked for is settled (back to the queue, one failure)
+    but not claimed; a claim for its model then takes it with its text."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("o", model="claude-opus-x")])
+    first = await claim_one(store, "w1", lease=10)
+    assert await write(store, first, 0, "Opus ", lease=10) == WriteStatus.OK
+    clock.advance(10)
+
+    assert await store.claim("w2", LEASE, models=["claude-haiku-x"]) == []
+    [again] = await store.claim("w2", LEASE, models=["claude-opus-x"])
+
+    assert (again.job.id, again.text, again.job.failures) == ("o", "Opus ", 1)
+
+
+async def test_bucket_rows_per_key_are_independent(make_store: StoreFactory) -> None:
+    """Each rate-limit class keeps its buckets under its own key: draining one leaves the
+    other full, each with its own limits."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    opus, haiku = Limits(output_tokens=100), Limits(output_tokens=1000)
+
+    def drain(state: BucketState, now: float) -> tuple[BucketState, float]:
+        return replace(state, output_tokens=0.0, paused_until=now + 30), state.output_tokens
+
+    assert await store.update_buckets("anthropic:opus", opus, drain) == 100.0
+    left = await store.update_buckets("anthropic:haiku", haiku, lambda s, now: (s, s))
+    again = await store.update_buckets("anthropic:opus", opus, lambda s, now: (s, s))
+
+    assert (left.output_tokens, left.paused_until) == (1000.0, 0.0)
+    assert (again.output_tokens, again.paused_until) == (0.0, clock() + 30)
+
+
 async def test_lease_expiry_exhausts_attempts(make_store: StoreFactory) -> None:
     clock = FakeClock()
     store = await make_store(clock)

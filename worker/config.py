@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from jobs.buckets import Limits
+from jobs.classes import ModelClass, valid_class_name
 from jobs.errors import ConfigError
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES
 
@@ -132,6 +134,9 @@ class RateLimitSettings:
     input_tokens_per_minute: int = 0
     #: Output tokens per minute; 0 = unlimited.
     output_tokens_per_minute: int = 0
+    #: Limits per model class (``[rate_limits.classes.<name>]`` tables, config file only); the
+    #: values above are the default class, for models no class matches.
+    classes: tuple[ModelClass, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,12 +323,14 @@ def load_config(
         if not name.startswith(ENV_PREFIX):
             continue
         section, key = _split_env_name(name)
+        _check_file_only(section, key, name)
         values[section][key] = (_parse_text(raw, section, key, name), f"environment variable {name}")
 
     for dotted, given in (overrides or {}).items():
         raw, where = given if isinstance(given, tuple) else (given, f"flag --set {dotted}")
         section, _, key = dotted.partition(".")
         _check_known(section, key, where)
+        _check_file_only(section, key, where)
         values[section][key] = (_parse_text(raw, section, key, where), where)
 
     sections = {name: _build(name, given) for name, given in values.items()}
@@ -382,6 +389,11 @@ def _check_known(section: str, key: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (known: {', '.join(names)})")
 
 
+def _check_file_only(section: str, key: str, where: str) -> None:
+    if (section, key) == ("rate_limits", "classes"):
+        raise ConfigError(f"{where}: rate_limits.classes can only be set in the config file")
+
+
 def _split_env_name(name: str) -> tuple[str, str]:
     rest = name[len(ENV_PREFIX) :].lower()
     for section in sorted(_SECTIONS, key=len, reverse=True):
@@ -419,8 +431,59 @@ def _build(section: str, given: Mapping[str, tuple[Any, str]]) -> Any:
     cls = _SECTIONS[section]
     kwargs: dict[str, Any] = {}
     for key, (value, where) in given.items():
+        if (section, key) == ("rate_limits", "classes"):
+            kwargs[key] = _model_classes(value, where)
+            continue
         kwargs[key] = _validate(section, key, value, where)
     return cls(**kwargs)
+
+
+_LIMIT_KEYS = ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+
+
+def _model_classes(value: Any, where: str) -> tuple[ModelClass, ...]:
+    """``[rate_limits.classes.<name>]`` tables: ``match`` (a glob or a list of them) and the
+    three per-minute limits (0 or missing = unlimited), in the order written."""
+    if isinstance(value, str):
+        raise ConfigError(f"{where}: rate_limits.classes can only be set in the config file")
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: rate_limits.classes must be a table of tables, got {_kind(value)}")
+    origin = where.removesuffix(": [rate_limits] classes")
+    return tuple(_model_class(name, table, origin) for name, table in value.items())
+
+
+def _model_class(name: str, table: Any, where: str) -> ModelClass:
+    here = f"{where}: [rate_limits.classes.{name}]"
+    if not valid_class_name(name):
+        raise ConfigError(
+            f"{here}: a class name is 1-40 lower-case letters, digits, - or _ (and not 'default')"
+        )
+    if not isinstance(table, dict):
+        raise ConfigError(f"{here} must be a table, got {_kind(table)}")
+    known = ("match", *_LIMIT_KEYS)
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{here}: unknown key {key!r} (known: {', '.join(known)})")
+    patterns = table.get("match")
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if (
+        not isinstance(patterns, list)
+        or not patterns
+        or not all(isinstance(p, str) and p.strip() and " " not in p for p in patterns)
+    ):
+        raise ConfigError(
+            f'{here}: match must be a glob over model ids (e.g. "claude-opus-*") or a list of '
+            f"them, got {patterns!r}"
+        )
+    limits = []
+    for key in _LIMIT_KEYS:
+        limit = table.get(key, 0)
+        low, high = _RANGES[f"rate_limits.{key}"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or not low <= limit <= high:
+            raise ConfigError(f"{here}: {key} must be an integer from {low:g} to {high:g}, got {limit!r}")
+        limits.append(limit)
+    return ModelClass(name, tuple(patterns), Limits(*limits))
 
 
 def _validate(section: str, key: str, value: Any, where: str) -> Any:

@@ -125,20 +125,25 @@ class FleetLimiter(Limiter):
         """Return once a request of this size would fit (without reserving it): the pool calls this
         before claiming, so that jobs wait in the queue rather than in a worker. Once a request has
         been reserved, its size is used instead: the next job is most likely like the last."""
+        started = self.clock()
+        waited = False
+        while (wait := await self.room_in(input_tokens, max_tokens)) > 0:
+            waited = True
+            await self.sleep(min(wait, _MAX_WAIT_STEP))
+        if waited:
+            self.stats.waits += 1
+            self.stats.seconds_waited += self.clock() - started
+
+    async def room_in(self, input_tokens: int, max_tokens: int) -> float:
+        """Seconds until a request of this size (or of the last one reserved) would fit, 0 if now,
+        from one look at the buckets (a pause counts): retried through a store outage."""
         amounts = self._recent or self._cap(Amounts(1, input_tokens, max_tokens))
         limits = self.limits
 
         def peek(state: BucketState, now: float) -> tuple[BucketState, float]:
             return refill(state, limits, now), try_take(state, limits, amounts, now, CLOCK_MARGIN)[1]
 
-        started = self.clock()
-        waited = False
-        while (wait := await self._update(peek)) > 0:
-            waited = True
-            await self.sleep(min(wait, _MAX_WAIT_STEP))
-        if waited:
-            self.stats.waits += 1
-            self.stats.seconds_waited += self.clock() - started
+        return await self._update(peek)
 
     async def acquire(self, input_tokens: int, max_tokens: int) -> Ticket:
         amounts = self._cap(Amounts(1, input_tokens, max_tokens))
@@ -226,7 +231,7 @@ class FleetLimiter(Limiter):
         delay = retry_after_seconds(error.response.headers)
         delay = min(self.retry_after_max, _DEFAULT_PAUSE if delay is None else delay)
         self.stats.pauses += 1
-        log.info("fleet_paused", status=error.status_code, seconds=round(delay, 3))
+        log.info("fleet_paused", status=error.status_code, seconds=round(delay, 3), bucket=self.key)
         return self.clock() + delay
 
 

@@ -5,7 +5,9 @@ Kept apart from ``worker.pool`` (which claims and settles) so the rules read in 
 * **Weather** (429/529): claims pause for a backoff that grows over the spell (and the server's
   ``retry-after``); the job goes back to the queue uncharged until the spell has lasted longer than
   ``overload_patience`` seconds, after which attempts are counted again. A success, or any output,
-  ends the spell. Under ``[rate_limits]`` the fleet limiter also pauses the whole fleet.
+  ends the spell. Under ``[rate_limits]`` the fleet limiter also pauses the whole fleet. With
+  rate-limit classes (``worker.class_limits``) each class has its own spell and pause (``key``):
+  a 429 from Opus never stops the pool from claiming Haiku jobs.
 * **Account** (401/402/403): confirmed by one cheap request (the models list); confirmed, the run
   stops with :class:`~jobs.errors.AccountError` and the job is released uncharged; if the key
   works after all, the failure is an ordinary attempt failure.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import anthropic
 import anyio
@@ -36,6 +38,18 @@ log = structlog.get_logger("worker.pauses")
 _PROBE_SECONDS = 10.0
 
 
+@dataclass(slots=True)
+class _Weather:
+    """One overload spell: since when, how many hits (the backoff), and the pause it set."""
+
+    spell: Spell = field(default_factory=Spell)
+    hits: int = 0
+    paused_until: float = 0.0
+
+    def clear(self) -> None:
+        self.spell, self.hits = self.spell.clear(), 0
+
+
 class Pauses:
     """One pool's pause state: the overload spell, and whether the account was confirmed bad."""
 
@@ -51,36 +65,41 @@ class Pauses:
         self._attempt = attempt
         self._patience = overload_patience
         self._halt = halt
-        self._weather = Spell()
-        self._hits = 0
-        self._paused_until = 0.0
+        self._weather: dict[str, _Weather] = {}
         self._probe_lock = anyio.Lock()
         self._account_ok = False
         self._stopped = False
         #: Attempts re-queued without being charged.
         self.spared = 0
 
-    async def wait_out_weather(self) -> None:
+    def paused_for(self, key: str = "") -> float:
+        """Seconds left of the overload pause of ``key`` (a rate-limit class; "": the pool)."""
+        weather = self._weather.get(key)
+        return 0.0 if weather is None else max(0.0, weather.paused_until - anyio.current_time())
+
+    async def wait_out_weather(self, key: str = "") -> None:
         """Sleep until an overload pause ends (no new claims meanwhile)."""
-        now = anyio.current_time()
-        delay = self._paused_until - now
+        delay = self.paused_for(key)
         if delay > 0:
             log.info(
                 "worker_paused",
                 reason="overloaded or rate limited",
                 seconds=round(delay, 3),
-                spell_seconds=round(self._weather.lasted(now), 1),
+                spell_seconds=round(self._weather[key].spell.lasted(anyio.current_time()), 1),
+                **({"rate_class": key} if key else {}),
             )
             await anyio.sleep(delay)
 
-    async def apply(self, verdict: Verdict | None, result: AttemptResult) -> AttemptResult:
-        """How the attempt that ended with ``verdict`` (None: it did not fail) is recorded."""
+    async def apply(self, verdict: Verdict | None, result: AttemptResult, key: str = "") -> AttemptResult:
+        """How the attempt that ended with ``verdict`` (None: it did not fail) is recorded;
+        ``key`` names the rate-limit class whose weather it was."""
+        weather = self._weather.setdefault(key, _Weather())
         if verdict is None or verdict.scope is Scope.JOB:
             if result.outcome is Outcome.SUCCEEDED or result.usage.output_tokens:
-                self._weather, self._hits = self._weather.clear(), 0
+                weather.clear()
             return result
         if verdict.weather:
-            return self._weathered(verdict, result)
+            return self._weathered(verdict, result, weather)
         if verdict.stop and not await self._account_confirmed(verdict):
             verdict = replace(verdict, scope=Scope.ATTEMPT, stop=False)  # the key works: charge it
         return self._recorded(verdict, result, patience_left=True)
@@ -91,23 +110,23 @@ class Pauses:
             self.spared += 1
         return replace(result, outcome=outcome)
 
-    def _weathered(self, verdict: Verdict, result: AttemptResult) -> AttemptResult:
+    def _weathered(self, verdict: Verdict, result: AttemptResult, weather: _Weather) -> AttemptResult:
         now = anyio.current_time()
         if result.usage.output_tokens:
             # The stream got going before the overload hit: the service is working, so the spell
             # (and the backoff) start again from here.
-            self._weather, self._hits = self._weather.clear(), 0
-        self._weather = self._weather.hit(now)
-        self._hits = min(self._hits + 1, 32)  # the backoff is capped long before 2**32
+            weather.clear()
+        weather.spell = weather.spell.hit(now)
+        weather.hits = min(weather.hits + 1, 32)  # the backoff is capped long before 2**32
         delay = backoff_delay(
-            self._hits,
+            weather.hits,
             base=self._attempt.backoff_base,
             cap=self._attempt.backoff_max,
             retry_after=verdict.retry_after,
             retry_after_max=self._attempt.retry_after_max,
         )
-        self._paused_until = max(self._paused_until, now + delay)
-        patience_left = not self._weather.exceeded(now, self._patience)
+        weather.paused_until = max(weather.paused_until, now + delay)
+        patience_left = not weather.spell.exceeded(now, self._patience)
         recorded = self._recorded(verdict, result, patience_left=patience_left)
         return replace(recorded, retry_at=time.time() + delay)
 

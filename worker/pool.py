@@ -38,6 +38,7 @@ from jobs.models import AttemptResult, Claim, Outcome, State, is_truncated
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
+from worker.class_limits import ClassLimiter
 from worker.daily_cap import DailyCap
 from worker.economy import Economy
 from worker.lifecycle import ignore_request_warnings, log_deprecated
@@ -48,6 +49,9 @@ from worker.recorder import Recorder
 __all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
 
 log = structlog.get_logger("worker.pool")
+
+#: Longest wait for a rate-limit class to have room before the classes are looked at again.
+_CLASS_WAIT_STEP = 1.0
 
 #: Outcomes that hand a failed attempt's job back to the queue, to be tried again.
 _REQUEUED = frozenset({Outcome.RETRY, Outcome.RELEASED})
@@ -111,7 +115,7 @@ class Pool:
         settings: PoolSettings,
         *,
         worker_id: str | None = None,
-        limiter: Limiter | None = None,
+        limiter: Limiter | ClassLimiter | None = None,
         record_lags: bool = False,
         guard: StoreGuard | None = None,
         economy: Economy | None = None,
@@ -240,7 +244,9 @@ class Pool:
         (under rate limits) no room for one more request. [] when the outage limit is passed."""
         if free <= 0:
             return []
-        await self.pauses.wait_out_weather()
+        classes = self.limiter if isinstance(self.limiter, ClassLimiter) else None
+        if classes is None:
+            await self.pauses.wait_out_weather()
         try:
             if self.guard.down and self._running:
                 await self.guard.wait_up()  # the writer's retries will see the store come back
@@ -248,7 +254,10 @@ class Pool:
                 # Back from an outage: refresh our leases before a claim could take them over.
                 self._outages_flushed = self.guard.outages
                 await self.writer.flush_all()
-            if self.limiter is not None and self.limiter.limited:
+            models: list[str] | None = None
+            if classes is not None:
+                models = await self._models_with_room(classes)
+            elif isinstance(self.limiter, Limiter) and self.limiter.limited:
                 await self.guard.call(
                     "wait_for_room", self.limiter.wait_for_room, 256, self.settings.typical_max_tokens
                 )
@@ -257,7 +266,7 @@ class Pool:
                     self.request_stop()
                 return []  # claim again tomorrow (UTC); running jobs carry on
             return await self.guard.call(
-                "claim", self.store.claim, self.worker_id, self.settings.lease_seconds, limit=free
+                "claim", self.store.claim, self.worker_id, self.settings.lease_seconds, free, models
             )
         except StoreError as exc:
             self._halt(
@@ -267,6 +276,31 @@ class Pool:
                 )
             )
             return []
+
+    async def _models_with_room(self, classes: ClassLimiter) -> list[str] | None:
+        """The models (of jobs still to run) whose rate-limit class has room for one more request
+        and is not paused; waits while none has. None: no jobs to run, claim any."""
+        while not self._stopping:
+            models = list(await self.guard.call("model_counts", self.store.model_counts))
+            if not models:
+                return None
+            rooms = await classes.rooms(models, 256, self.settings.typical_max_tokens)
+            waits = {name: max(wait, self.pauses.paused_for(name)) for name, wait in rooms.items()}
+            if ready := {name for name, wait in waits.items() if wait <= 0}:
+                return [model for model in models if classes.class_of(model) in ready]
+            await anyio.sleep(min(min(waits.values()), _CLASS_WAIT_STEP))
+        return []
+
+    def _weather_key(self, claim: Claim) -> str:
+        """Whose overload spell an attempt belongs to: its rate-limit class, or the pool's."""
+        if isinstance(self.limiter, ClassLimiter):
+            return self.limiter.class_of(claim.job.spec.model)
+        return ""
+
+    def _limiter_for(self, claim: Claim) -> Limiter | None:
+        if isinstance(self.limiter, ClassLimiter):
+            return self.limiter.for_model(claim.job.spec.model)
+        return self.limiter
 
     async def _daily_cap_reached(self) -> bool:
         if self.daily_cap is None:
@@ -341,7 +375,7 @@ class Pool:
                 writer=self.writer,
                 settings=self.settings.attempt,
                 no_prefill=self._no_prefill,
-                limiter=self.limiter,
+                limiter=self._limiter_for(claim),
                 economy=self.economy,
                 recorder=self.recorder,
                 store=self.store,
@@ -363,7 +397,7 @@ class Pool:
                         if result is None:
                             why = "store unavailable: text held" if text.held else "worker shutting down"
                             result = attempt.result(Outcome.RELEASED, error=why)
-                        result = await self.pauses.apply(attempt.verdict, result)
+                        result = await self.pauses.apply(attempt.verdict, result, self._weather_key(claim))
                         if attempt.verdict is not None and result.outcome in _REQUEUED:
                             self.recorder.retried(attempt.verdict.kind)
                         await self._settle(claim, text, result, time.monotonic() - started)

@@ -18,11 +18,13 @@ import anyio
 import httpx2
 
 from jobs.buckets import Limits
+from jobs.classes import RateClasses
 from jobs.costs import load_prices
 from jobs.errors import ConfigError
 from jobs.store import Store, open_store
 from worker.attempt import AttemptSettings
 from worker.budget import RunBudget
+from worker.class_limits import ClassLimiter, check_class_limits
 from worker.config import Config
 from worker.daily_cap import DailyCap
 from worker.economy import Economy
@@ -37,6 +39,7 @@ __all__ = (
     "make_client",
     "pool_settings",
     "make_limits",
+    "make_classes",
     "make_economy",
     "make_recorder",
     "url_source",
@@ -124,7 +127,15 @@ def make_limits(config: Config) -> Limits:
         output_tokens=config.rate_limits.output_tokens_per_minute,
     )
     check_limits(limits, config.anthropic.max_tokens)
+    check_class_limits(make_classes(config), config.anthropic.max_tokens)
     return limits
+
+
+def make_classes(config: Config) -> RateClasses:
+    """The default limits and the ``[rate_limits.classes.*]`` tables."""
+    r = config.rate_limits
+    default = Limits(r.requests_per_minute, r.input_tokens_per_minute, r.output_tokens_per_minute)
+    return RateClasses(default, r.classes)
 
 
 def make_recorder(config: Config) -> Recorder:
@@ -145,7 +156,8 @@ class Runtime:
     store: Store
     #: None when the command needs no API access (``serve`` without workers).
     client: anthropic.AsyncAnthropic | None
-    limiter: FleetLimiter | None
+    #: A :class:`ClassLimiter` when ``[rate_limits]`` has classes.
+    limiter: FleetLimiter | ClassLimiter | None
     #: The fleet's daily spending cap (``[costs] daily_cap_usd``), None when there is none.
     daily_cap: DailyCap | None = None
     #: Rides store calls out through an outage, up to ``[worker] outage_limit`` (shared by the
@@ -180,9 +192,13 @@ async def open_runtime(config: Config, *, with_client: bool = True) -> AsyncIter
     store = open_store(config.queue_url())
     guard = StoreGuard(limit=config.worker.outage_limit)
     try:
-        limiter = None
-        if not limits.unlimited:
-            limiter = FleetLimiter(store, limits, retry_after_max=config.worker.retry_after_max, guard=guard)
+        limiter: FleetLimiter | ClassLimiter | None = None
+        classes = make_classes(config)
+        retry_after_max = config.worker.retry_after_max
+        if classes.classes and not classes.unlimited:
+            limiter = ClassLimiter(store, classes, retry_after_max=retry_after_max, guard=guard)
+        elif not limits.unlimited:
+            limiter = FleetLimiter(store, limits, retry_after_max=retry_after_max, guard=guard)
         daily = DailyCap(store, config.costs.daily_cap_usd) if config.costs.daily_cap_usd else None
         yield Runtime(config, store, client, limiter, daily, guard, make_recorder(config))
     finally:

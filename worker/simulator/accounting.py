@@ -53,6 +53,8 @@ class AccountingSnapshot:
 
     requests_by_status: dict[int, int] = field(default_factory=dict)
     rate_limited: int = 0
+    #: 429s per rate-limit class (``--rate-class``); "" for the shared buckets.
+    rate_limited_by_class: dict[str, int] = field(default_factory=dict)
     faults_injected: dict[str, int] = field(default_factory=dict)
     streams_started: int = 0
     streams_completed: int = 0
@@ -89,6 +91,7 @@ class AccountingSnapshot:
                 "total": self.requests,
                 "by_status": {str(status): n for status, n in sorted(self.requests_by_status.items())},
                 "rate_limited": self.rate_limited,
+                "rate_limited_by_class": dict(sorted(self.rate_limited_by_class.items())),
             },
             "faults_injected": dict(sorted(self.faults_injected.items())),
             "echoes": dict(sorted(self.echoes.items())),
@@ -151,6 +154,7 @@ class Accounting:
         """Forget everything counted so far."""
         self._status: Counter[int] = Counter()
         self._rate_limited = 0
+        self._rate_limited_by_class: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._echoes: Counter[str] = Counter()
         self._streams_started = 0
@@ -190,9 +194,10 @@ class Accounting:
         """Count one valid request for document ``key``."""
         self._document(key).requests += 1
 
-    def rate_limited(self) -> None:
-        """Count one request refused by the simulated rate limiter."""
+    def rate_limited(self, rate_class: str = "") -> None:
+        """Count one request refused by the simulated rate limiter (of ``rate_class``)."""
         self._rate_limited += 1
+        self._rate_limited_by_class[rate_class] += 1
 
     def fault_injected(self, kind: str) -> None:
         """Count one injected fault."""
@@ -256,6 +261,7 @@ class Accounting:
         return AccountingSnapshot(
             requests_by_status=dict(self._status),
             rate_limited=self._rate_limited,
+            rate_limited_by_class=dict(self._rate_limited_by_class),
             faults_injected=dict(self._faults),
             echoes=dict(self._echoes),
             streams_started=self._streams_started,

@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from worker.simulator.faults import FaultConfig
+from worker.simulator.ratelimit import RateClass, parse_rate_class
 
 if TYPE_CHECKING:
     from worker.simulator.server import SimulatorConfig
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
 __all__ = ("add_arguments", "config_from_args", "serve", "run")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _rate_class(value: str) -> RateClass:
+    try:
+        return parse_rate_class(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _tokens_per_delta(value: str) -> tuple[int, int]:
@@ -80,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--itpm", type=int, default=0, help="input tokens per minute; 0 = unlimited")
     parser.add_argument("--otpm", type=int, default=0, help="output tokens per minute; 0 = unlimited")
     parser.add_argument(
+        "--rate-class",
+        type=_rate_class,
+        action="append",
+        default=[],
+        metavar="NAME=GLOB[,GLOB]:rpm=N:itpm=N:otpm=N",
+        help="limits of their own for the models GLOB matches (repeatable; the first match wins)",
+    )
+    parser.add_argument(
         "--repeat-overlap",
         type=float,
         default=0.0,
@@ -121,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         rpm=args.rpm,
         itpm=args.itpm,
         otpm=args.otpm,
+        rate_classes=tuple(args.rate_class),
         repeat_overlap=args.repeat_overlap,
         echo=args.echo,
         cache_min_tokens=args.cache_min_tokens,

@@ -8,8 +8,10 @@ unused part of the output reservation is refunded. That is why a client sending
 
 A request larger than a whole bucket (``max_tokens`` above the per-minute output limit) is
 admitted when that bucket is full and drives it negative, instead of being refused forever.
-All buckets are simulator-wide (one organisation, all models pooled). Remaining counts in the
-headers are exact, not rounded to thousands.
+The top-level limits are one set of buckets for every model; a :class:`RateClass` gives the
+models its glob patterns match buckets of their own, as the API limits each model class apart
+(``--rate-class opus=claude-opus-*:rpm=50:otpm=8000``). Remaining counts in the headers are
+exact, not rounded to thousands, and describe the class of the request's model.
 
 The clock is injectable (monotonic seconds), so the arithmetic is unit-tested without sleeping.
 """
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 
 __all__ = (
     "Clock",
@@ -29,6 +32,8 @@ __all__ = (
     "Reservation",
     "RateLimitExceeded",
     "RateLimiter",
+    "RateClass",
+    "parse_rate_class",
 )
 
 #: A callable returning monotonic seconds.
@@ -80,6 +85,40 @@ class RateLimits:
     requests_per_minute: int = 0
     input_tokens_per_minute: int = 0
     output_tokens_per_minute: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateClass:
+    """Buckets of their own for the models ``patterns`` match (first matching class wins)."""
+
+    name: str
+    patterns: tuple[str, ...]
+    limits: RateLimits
+
+    def matches(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.patterns)
+
+
+_CLASS_KEYS = {
+    "rpm": "requests_per_minute",
+    "itpm": "input_tokens_per_minute",
+    "otpm": "output_tokens_per_minute",
+}
+
+
+def parse_rate_class(text: str) -> RateClass:
+    """``NAME=GLOB[,GLOB...]:rpm=N:itpm=N:otpm=N`` (limits left out are unlimited)."""
+    name, sep, rest = text.partition("=")
+    globs, *limits = rest.split(":")
+    if not sep or not name or not globs:
+        raise ValueError(f"rate class {text!r}: expected NAME=GLOB[,GLOB]:rpm=N:itpm=N:otpm=N")
+    values: dict[str, int] = {}
+    for item in limits:
+        key, _, number = item.partition("=")
+        if key not in _CLASS_KEYS or not number.isdigit():
+            raise ValueError(f"rate class {text!r}: {item!r} is not rpm=N, itpm=N or otpm=N")
+        values[_CLASS_KEYS[key]] = int(number)
+    return RateClass(name, tuple(globs.split(",")), RateLimits(**values))
 
 
 @dataclass(frozen=True, slots=True)

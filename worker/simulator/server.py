@@ -46,7 +46,14 @@ from worker.simulator.protocol import (
     thinking_text,
     usage,
 )
-from worker.simulator.ratelimit import Clock, RateLimiter, RateLimitExceeded, RateLimits, Reservation
+from worker.simulator.ratelimit import (
+    Clock,
+    RateClass,
+    RateLimiter,
+    RateLimitExceeded,
+    RateLimits,
+    Reservation,
+)
 from worker.simulator.text import (
     Directives,
     Document,
@@ -61,6 +68,9 @@ from worker.simulator.text import (
 __all__ = ("SimulatorConfig", "Simulator", "run_simulator")
 
 log = logging.getLogger(__name__)
+
+#: The rate limiter (of the model's class) a Messages request drew on: its headers are sent.
+_LIMITER = web.RequestKey("rate_limiter", RateLimiter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,8 @@ class SimulatorConfig:
     rpm: int = 0
     itpm: int = 0
     otpm: int = 0
+    #: Model classes with rate limits of their own (the limits above are for the other models).
+    rate_classes: tuple[RateClass, ...] = ()
     #: Probability that a continuation via a later user turn first repeats 3-8 words (when no
     #: ``echo`` spec applies).
     repeat_overlap: float = 0.0
@@ -176,6 +188,7 @@ class Simulator:
             RateLimits(config.rpm, config.itpm, config.otpm),
             config.clock,
         )
+        self._class_limiters = [(cls, RateLimiter(cls.limits, config.clock)) for cls in config.rate_classes]
         self._request_numbers: dict[str, int] = {}
         self._cache = PromptCache(config.clock, config.cache_min_tokens)
         self._closing = asyncio.Event()
@@ -213,10 +226,17 @@ class Simulator:
         """Release stalled responses so the server can stop without waiting on them."""
         self._closing.set()
 
+    def _limiter_for(self, model: str) -> tuple[str, RateLimiter]:
+        """The buckets a request for ``model`` draws on: its class's, else the shared ones."""
+        for cls, limiter in self._class_limiters:
+            if cls.matches(model):
+                return cls.name, limiter
+        return "", self._limiter
+
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("request-id", request.get(REQUEST_ID) or new_id("req_"))
         if request.path == "/v1/messages":
-            response.headers.update(self._limiter.headers())
+            response.headers.update(request.get(_LIMITER, self._limiter).headers())
 
     async def _get_accounting(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.accounting().to_dict())
@@ -274,17 +294,19 @@ class Simulator:
 
         self._accounting.document_request(document.key)
         cache = self._cache.plan(parsed.model, parsed.blocks)
+        rate_class, limiter = self._limiter_for(parsed.model)
+        request[_LIMITER] = limiter
         try:
             # Cache reads do not count against input tokens per minute; writes do.
-            reservation = self._limiter.reserve(parsed.input_tokens - cache.read, parsed.max_tokens)
+            reservation = limiter.reserve(parsed.input_tokens - cache.read, parsed.max_tokens)
         except RateLimitExceeded as exc:
-            self._accounting.rate_limited()
+            self._accounting.rate_limited(rate_class)
             limited = ApiError(429, "rate_limit_error", str(exc), retry_after=str(exc.retry_after))
             return self._answer_error(request, limited)
 
         if self.config.record_requests:
             self.recorded.append(json.loads(raw))
-        progress = _Progress(self._limiter, reservation)
+        progress = _Progress(limiter, reservation)
         try:
             generation = self._plan_with_options(parsed, document, directives, faults)
             generation = dataclasses.replace(generation, cache=cache)
