@@ -465,16 +465,8 @@ class PostgresStore:
         return [convert.job(row) for row in await self._rows(sql.LIST_JOBS, params)]
 
     async def find_jobs(self, query: JobQuery) -> list[Job]:
-        params = {
-            "states": None if query.states is None else [State(s).value for s in query.states],
-            "model": query.model or None,
-            "search": query.search or None,
-            "after_id": query.after_id or "",
-            "limit": query.limit,
-        }
-        statement = sql.FIND_JOBS
-        if query.descending:
-            statement = sql.FIND_JOBS_DESC_AFTER if query.after_id else sql.FIND_JOBS_DESC
+        name, params = rules.find_jobs_statement(query)
+        statement = getattr(sql, name)
         return [convert.job(row) for row in await self._rows(statement, params)]
 
     async def fleet(self, since: float) -> FleetView:

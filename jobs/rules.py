@@ -13,6 +13,7 @@ from jobs.models import (
     REVISABLE_FIELDS,
     AttemptResult,
     Job,
+    JobQuery,
     JobSpec,
     Outcome,
     SettleRequest,
@@ -159,3 +160,19 @@ def bound_thinking(text: str, kept_so_far: int, max_chars: int) -> str:
     """The part of a request's thinking a job keeps, having kept ``kept_so_far`` characters:
     the first part, up to ``max_chars`` for the whole job (the rest is counted, not kept)."""
     return text[: max(0, max_chars - kept_so_far)]
+
+
+def find_jobs_statement(query: JobQuery) -> tuple[str, dict[str, object]]:
+    """The name of the ``FIND_JOBS*`` statement for ``query`` (the same in both backends' SQL
+    modules) and its parameters; ``states`` is a list the backend encodes as its driver needs."""
+    params: dict[str, object] = {
+        "states": None if query.states is None else [State(s).value for s in query.states],
+        "model": query.model or None,
+        "search": query.search or None,
+        "after_id": query.after_id or "",
+        "limit": query.limit,
+    }
+    name = "FIND_JOBS"
+    if query.descending:
+        name = "FIND_JOBS_DESC_AFTER" if query.after_id else "FIND_JOBS_DESC"
+    return name, params
