@@ -174,6 +174,7 @@ def _check_source(where: str, source: object, kind: str, problem: Report) -> Non
     if media_type not in allowed:
         hint = ' (a text/plain document takes source type "text")' if media_type == "text/plain" else ""
         problem(f"{where}.media_type", f"must be one of {', '.join(allowed)}, got {_shown(media_type)}{hint}")
+        return
     data = source.get("data")
     if not isinstance(data, str) or not data:
         problem(f"{where}.data", f"must be a non-empty string, got {_kind(data)}")
@@ -183,10 +184,13 @@ def _check_source(where: str, source: object, kind: str, problem: Report) -> Non
 
 def _check_base64(where: str, data: str, kind: str, problem: Report) -> None:
     try:
-        size = len(base64.b64decode(data, validate=True))
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         problem(where, "is not valid base64 (standard alphabet, padded, no line breaks)")
         return
+    if kind == "document" and not raw.startswith(b"%PDF"):
+        problem(where, "is not a PDF (its bytes do not start with %PDF)")
+    size = len(raw)
     limit = MAX_IMAGE_BYTES if kind == "image" else MAX_REQUEST_BYTES
     if size > limit:
         problem(where, f"is {size:,} bytes; the API takes at most {limit:,} for {_a(kind)}")
