@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,6 +49,7 @@ __all__ = (
     "URL_PDF_PAGES",
     "check_content",
     "check_breakpoints",
+    "check_size",
     "content_json",
     "content_from_json",
     "text_of",
@@ -222,6 +224,18 @@ def check_breakpoints(contents: Iterable[tuple[str, object]], problem: Report) -
         elif seen_5m:
             problem(where, 'a "1h" mark must not come after a "5m" one (the API refuses that order)')
             return
+
+
+def check_size(contents: Sequence[str | tuple[dict[str, Any], ...]], problem: Report) -> None:
+    """The messages' bytes as sent (base64 included) within the API's 32 MB a request."""
+    size = 0
+    for content in contents:
+        encoded = content if isinstance(content, str) else json.dumps(list(content), ensure_ascii=False)
+        size += len(encoded.encode("utf-8", "surrogatepass"))
+    if size > MAX_REQUEST_BYTES:
+        problem(
+            "messages", f"are {size:,} bytes as sent; the API takes requests of at most {MAX_REQUEST_BYTES:,}"
+        )
 
 
 def content_json(content: str | Sequence[Mapping[str, Any]]) -> str | list[dict[str, Any]]:

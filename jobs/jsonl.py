@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobs.blocks import check_breakpoints, check_content
+from jobs.blocks import check_breakpoints, check_content, check_size
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
@@ -242,6 +242,7 @@ class _Line:
             return None
         before = len(self.errors)
         check_breakpoints(((f"messages[{n}].content", m.content) for n, m in enumerate(result)), self.problem)
+        check_size([m.content for m in result], self.problem)
         return result if len(self.errors) == before else None
 
     def message(self, field: str, item: object) -> Message | None:

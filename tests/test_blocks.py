@@ -117,6 +117,17 @@ def test_an_image_past_the_apis_5_mb_is_refused() -> None:
     )
 
 
+def test_a_job_past_the_apis_32_mb_request_is_refused() -> None:
+    pdf = base64.b64encode(b"%PDF" + b"\0" * (9 * 1024 * 1024)).decode()
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+    }
+    _, [error] = parse([document] * 3)
+    assert error.startswith("f.jsonl:1: messages: are 37,")
+    assert error.endswith("bytes as sent; the API takes requests of at most 33,554,432")
+
+
 def test_an_assistant_turn_takes_text_blocks_only() -> None:
     _, errors = parse("Go.", {"role": "assistant", "content": [IMAGE]}, {"role": "user", "content": "More."})
     assert errors == [
