@@ -10,16 +10,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from jobs.blocks import IMAGE_TOKENS, MAX_BREAKPOINTS, PDF_PAGE_TOKENS, estimate_chars
+from jobs.costs import load_prices, worst_case_usd
 from jobs.jsonl import parse_jobs
 from jobs.models import JobSpec, Message, ResumeMode
 from tests.pool_harness import CONTINUATION_MODEL, PREFILL_MODEL, pool_run, spec
 from worker.caching import MinimumLearner, mark_request
 from worker.config import AnthropicSettings, Config
 from worker.resume import build_messages
-from worker.simulator import SimulatorConfig
+from worker.simulator import Simulator, SimulatorConfig
+from worker.simulator.content import IMAGE_TOKENS as SIM_IMAGE_TOKENS
+from worker.simulator.content import PDF_TOKENS as SIM_PDF_TOKENS
 
 CONFIG = Config(anthropic=AnthropicSettings(model=CONTINUATION_MODEL, max_tokens=4096))
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
@@ -217,6 +221,40 @@ def test_the_estimate_counts_block_text_and_a_stated_figure_for_media() -> None:
     assert estimate_chars([DOCUMENT]) == len("Notes") + pages * PDF_PAGE_TOKENS * 4
     plain = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x" * 90}}
     assert estimate_chars([plain]) == 90
+
+
+def test_the_dry_run_estimate_counts_an_image() -> None:
+    plain = spec("p", model=PREFILL_MODEL)
+    with_image = dataclasses.replace(
+        plain, messages=(Message("user", (text(plain.messages[0].text), IMAGE)),)
+    )
+    prices = load_prices()
+    low, high = worst_case_usd(prices, plain), worst_case_usd(prices, with_image)
+    assert low is not None and high is not None and high > low
+
+
+async def test_the_simulator_bills_media_tokens_and_answers_a_bad_block_with_the_apis_400(
+    simulator: Simulator,
+) -> None:
+    async def send(content: list[dict[str, Any]]) -> httpx2.Response:
+        body = {"model": PREFILL_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+        async with httpx2.AsyncClient(base_url=simulator.base_url) as http:
+            return await http.post("/v1/messages", json=body, headers={"authorization": "Bearer k"})
+
+    alone = (await send([text("Hello there.")])).json()["usage"]["input_tokens"]
+    both = await send([text("Hello there."), IMAGE, DOCUMENT])
+    assert both.status_code == 200
+    usage = both.json()["usage"]
+    prompt = usage["input_tokens"] + usage["cache_creation_input_tokens"] + usage["cache_read_input_tokens"]
+    assert prompt == alone + SIM_IMAGE_TOKENS + SIM_PDF_TOKENS
+    bad = await send(
+        [{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PNG}}]
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages.0.content.0.document.source.base64: The PDF specified was not valid.",
+    }
 
 
 # -- end to end, the real SDK against the simulator ------------------------------------------------
