@@ -64,7 +64,7 @@ async def _check_and_cost(store: SQLiteStore, specs: list[JobSpec]) -> float:
         job = await store.get(spec.id)
         assert job.state is State.SUCCEEDED, (spec.id, job.state)
         text = await store.read_text(spec.id)
-        assert text == expected_document(None, spec.messages[0].content), spec.id
+        assert text == expected_document(None, spec.messages[0].text), spec.id
         cost = job_spend(prices, job).total_usd
         assert cost is not None
         total += cost

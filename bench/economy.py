@@ -105,7 +105,7 @@ async def _one(sim: SimulatorProcess, tmp: Path, variant: str, specs: list[JobSp
         for spec in specs:
             job = await store.get(spec.id)
             assert job.state is State.SUCCEEDED, (spec.id, job.state, job.last_error)
-            assert await store.read_text(spec.id) == expected_document(spec.system, spec.messages[0].content)
+            assert await store.read_text(spec.id) == expected_document(spec.system, spec.messages[0].text)
             recorded += job.usage
     finally:
         await client.close()
@@ -116,9 +116,7 @@ async def _one(sim: SimulatorProcess, tmp: Path, variant: str, specs: list[JobSp
 async def run(docs: int, tokens: int, system_tokens: int, max_tokens: int = MAX_TOKENS) -> list[Row]:
     prices = load_prices()
     system = _system(system_tokens)
-    prefix_tokens = count_tokens(system) + count_tokens(
-        _specs(1, tokens, system, "off")[0].messages[0].content
-    )
+    prefix_tokens = count_tokens(system) + count_tokens(_specs(1, tokens, system, "off")[0].messages[0].text)
     results: dict[str, dict[str, Any]] = {}
     with (
         simulator_process("--faults", FAULTS, "--cache-min-tokens", "1024") as sim,
@@ -129,7 +127,7 @@ async def run(docs: int, tokens: int, system_tokens: int, max_tokens: int = MAX_
             specs = _specs(docs, tokens, system, cache, max_tokens)
             results[variant] = await _one(sim, Path(tmp), variant, specs)
     in_documents = sum(
-        count_tokens(expected_document(system, s.messages[0].content))
+        count_tokens(expected_document(system, s.messages[0].text))
         for s in _specs(docs, tokens, system, "off")
     )
     rows: list[Row] = []

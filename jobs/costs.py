@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jobs.blocks import estimate_chars
 from jobs.errors import ConfigError
 from jobs.models import Job, JobSpec, Totals, Usage
 
@@ -223,7 +224,7 @@ def worst_case_usd(table: PriceTable, spec: JobSpec) -> float | None:
     price = table.price(spec.model)
     if price is None:
         return None
-    chars = len(spec.system or "") + sum(len(m.content) for m in spec.messages)
+    chars = len(spec.system or "") + sum(estimate_chars(m.content) for m in spec.messages)
     prompt = math.ceil(chars / DRY_RUN_CHARS_PER_TOKEN)
     requests = math.ceil(spec.output_budget / spec.max_tokens)
     resent = spec.max_tokens * requests * (requests - 1) // 2  # text so far, summed over requests

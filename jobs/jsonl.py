@@ -22,9 +22,9 @@ surrogate in any string (not encodable as UTF-8), a prompt or message of whitesp
 final assistant turn (a prefill) on a model that rejects prefill or one that ends in whitespace
 (the API refuses both with a 400).
 
-**Content blocks** ``[{"type": "text", "text": …}, …]`` are joined as the API reads them: a user
-turn's blocks with a newline between them, an assistant turn's with nothing (it is one text the
-model continues). A file of blocks therefore sends the text a reader of the blocks would expect.
+**Content blocks** (text with ``cache_control``, images, documents; see ``jobs.blocks``) are
+checked here, field by field (``messages[0].content[2].source.media_type``), and kept as given:
+stored, and sent to the API, exactly as written. A string content stays a string.
 
 **run_at** is epoch seconds or an ISO 8601 date *and time* with a UTC offset or ``Z``, in the
 extended or basic format (``2030-01-01T09:00:00Z``, ``2030-01-01 09:00+02:00``,
@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobs.blocks import check_breakpoints, check_content, check_size
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
@@ -239,7 +240,10 @@ class _Line:
         if result[0].role != "user":
             self.problem("messages[0].role", 'the first message must be from "user"')
             return None
-        return result
+        before = len(self.errors)
+        check_breakpoints(((f"messages[{n}].content", m.content) for n, m in enumerate(result)), self.problem)
+        check_size([m.content for m in result], self.problem)
+        return result if len(self.errors) == before else None
 
     def message(self, field: str, item: object) -> Message | None:
         if not isinstance(item, dict):
@@ -253,32 +257,10 @@ class _Line:
         if role not in ("user", "assistant"):
             self.problem(f"{field}.role", f'must be "user" or "assistant", got {json.dumps(role)}')
             ok = False
-        joiner = "\n" if role == "user" else ""
-        content = self.content(f"{field}.content", item.get("content"), joiner)
+        content = check_content(f"{field}.content", item.get("content"), str(role), self.problem)
         if not ok or content is None:
             return None
         return Message("user" if role == "user" else "assistant", content)
-
-    def content(self, field: str, value: object, joiner: str) -> str | None:
-        """A string, or a list of text blocks joined as the API reads them (module docstring)."""
-        if isinstance(value, str):
-            if not value.strip():
-                self.problem(field, "must not be empty" if not value else "must not be only whitespace")
-                return None
-            return value
-        if not isinstance(value, list) or not value:
-            self.problem(field, f"must be a string or a non-empty list of text blocks, got {_kind(value)}")
-            return None
-        texts: list[str] = []
-        for n, block in enumerate(value):
-            where = f"{field}[{n}]"
-            if not isinstance(block, dict) or block.get("type") != "text" or set(block) != {"type", "text"}:
-                self.problem(where, 'must be a text block {"type": "text", "text": "..."}')
-            elif not isinstance(block["text"], str) or not block["text"].strip():
-                self.problem(f"{where}.text", f"must be a non-empty string, got {_kind(block['text'])}")
-            else:
-                texts.append(block["text"])
-        return joiner.join(texts) if len(texts) == len(value) else None
 
     def prefill(self, messages: tuple[Message, ...], model: str) -> None:
         """A final assistant turn must suit the model and the API's rule on whitespace."""
@@ -290,11 +272,20 @@ class _Line:
                 f"messages[{last}].role",
                 f"model {model} does not accept a final assistant turn (prefill): end with a user turn",
             )
-        elif messages[last].content != messages[last].content.rstrip():
+        elif (text := _final_text(messages[last].content)) != text.rstrip():
+            where = (
+                "" if isinstance(messages[last].content, str) else f"[{len(messages[last].content) - 1}].text"
+            )
             self.problem(
-                f"messages[{last}].content",
+                f"messages[{last}].content{where}",
                 "a final assistant turn must not end in whitespace (the API refuses it)",
             )
+
+
+def _final_text(content: str | tuple[dict[str, Any], ...]) -> str:
+    """The text a prefill ends with: the string, or its last block's (an assistant turn's blocks
+    are all text)."""
+    return content if isinstance(content, str) else str(content[-1].get("text", ""))
 
 
 def _load(raw: str) -> tuple[Any, str | None]:

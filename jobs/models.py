@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jobs.blocks import text_of
 from jobs.buckets import BucketState
 
 __all__ = (
@@ -113,7 +114,15 @@ class Message:
     """One conversation turn of the job's prompt."""
 
     role: Literal["user", "assistant"]
-    content: str
+    #: A string, or the content blocks as given (checked at enqueue: see ``jobs.blocks``); blocks
+    #: are plain JSON objects, kept and sent exactly as the user wrote them.
+    content: str | tuple[dict[str, Any], ...]
+
+    @property
+    def text(self) -> str:
+        """The turn's text as the API reads it: a string, or its text blocks joined (a user turn's
+        with newlines, an assistant turn's with nothing: one text the model continues)."""
+        return text_of(self.content, "\n" if self.role == "user" else "")
 
 
 @dataclass(frozen=True, slots=True)

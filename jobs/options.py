@@ -192,7 +192,7 @@ def options_kwargs(stored: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dump_messages(messages: list[dict[str, str]], options: Mapping[str, Any]) -> str:
+def dump_messages(messages: list[dict[str, Any]], options: Mapping[str, Any]) -> str:
     """The ``messages`` column: the bare list, or the list and the options (module docstring)."""
     if not options:
         return json.dumps(messages)

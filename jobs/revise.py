@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from jobs.blocks import content_json
 from jobs.jsonl import Problem, check_job
 from jobs.models import REVISABLE_FIELDS, JobSpec
 from jobs.options import options_dict
@@ -33,7 +34,7 @@ def spec_object(spec: JobSpec) -> dict[str, Any]:
     """The spec as the job object :func:`check_job` reads back into the same spec."""
     data: dict[str, Any] = {
         "id": spec.id,
-        "messages": [{"role": m.role, "content": m.content} for m in spec.messages],
+        "messages": [{"role": m.role, "content": content_json(m.content)} for m in spec.messages],
         "model": spec.model,
         "max_tokens": spec.max_tokens,
         "output_budget": spec.output_budget,

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from jobs.blocks import content_from_json, content_json
 from jobs.buckets import BucketState
 from jobs.errors import InvalidJobError
 from jobs.models import (
@@ -67,7 +68,7 @@ def spec_json(spec: JobSpec) -> tuple[str, str]:
         metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
-    messages = [{"role": m.role, "content": m.content} for m in spec.messages]
+    messages = [{"role": m.role, "content": content_json(m.content)} for m in spec.messages]
     return dump_messages(messages, options_dict(spec)), metadata
 
 
@@ -99,7 +100,7 @@ def job(row: Row) -> Job:
     messages, options = load_messages(row["messages"])
     spec = JobSpec(
         id=row["id"],
-        messages=tuple(Message(m["role"], m["content"]) for m in messages),
+        messages=tuple(Message(m["role"], content_from_json(m["content"])) for m in messages),
         model=row["model"],
         max_tokens=row["max_tokens"],
         output_budget=row["output_budget"],

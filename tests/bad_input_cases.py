@@ -374,9 +374,9 @@ ENQUEUE_FILE_CASES = [
         "jobs.jsonl:1: messages[0].content: must not be only whitespace",
     ),
     _line_case(
-        "content an image",
-        {"messages": [{"role": "user", "content": [{"type": "image"}]}]},
-        "jobs.jsonl:1: messages[0].content[0]: must be a text block",
+        "content an unknown block type",
+        {"messages": [{"role": "user", "content": [{"type": "audio"}]}]},
+        'jobs.jsonl:1: messages[0].content[0].type: unknown block type "audio" (known: text, image, document)',
     ),
     _line_case(
         "message extra field",

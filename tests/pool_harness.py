@@ -75,7 +75,7 @@ def spec(
 
 
 def expected(job: JobSpec) -> str:
-    return expected_document(job.system, job.messages[0].content)
+    return expected_document(job.system, job.messages[0].text)
 
 
 @dataclass

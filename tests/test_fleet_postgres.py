@@ -134,7 +134,7 @@ async def assert_exactly_once(store: PostgresStore, jobs: list[JobSpec], sim: Si
         assert [a.outcome for a in attempts].count(Outcome.SUCCEEDED) == 1, (job.id, attempts)
         for earlier, later in itertools.pairwise(attempts):
             assert earlier.ended_at is not None and earlier.ended_at <= later.started_at, (job.id, attempts)
-        assert accounting.documents[document_key(None, job.messages[0].content)].completed, job.id
+        assert accounting.documents[document_key(None, job.messages[0].text)].completed, job.id
     for name, text in (await anyio.to_thread.run_sync(read_logs, logs)).items():
         assert "offset_mismatch" not in text, f"{name} had a checkpoint refused for its offset"
         assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"

@@ -68,9 +68,10 @@ def test_every_field_is_read() -> None:
     assert errors == []
     assert spec.messages == (
         Message("user", "Outline."),
-        Message("assistant", "1. Intro"),
+        Message("assistant", ({"type": "text", "text": "1. "}, {"type": "text", "text": "Intro"})),
         Message("user", "Now write it."),
     )
+    assert spec.messages[1].text == "1. Intro"
     assert (spec.system, spec.model, spec.max_tokens, spec.output_budget, spec.max_attempts) == (
         "You are terse.",
         "m",
@@ -144,7 +145,7 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
     (line(messages=[{"role": "user", "content": []}]), "f.jsonl:1: messages[0].content: must be a string or"),
     (
         line(messages=[{"role": "user", "content": [{"type": "image", "source": {}}]}]),
-        "f.jsonl:1: messages[0].content[0]: must be a text block",
+        "f.jsonl:1: messages[0].content[0].source.type: must be one of base64, url for an image",
     ),
     (
         line(messages=[{"role": "user", "content": [{"type": "text", "text": ""}]}]),
@@ -229,17 +230,16 @@ def test_a_bad_id_is_echoed_back() -> None:
     assert error.endswith(', got "bad id!"')
 
 
-def test_content_blocks_are_joined_as_the_api_reads_them() -> None:
-    """User blocks are separate paragraphs to the model; assistant blocks are one continuing text."""
+def test_content_blocks_are_kept_as_given_and_read_as_the_api_joins_them() -> None:
+    """Blocks stay blocks (sent as written); their text reads as the API joins it: user blocks are
+    separate paragraphs to the model, assistant blocks one continuing text."""
     blocks = [{"type": "text", "text": "Write about cats."}, {"type": "text", "text": "Keep it short."}]
     reply = [{"type": "text", "text": "Cats"}, {"type": "text", "text": " purr"}]
     messages = [{"role": "user", "content": blocks}, {"role": "assistant", "content": reply}]
-    [spec], errors = parse(line(messages=messages))
+    [spec], errors = parse(line(messages=messages, model="claude-haiku-4-5"))
     assert errors == []
-    assert spec.messages == (
-        Message("user", "Write about cats.\nKeep it short."),
-        Message("assistant", "Cats purr"),
-    )
+    assert spec.messages == (Message("user", tuple(blocks)), Message("assistant", tuple(reply)))
+    assert [m.text for m in spec.messages] == ["Write about cats.\nKeep it short.", "Cats purr"]
 
 
 @pytest.mark.parametrize(

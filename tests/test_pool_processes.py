@@ -115,7 +115,7 @@ async def test_sigkill_mid_stream_then_a_new_worker_resumes(tmp_path: Path, mode
             assert attempts[1].resume_mode in (ResumeMode.PREFILL, ResumeMode.CONTINUATION)
             assert attempts[1].joins and "uncertain" not in dict(attempts[1].joins), attempts[1].joins
 
-            emitted = sim.accounting().documents[document_key(None, job.messages[0].content)].output_tokens
+            emitted = sim.accounting().documents[document_key(None, job.messages[0].text)].output_tokens
             regenerated = emitted - count_tokens(expected(job))
             one_interval = RATE * CHECKPOINT_SECONDS
             # The writer wakes every interval/4, and a delta carries up to 2 tokens. A continuation

@@ -178,6 +178,24 @@ async def test_job_text_cancel_and_retry(tmp_path: Path) -> None:
         assert status == 200 and (job["state"], job["text_length"]) == ("queued", 13)
 
 
+async def test_a_jobs_kept_thinking_is_served_and_never_its_text(tmp_path: Path) -> None:
+    async with api(tmp_path) as (live, session):
+        await live.store.enqueue([spec("a"), spec("b")])
+        claim = next(c for c in await live.store.claim("w", 30, limit=2) if c.job.id == "a")
+        await live.store.commit([CheckpointWrite("a", claim.token, 0, "The text.")], 30)
+        await live.store.save_thinking("a", claim.token, 1, "Plan the opening.", 1000)
+        await live.store.save_thinking("a", claim.token, 2, "x" * 50, 30)
+        status, answer = await call(session, "GET", "/v1/jobs/a/thinking")
+        assert status == 200 and answer["id"] == "a"
+        kept = [(t["attempt"], t["request"], t["text"], t["chars"], t["cut"]) for t in answer["thinking"]]
+        assert kept == [(1, 1, "Plan the opening.", 17, False), (1, 2, "x" * 13, 50, True)]
+        assert await call(session, "GET", "/v1/jobs/b/thinking") == (200, {"id": "b", "thinking": []})
+        status, answer = await call(session, "GET", "/v1/jobs/nope/thinking")
+        assert status == 404 and "nope" in answer["error"]
+        status, answer = await call(session, "GET", "/v1/jobs/a/thinking", params={"offset": "1"})
+        assert status == 400 and answer["error"].startswith("offset: unknown query parameter")
+
+
 async def test_retry_repairs_a_failed_jobs_spec(tmp_path: Path) -> None:
     async with api(tmp_path) as (live, session):
         await live.store.enqueue([spec("a")])

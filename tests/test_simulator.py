@@ -238,7 +238,54 @@ class TestValidation:
                     "max_tokens": 5,
                     "messages": [{"role": "user", "content": [{"type": "image"}]}],
                 },
-                "text content blocks",
+                "messages.0.content.0.image.source: Field required",
+            ),
+            (
+                {
+                    "model": MODERN,
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": [{"type": "audio"}]}],
+                },
+                "messages.0.content.0: Input tag 'audio' found using 'type' does not match",
+            ),
+            (
+                {
+                    "model": MODERN,
+                    "max_tokens": 5,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "Describe it."},
+                                {
+                                    "type": "image",
+                                    "source": {"type": "base64", "media_type": "image/bmp", "data": "AA=="},
+                                },
+                            ],
+                        }
+                    ],
+                },
+                "messages.0.content.1.image.source.base64.media_type: Input should be 'image/jpeg'",
+            ),
+            (
+                {
+                    "model": MODERN,
+                    "max_tokens": 5,
+                    "messages": [
+                        {"role": "user", "content": "Go."},
+                        {
+                            "role": "assistant",
+                            "content": [
+                                {
+                                    "type": "document",
+                                    "source": {"type": "text", "media_type": "text/plain", "data": "x"},
+                                }
+                            ],
+                        },
+                        {"role": "user", "content": "More."},
+                    ],
+                },
+                "messages.1.content.0: document content blocks are only allowed in user messages",
             ),
             (
                 {"model": MODERN, "max_tokens": 5, "messages": [{"role": "user", "content": "[sim:nope]"}]},

@@ -29,6 +29,7 @@ from jobs.models import (
     CheckpointWrite,
     Claim,
     JobQuery,
+    Message,
     Outcome,
     ResumeMode,
     SettleRequest,
@@ -82,6 +83,27 @@ async def test_enqueue_is_idempotent_and_keeps_the_spec(make_store: StoreFactory
     assert [(t.from_state, t.to_state, t.reason) for t in await store.history("a")] == [
         (None, State.QUEUED, "enqueued")
     ]
+
+
+async def test_content_blocks_read_back_exactly_and_a_string_stays_a_string(make_store: StoreFactory) -> None:
+    """Blocks (nested sources, cache_control, non-ASCII) come back equal, from get and from claim."""
+    store = await make_store()
+    blocks = (
+        {"type": "text", "text": "Décris ça.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "ü"},
+            "title": "t",
+        },
+    )
+    messages = (Message("user", blocks), Message("assistant", "Plain."), Message("user", "Go on."))
+    spec = make_spec("blocks", messages=messages)
+    await store.enqueue([spec])
+    assert (await store.get("blocks")).spec == spec
+    [claim] = await store.claim("w1", LEASE)
+    assert claim.job.spec.messages == messages
+    assert isinstance(claim.job.spec.messages[1].content, str)
 
 
 async def test_unknown_ids_raise_job_not_found(make_store: StoreFactory) -> None:

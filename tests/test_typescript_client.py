@@ -51,7 +51,7 @@ async def test_the_node_client_reconnects_and_prints_the_document(
         )
         job = spec("ts-doc", tokens=1000)
         env = {**os.environ, "LONGFORM_URL": served.url, "LONGFORM_TOKEN": TOKEN}
-        command = [node, str(CLIENT), job.messages[0].content, "--id", "ts-doc", "--model", PREFILL_MODEL]
+        command = [node, str(CLIENT), job.messages[0].text, "--id", "ts-doc", "--model", PREFILL_MODEL]
         with anyio.fail_after(90):
             result = await anyio.run_process([*command, "--drop-after", "3"], env=env, check=False)
     errors = result.stderr.decode()

@@ -17,11 +17,12 @@ prompt. Continuations past ``max_tokens``, resumes and retries all re-send it, s
    ``max_tokens`` 500 (8 requests) 29 % against 47 %. Off by default (``[costs]
    cache_checkpoint``) until multi-block assistant turns are verified against the real API.
 
-At most 4 breakpoints per request (the API's limit); we use at most 3. The minimum cacheable
-length is model-dependent and the sources disagree (512 to 4,096 tokens), so it is not hard-coded:
-:class:`MinimumLearner` narrows it from each response's usage (``cache_creation_input_tokens`` and
-``cache_read_input_tokens`` are 0 when the marked prefix was too short), and a system prompt known
-to be too short alone gets no breakpoint of its own.
+At most 4 breakpoints per request (the API's limit), the user's own marks on content blocks
+included: we use at most 3, and only what the user's marks leave (see :func:`mark_request`). The
+minimum cacheable length is model-dependent and the sources disagree (512 to 4,096 tokens), so it
+is not hard-coded: :class:`MinimumLearner` narrows it from each response's usage
+(``cache_creation_input_tokens`` and ``cache_read_input_tokens`` are 0 when the marked prefix was
+too short), and a system prompt known to be too short alone gets no breakpoint of its own.
 """
 
 from __future__ import annotations
@@ -111,34 +112,109 @@ def mark_request(
     learner: MinimumLearner,
     segments: Sequence[str] | None = None,
 ) -> int:
-    """Add breakpoints to ``params`` in place; returns how many were placed.
+    """Add breakpoints to ``params`` in place; returns how many were placed (ours, not the user's).
+
+    The user's own ``cache_control`` marks on blocks are kept and counted: ours fill only what the
+    API's 4 leave, in order of worth (the last block of the job's prompt, which every later request
+    re-reads; the system prompt; the document so far), and one that would put a ``1h`` mark after a
+    ``5m`` one (the API refuses that order) is left out.
 
     :param prompt_messages: how many leading messages are the job's own prompt, unchanged.
     :param system_tokens: the system prompt's estimated length in tokens.
     :param segments: the document so far split at request boundaries, to cache it (see above);
         it must join to the assistant message that follows the prompt.
     """
-    model = str(params["model"])
-    placed = 0
-    system = params.get("system")
-    if isinstance(system, str) and system:
-        mark = learner.worth_marking(model, system_tokens)
-        params["system"] = [_block(system, ttl if mark else None)]
-        placed += mark
     messages: list[dict[str, Any]] = params["messages"]
     last_prompt = min(prompt_messages, len(messages)) - 1
     while last_prompt >= 0 and messages[last_prompt]["role"] != "user":
         last_prompt -= 1
-    if last_prompt >= 0:
-        message = messages[last_prompt]
-        messages[last_prompt] = {**message, "content": [_block(message["content"], ttl)]}
-        placed += 1
-    after = last_prompt + 1
-    if segments and after < len(messages) and messages[after]["role"] == "assistant":
-        parts = [s for s in segments if s]
-        if parts and "".join(parts) == messages[after]["content"] and placed < MAX_BREAKPOINTS:
-            blocks = [_block(part, None) for part in parts]
-            blocks[-1] = _block(parts[-1], ttl)
-            messages[after] = {**messages[after], "content": blocks}
-            placed += 1
+    placed = 0
+    for place in (_mark_prompt, _mark_system, _mark_segments):
+        if _count_marks(params) >= MAX_BREAKPOINTS:
+            break
+        system_before, messages_before = params.get("system"), list(messages)
+        if place(params, last_prompt, ttl, system_tokens, learner, segments):
+            if _ordered(params):
+                placed += 1
+            else:
+                if system_before is None:
+                    params.pop("system", None)
+                else:
+                    params["system"] = system_before
+                messages[:] = messages_before
+    system = params.get("system")
+    if isinstance(system, str) and system:
+        params["system"] = [_block(system, None)]
     return placed
+
+
+def _mark_prompt(
+    params: dict[str, Any], last_prompt: int, ttl: str, _tokens: int, _learner: MinimumLearner, _s: object
+) -> bool:
+    """A breakpoint on the last block of the job's own prompt, unless the user marked it already."""
+    if last_prompt < 0:
+        return False
+    messages: list[dict[str, Any]] = params["messages"]
+    message = messages[last_prompt]
+    content = message["content"]
+    if isinstance(content, str):
+        messages[last_prompt] = {**message, "content": [_block(content, ttl)]}
+        return True
+    if content[-1].get("cache_control") is not None:
+        return False
+    last = {**content[-1], "cache_control": {"type": "ephemeral", "ttl": ttl}}
+    messages[last_prompt] = {**message, "content": [*content[:-1], last]}
+    return True
+
+
+def _mark_system(
+    params: dict[str, Any], _last: int, ttl: str, tokens: int, learner: MinimumLearner, _s: object
+) -> bool:
+    system = params.get("system")
+    if not isinstance(system, str) or not system or not learner.worth_marking(str(params["model"]), tokens):
+        return False
+    params["system"] = [_block(system, ttl)]
+    return True
+
+
+def _mark_segments(
+    params: dict[str, Any],
+    last_prompt: int,
+    ttl: str,
+    _tokens: int,
+    _learner: MinimumLearner,
+    segments: Sequence[str] | None,
+) -> bool:
+    messages: list[dict[str, Any]] = params["messages"]
+    after = last_prompt + 1
+    if not segments or after >= len(messages) or messages[after]["role"] != "assistant":
+        return False
+    parts = [s for s in segments if s]
+    if not parts or "".join(parts) != messages[after]["content"]:
+        return False
+    blocks = [_block(part, None) for part in parts]
+    blocks[-1] = _block(parts[-1], ttl)
+    messages[after] = {**messages[after], "content": blocks}
+    return True
+
+
+def _marks(params: dict[str, Any]) -> list[str]:
+    """The TTL of every ``cache_control`` in the request, in the API's render order."""
+    contents: list[object] = [params.get("system"), *(m["content"] for m in params["messages"])]
+    found: list[str] = []
+    for content in contents:
+        for block in content if isinstance(content, list) else ():
+            control = block.get("cache_control") if isinstance(block, dict) else None
+            if isinstance(control, dict):
+                found.append(str(control.get("ttl", "5m")))
+    return found
+
+
+def _count_marks(params: dict[str, Any]) -> int:
+    return len(_marks(params))
+
+
+def _ordered(params: dict[str, Any]) -> bool:
+    """No ``1h`` mark after a ``5m`` one."""
+    marks = _marks(params)
+    return "5m" not in marks or "1h" not in marks[marks.index("5m") :]

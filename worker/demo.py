@@ -183,7 +183,7 @@ async def run_demo(args: argparse.Namespace, config: Config) -> int:
             total_in += state.usage.input_tokens
             total_out += state.usage.output_tokens
             text = await store.read_text(job.id)
-            if sim is not None and text == expected_document(job.system, job.messages[0].content):
+            if sim is not None and text == expected_document(job.system, job.messages[0].text):
                 exact += 1
             print(
                 f"  {job.id + '.md':<18} {state.state:<9} {len(text):>7,} chars  "
@@ -223,4 +223,4 @@ def _fresh_folder(out: Path) -> None:
 def _doc_tokens(jobs: list[JobSpec]) -> int:
     from worker.simulator import count_tokens, expected_document
 
-    return sum(count_tokens(expected_document(j.system, j.messages[0].content)) for j in jobs)
+    return sum(count_tokens(expected_document(j.system, j.messages[0].text)) for j in jobs)

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from jobs.blocks import estimate_chars
 from jobs.costs import PriceTable, format_usd, load_prices
 from jobs.errors import BudgetError
 from jobs.models import JobSpec, Usage
@@ -196,9 +197,10 @@ class AttemptEconomy:
 
 
 def _prompt_chars(params: dict[str, Any]) -> int:
+    """The prompt's size in characters; blocks count as ``jobs.blocks.estimate_chars`` says."""
     chars = len(params.get("system") or "")
     for message in params["messages"]:
-        chars += len(message["content"])
+        chars += estimate_chars(message["content"])
     return chars
 
 
@@ -206,5 +208,5 @@ def _prefix_chars(params: dict[str, Any], prompt_messages: int) -> int:
     """Characters of the stable prefix: the system prompt and the job's own prompt."""
     chars = len(params.get("system") or "")
     for message in params["messages"][:prompt_messages]:
-        chars += len(message["content"])
+        chars += estimate_chars(message["content"])
     return chars

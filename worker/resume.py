@@ -40,9 +40,11 @@ its cost per delta stays flat however long the document grows.
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import structlog
 
+from jobs.blocks import content_json
 from jobs.models import JobSpec, ResumeMode
 from jobs.prefill import supports_prefill
 from worker.join import (
@@ -93,28 +95,37 @@ _CONTEXT_CHARS = 2 * ECHO_CHARS
 _CHECK_EVERY = 128
 
 
-def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dict[str, str]], str]:
+def build_messages(spec: JobSpec, text: str, mode: ResumeMode) -> tuple[list[dict[str, Any]], str]:
     """The request's messages for a document whose text so far is ``text``.
 
     Returns the messages and the *carry*: trailing whitespace of ``text`` that was trimmed off a
     prefill (empty in the other modes). A job whose own prompt ends with an assistant turn (a user's
-    prefill) has the generated text appended to that turn.
+    prefill) has the generated text appended to that turn: to its last text block when it is given
+    as blocks, so the user's blocks (and their ``cache_control``) are sent as written. The prompt's
+    content, blocks included, is copied as stored; only ``text`` is ever the assistant's new text.
     """
-    base = [{"role": m.role, "content": m.content} for m in spec.messages]
+    base: list[dict[str, Any]] = [{"role": m.role, "content": content_json(m.content)} for m in spec.messages]
     if mode is ResumeMode.FRESH or not text:
         return base, ""
-    head = ""
+    head: str | list[dict[str, Any]] = ""
     if base and base[-1]["role"] == "assistant":
         head = base.pop()["content"]
     if mode is ResumeMode.PREFILL:
-        whole = head + text
-        trimmed = whole.rstrip()
-        return [*base, {"role": "assistant", "content": trimmed}], whole[len(trimmed) :]
+        trimmed = text.rstrip()
+        return [*base, {"role": "assistant", "content": _appended(head, trimmed)}], text[len(trimmed) :]
     return [
         *base,
-        {"role": "assistant", "content": head + text},
+        {"role": "assistant", "content": _appended(head, text)},
         {"role": "user", "content": continue_instruction(anchor_for(text))},
     ], ""
+
+
+def _appended(head: str | list[dict[str, Any]], text: str) -> str | list[dict[str, Any]]:
+    """The user's prefill ``head`` (a string, or text blocks) followed by the generated ``text``."""
+    if isinstance(head, str):
+        return head + text
+    *rest, last = head
+    return [*rest, {**last, "text": last["text"] + text}]
 
 
 def continue_instruction(anchor: str) -> str:

@@ -77,12 +77,38 @@ _JOB = {
     },
 }
 
+_THINKING = {
+    "type": "object",
+    "required": ["id", "thinking"],
+    "properties": {
+        "id": {"type": "string"},
+        "thinking": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["attempt", "request", "chars", "cut", "created_at", "text"],
+                "properties": {
+                    "attempt": {"type": "integer"},
+                    "request": {"type": "integer"},
+                    "chars": {"type": "integer", "description": "characters the request streamed"},
+                    "cut": {"type": "boolean", "description": "kept less than streamed (thinking_max_chars)"},
+                    "created_at": {"type": "number"},
+                    "text": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 _MESSAGE = {
     "type": "object",
     "required": ["role", "content"],
     "properties": {
         "role": {"type": "string", "enum": ["user", "assistant"]},
-        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "content": {
+            "description": "A string, or content blocks (text, image, document) as the Messages API takes",
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        },
     },
 }
 
@@ -260,6 +286,13 @@ def openapi_document() -> dict[str, Any]:
                         },
                         **_errors(400, 401, 404, 503),
                     },
+                }
+            },
+            "/v1/jobs/{id}/thinking": {
+                "get": {
+                    "summary": "The thinking kept beside the job, per attempt and request (not in its text)",
+                    "parameters": [_ID],
+                    "responses": {"200": _json(_THINKING, "The kept thinking"), **_errors(401, 404, 503)},
                 }
             },
             "/v1/jobs/{id}/events": {

@@ -1,4 +1,5 @@
-"""The REST routes: submit, list, read, cancel and retry jobs; health and readiness.
+"""The REST routes: submit, list, read, cancel and retry jobs; a job's kept thinking; health and
+readiness.
 
 Bodies are JSON; every error is ``{"error": "..."}`` (plus ``"problems"`` for a rejected
 submission), with the status saying who must act: 400 fix the request, 404 no such job, 409 the
@@ -18,7 +19,7 @@ from jobs.models import JobSpec, State
 from jobs.revise import revise
 from jobs.store import Store
 from worker.config import Config
-from worker.server.views import decode_cursor, encode_cursor, job_json
+from worker.server.views import decode_cursor, encode_cursor, job_json, thinking_json
 
 __all__ = (
     "STORE",
@@ -44,6 +45,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{id}", get_job)
     app.router.add_get("/v1/jobs/{id}/text", get_text)
+    app.router.add_get("/v1/jobs/{id}/thinking", get_thinking)
     app.router.add_post("/v1/jobs/{id}/cancel", cancel)
     app.router.add_post("/v1/jobs/{id}/retry", retry)
 
@@ -196,6 +198,14 @@ async def get_text(request: web.Request) -> web.Response:
     return web.Response(
         text=text, content_type="text/plain", charset="utf-8", headers={"X-Text-Offset": str(offset)}
     )
+
+
+async def get_thinking(request: web.Request) -> web.Response:
+    """The thinking kept beside the job (``Store.read_thinking``), per attempt and request, in
+    order; an empty list for a job that did not think. Never part of the document."""
+    job_id = request.match_info["id"]
+    kept = await request.app[STORE].read_thinking(job_id)
+    return web.json_response({"id": job_id, "thinking": [thinking_json(t) for t in kept]})
 
 
 async def cancel(request: web.Request) -> web.Response:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from jobs.models import Job
+from jobs.models import Job, Thinking
 
-__all__ = ("job_json", "encode_cursor", "decode_cursor")
+__all__ = ("job_json", "thinking_json", "encode_cursor", "decode_cursor")
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -37,6 +37,19 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "metadata": dict(spec.metadata),
+    }
+
+
+def thinking_json(kept: Thinking) -> dict[str, Any]:
+    """One request's kept thinking: ``chars`` is what it streamed, ``cut`` whether the job's bound
+    (``[worker] thinking_max_chars``) kept less."""
+    return {
+        "attempt": kept.attempt,
+        "request": kept.request,
+        "chars": kept.chars,
+        "cut": kept.cut,
+        "created_at": kept.created_at,
+        "text": kept.text,
     }
 
 

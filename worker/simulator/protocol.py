@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.simulator.cache import MAX_BREAKPOINTS, CachePlan, PromptBlock
+from worker.simulator.content import Content, ContentError, read_content
 from worker.simulator.options import OptionError, RequestOptions, parse_options
 from worker.simulator.text import count_tokens
 
@@ -116,31 +117,6 @@ class MessagesRequest:
     options: RequestOptions = field(default_factory=RequestOptions)
 
 
-def _cache_ttl(block: dict[str, Any], where: str) -> str | None:
-    """The block's ``cache_control`` TTL (``5m`` by default), or None without one."""
-    control = block.get("cache_control")
-    if control is None:
-        return None
-    if not isinstance(control, dict) or control.get("type") != "ephemeral":
-        raise _invalid(f"{where}.cache_control.type: Input should be 'ephemeral'")
-    ttl = control.get("ttl", "5m")
-    if ttl not in ("5m", "1h"):
-        raise _invalid(f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
-    return str(ttl)
-
-
-def _blocks_of(content: object, where: str, role: str) -> list[PromptBlock]:
-    """The rendered blocks of a string or a list of text blocks (a string is one block)."""
-    if isinstance(content, str):
-        return [PromptBlock(role, content, count_tokens(content))] if content else []
-    if not isinstance(content, list):
-        return []
-    return [
-        PromptBlock(role, block["text"], count_tokens(block["text"]), _cache_ttl(block, f"{where}.{index}"))
-        for index, block in enumerate(content)
-    ]
-
-
 def _check_breakpoints(blocks: list[PromptBlock]) -> None:
     ttls = [block.ttl for block in blocks if block.ttl is not None]
     if len(ttls) > MAX_BREAKPOINTS:
@@ -151,29 +127,11 @@ def _check_breakpoints(blocks: list[PromptBlock]) -> None:
         raise _invalid("a ttl='1h' cache_control block must not come after a ttl='5m' one")
 
 
-def _text_of(content: object, where: str, joiner: str) -> str:
-    """Text of a string or a list of text blocks; other block types are not simulated."""
-    if isinstance(content, str):
-        return content
-
-    if not isinstance(content, list):
-        raise _invalid(f"{where}: Input should be a valid string or a list of content blocks")
-
-    texts: list[str] = []
-    for index, block in enumerate(content):
-        if not isinstance(block, dict) or block.get("type") != "text":
-            raise _invalid(f"{where}.{index}: the simulator only supports text content blocks")
-
-        text = block.get("text")
-        if not isinstance(text, str):
-            raise _invalid(f"{where}.{index}.text: Input should be a valid string")
-
-        if not text:
-            raise _invalid("messages: text content blocks must be non-empty")
-
-        texts.append(text)
-
-    return joiner.join(texts)
+def _content(content: object, where: str, role: str) -> Content:
+    try:
+        return read_content(content, where, role, "\n" if role == "user" else "")
+    except ContentError as exc:
+        raise _invalid(str(exc)) from None
 
 
 def parse_messages_request(raw: bytes) -> MessagesRequest:
@@ -208,8 +166,10 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         raise _invalid("stream: Input should be a valid boolean")
 
     system = body.get("system")
-    system_text = None if system is None else _text_of(system, "system", "\n")
-    blocks = [] if system is None else _blocks_of(system, "system", "system")
+    system_content = None if system is None else _content(system, "system", "system")
+    system_text = None if system_content is None else system_content.text
+    blocks = [] if system_content is None else list(system_content.blocks)
+    media_tokens = 0
     if not isinstance(messages, list):
         raise _invalid("messages: Input should be a valid list")
 
@@ -222,22 +182,26 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
             raise _invalid(f"messages.{index}.role: Input should be 'user' or 'assistant'")
 
         role = message["role"]
-        text = _text_of(message.get("content"), f"messages.{index}.content", "\n" if role == "user" else "")
+        content = _content(message.get("content"), f"messages.{index}.content", role)
+        text = content.text
         final_assistant = index == len(messages) - 1 and role == "assistant"
-        if not text and not final_assistant:
+        if content.empty and not final_assistant:
             raise _invalid(
                 f"messages.{index}: all messages must have non-empty content except for the "
                 "optional final assistant message"
             )
 
         turns.append((role, text))
-        blocks.extend(_blocks_of(message.get("content"), f"messages.{index}.content", role))
+        blocks.extend(content.blocks)
+        media_tokens += content.media_tokens
 
     if turns[0][0] != "user":
         raise _invalid('messages: first message must use the "user" role')
 
     _check_breakpoints(blocks)
-    input_tokens = count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns)
+    input_tokens = (
+        count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns) + media_tokens
+    )
     try:
         options = parse_options(body, model, max_tokens, turns[-1][0] == "assistant")
     except OptionError as exc:
