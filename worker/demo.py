@@ -29,7 +29,9 @@ from worker.config import Config
 from worker.logs import configure_logging
 
 if TYPE_CHECKING:
+    from worker.pool import PoolStats
     from worker.simulator import Simulator
+    from worker.simulator.accounting import AccountingSnapshot
 
 # The pool, the SDK and the simulator are imported when the demo runs (see worker.run_command).
 
@@ -127,12 +129,6 @@ def _explain(simulated: bool) -> None:
 
 
 async def run_demo(args: argparse.Namespace, config: Config) -> int:
-    from worker.limits import FleetLimiter
-    from worker.pool import Pool
-    from worker.progress import ProgressDisplay
-    from worker.runtime import make_client, pool_settings
-    from worker.simulator import expected_document
-
     has_key = bool(os.environ.get("ANTHROPIC_API_KEY"))
     if args.claude and not has_key:
         print("error: --claude needs ANTHROPIC_API_KEY", file=sys.stderr)
@@ -149,70 +145,93 @@ async def run_demo(args: argparse.Namespace, config: Config) -> int:
     store = SQLiteStore(out / "queue.db")
     try:
         async with _api(simulated) as sim:
-            run_config = config
-            if sim is not None:
-                run_config = dataclasses.replace(
-                    config,
-                    anthropic=dataclasses.replace(config.anthropic, base_url=sim.base_url),
-                    worker=dataclasses.replace(
-                        config.worker, idle_timeout=3.0, backoff_base=0.2, backoff_max=2.0
-                    ),
-                )
-                os.environ.setdefault("ANTHROPIC_API_KEY", "simulator")
-            client = make_client(run_config)
-            try:
-                await store.enqueue(jobs)
-                print(f"Enqueued {len(jobs)} documents on {out / 'queue.db'}; running the pool ...")
-                limiter = FleetLimiter(store, SIM_LIMITS) if sim is not None else None
-                settings = dataclasses.replace(pool_settings(run_config), concurrency=6, poll_seconds=0.1)
-                pool = Pool(store, client, settings, limiter=limiter)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(ProgressDisplay(pool, store).run)
-                    stats = await pool.run(until_empty=True)
-                    tg.cancel_scope.cancel()
-            finally:
-                await client.close()
+            await store.enqueue(jobs)
+            print(f"Enqueued {len(jobs)} documents on {out / 'queue.db'}; running the pool ...")
+            stats = await _run_pool(store, _demo_config(config, sim), sim)
             report = await export_jobs(store, documents, (State.SUCCEEDED, State.FAILED))
             accounting = sim.accounting() if sim is not None else None
         elapsed = time.monotonic() - started
         print(f"\nDocuments: {documents.resolve()}/ (manifest: {report.manifest.name})")
-        total_in = total_out = 0
-        exact = 0
-        for job in jobs:
-            state = await store.get(job.id)
-            total_in += state.usage.input_tokens
-            total_out += state.usage.output_tokens
-            text = await store.read_text(job.id)
-            if sim is not None and text == expected_document(job.system, job.messages[0].text):
-                exact += 1
-            print(
-                f"  {job.id + '.md':<18} {state.state:<9} {len(text):>7,} chars  "
-                f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}  {job.model}"
-            )
+        exact, total_in, total_out = await _print_documents(store, jobs, check=sim is not None)
         print(
             f"\nSummary: {stats.succeeded} succeeded, {stats.failed} failed in {elapsed:.1f} s; "
             f"{stats.retries} retries, {stats.resumes} resumed from a checkpoint; "
             f"{total_in:,} input and {total_out:,} output tokens."
         )
         if accounting is not None:
-            faults = (
-                ", ".join(f"{n} {kind}" for kind, n in sorted(accounting.faults_injected.items())) or "none"
-            )
-            wasted = accounting.failed_output_tokens
-            twice = max(0, accounting.output_tokens - _doc_tokens(jobs))
-            print(
-                f"Simulator: faults injected: {faults}; requests refused by its rate limit: "
-                f"{accounting.rate_limited}.\n"
-                f"Tokens streamed in failed requests: {wasted:,}, every one of them kept in a checkpoint "
-                f"and resumed from; tokens generated twice: {twice:,}.\n"
-                f"Byte-identical to a fault-free run: {exact}/{len(jobs)} documents."
-            )
+            _print_simulator(accounting, jobs, exact)
         print(
             f"\nNext: python -m worker show {jobs[0].id} --queue-url sqlite:///{(out / 'queue.db').resolve()}"
         )
         return 0 if stats.failed == 0 else 1
     finally:
         await store.close()
+
+
+def _demo_config(config: Config, sim: Simulator | None) -> Config:
+    """Against the simulator: its address, and a watchdog and backoff scaled to its quick faults."""
+    if sim is None:
+        return config
+    os.environ.setdefault("ANTHROPIC_API_KEY", "simulator")
+    return dataclasses.replace(
+        config,
+        anthropic=dataclasses.replace(config.anthropic, base_url=sim.base_url),
+        worker=dataclasses.replace(config.worker, idle_timeout=3.0, backoff_base=0.2, backoff_max=2.0),
+    )
+
+
+async def _run_pool(store: SQLiteStore, run_config: Config, sim: Simulator | None) -> PoolStats:
+    """Run the pool until the queue is empty, with the progress line (and, on the simulator, the
+    fleet limiter set to its rate limit)."""
+    from worker.limits import FleetLimiter
+    from worker.pool import Pool
+    from worker.progress import ProgressDisplay
+    from worker.runtime import make_client, pool_settings
+
+    client = make_client(run_config)
+    try:
+        limiter = FleetLimiter(store, SIM_LIMITS) if sim is not None else None
+        settings = dataclasses.replace(pool_settings(run_config), concurrency=6, poll_seconds=0.1)
+        pool = Pool(store, client, settings, limiter=limiter)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ProgressDisplay(pool, store).run)
+            stats = await pool.run(until_empty=True)
+            tg.cancel_scope.cancel()
+        return stats
+    finally:
+        await client.close()
+
+
+async def _print_documents(store: SQLiteStore, jobs: list[JobSpec], *, check: bool) -> tuple[int, int, int]:
+    """One line per document; returns how many match the simulator's text (when ``check``) and the
+    input and output tokens spent."""
+    from worker.simulator import expected_document
+
+    total_in = total_out = exact = 0
+    for job in jobs:
+        state = await store.get(job.id)
+        total_in += state.usage.input_tokens
+        total_out += state.usage.output_tokens
+        text = await store.read_text(job.id)
+        if check and text == expected_document(job.system, job.messages[0].text):
+            exact += 1
+        print(
+            f"  {job.id + '.md':<18} {state.state:<9} {len(text):>7,} chars  "
+            f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}  {job.model}"
+        )
+    return exact, total_in, total_out
+
+
+def _print_simulator(accounting: AccountingSnapshot, jobs: list[JobSpec], exact: int) -> None:
+    faults = ", ".join(f"{n} {kind}" for kind, n in sorted(accounting.faults_injected.items())) or "none"
+    twice = max(0, accounting.output_tokens - _doc_tokens(jobs))
+    print(
+        f"Simulator: faults injected: {faults}; requests refused by its rate limit: "
+        f"{accounting.rate_limited}.\n"
+        f"Tokens streamed in failed requests: {accounting.failed_output_tokens:,}, every one of them "
+        f"kept in a checkpoint and resumed from; tokens generated twice: {twice:,}.\n"
+        f"Byte-identical to a fault-free run: {exact}/{len(jobs)} documents."
+    )
 
 
 def _fresh_folder(out: Path) -> None:
