@@ -139,65 +139,13 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
 
     :raises ApiError: 400 ``invalid_request_error`` naming the offending field.
     """
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _invalid("There was an error parsing the body of your http request.") from exc
-
-    if not isinstance(body, dict):
-        raise _invalid("Request body must be a JSON object")
-
-    for name in ("model", "max_tokens", "messages"):
-        if name not in body:
-            raise _invalid(f"{name}: Field required")
-
-    model, max_tokens, messages = body["model"], body["max_tokens"], body["messages"]
-    if not isinstance(model, str):
-        raise _invalid("model: Input should be a valid string")
-
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise _invalid("max_tokens: Input should be a valid integer")
-
-    if max_tokens < 1:
-        raise _invalid("max_tokens: Input should be greater than or equal to 1")
-
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _invalid("stream: Input should be a valid boolean")
-
+    body = _load_body(raw)
+    model, max_tokens, stream = _head(body)
     system = body.get("system")
     system_content = None if system is None else _content(system, "system", "system")
     system_text = None if system_content is None else system_content.text
     blocks = [] if system_content is None else list(system_content.blocks)
-    media_tokens = 0
-    if not isinstance(messages, list):
-        raise _invalid("messages: Input should be a valid list")
-
-    if not messages:
-        raise _invalid("messages: at least one message is required")
-
-    turns: list[tuple[str, str]] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _invalid(f"messages.{index}.role: Input should be 'user' or 'assistant'")
-
-        role = message["role"]
-        content = _content(message.get("content"), f"messages.{index}.content", role)
-        text = content.text
-        final_assistant = index == len(messages) - 1 and role == "assistant"
-        if content.empty and not final_assistant:
-            raise _invalid(
-                f"messages.{index}: all messages must have non-empty content except for the "
-                "optional final assistant message"
-            )
-
-        turns.append((role, text))
-        blocks.extend(content.blocks)
-        media_tokens += content.media_tokens
-
-    if turns[0][0] != "user":
-        raise _invalid('messages: first message must use the "user" role')
-
+    turns, media_tokens = _turns(body["messages"], blocks)
     _check_breakpoints(blocks)
     input_tokens = (
         count_tokens(system_text or "") + sum(count_tokens(text) for _, text in turns) + media_tokens
@@ -219,6 +167,62 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         blocks=tuple(blocks),
         options=options,
     )
+
+
+def _load_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _invalid("There was an error parsing the body of your http request.") from exc
+    if not isinstance(body, dict):
+        raise _invalid("Request body must be a JSON object")
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            raise _invalid(f"{name}: Field required")
+    return body
+
+
+def _head(body: dict[str, Any]) -> tuple[str, int, bool]:
+    """``model``, ``max_tokens`` and ``stream``, checked in the API's order."""
+    model, max_tokens = body["model"], body["max_tokens"]
+    if not isinstance(model, str):
+        raise _invalid("model: Input should be a valid string")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise _invalid("max_tokens: Input should be a valid integer")
+    if max_tokens < 1:
+        raise _invalid("max_tokens: Input should be greater than or equal to 1")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("stream: Input should be a valid boolean")
+    return model, max_tokens, stream
+
+
+def _turns(messages: object, blocks: list[PromptBlock]) -> tuple[list[tuple[str, str]], int]:
+    """Each message's role and text, and the media tokens of its blocks; the rendered blocks are
+    appended to ``blocks``."""
+    if not isinstance(messages, list):
+        raise _invalid("messages: Input should be a valid list")
+    if not messages:
+        raise _invalid("messages: at least one message is required")
+    turns: list[tuple[str, str]] = []
+    media_tokens = 0
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _invalid(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+        role = message["role"]
+        content = _content(message.get("content"), f"messages.{index}.content", role)
+        final_assistant = index == len(messages) - 1 and role == "assistant"
+        if content.empty and not final_assistant:
+            raise _invalid(
+                f"messages.{index}: all messages must have non-empty content except for the "
+                "optional final assistant message"
+            )
+        turns.append((role, content.text))
+        blocks.extend(content.blocks)
+        media_tokens += content.media_tokens
+    if turns[0][0] != "user":
+        raise _invalid('messages: first message must use the "user" role')
+    return turns, media_tokens
 
 
 class SseWriter:
