@@ -97,32 +97,48 @@ async def stream_request(
                     watchdog.deadline = now + idle_timeout
                     last_bump = now
                 if kind == "content_block_delta":
-                    delta = json.loads(sse.data)["delta"]
-                    if delta["type"] == "text_delta":
-                        if result.time_to_first_token is None:
-                            result.time_to_first_token = now - started
-                        text = delta["text"]
-                        result.chars += len(text)
-                        on_text(text)
-                    elif delta["type"] == "thinking_delta":
-                        thought = delta["thinking"]
-                        result.chars += len(thought)
-                        result.thinking_chars += len(thought)
-                        if on_thinking is not None:
-                            on_thinking(thought)
-                elif kind == "message_start":
-                    result.usage = merge_usage(Usage(), json.loads(sse.data)["message"].get("usage"))
-                elif kind == "message_delta":
-                    data = json.loads(sse.data)
-                    result.stop_reason = data["delta"].get("stop_reason")
-                    result.stop_sequence = data["delta"].get("stop_sequence")
-                    result.usage = merge_usage(result.usage, data.get("usage"))
-                    result.final_usage = result.final_usage or bool(data.get("usage"))
-                elif kind == "error":
-                    raise _stream_error(sse.data, http)
+                    _on_delta(result, json.loads(sse.data)["delta"], now - started, on_text, on_thinking)
+                else:
+                    _on_event(result, kind, sse.data, http)
     if watchdog.cancelled_caught:
         raise StallError(f"no event for {idle_timeout:g} s")
     return result
+
+
+def _on_delta(
+    result: StreamResult,
+    delta: dict[str, Any],
+    elapsed: float,
+    on_text: Callable[[str], None],
+    on_thinking: Callable[[str], None] | None,
+) -> None:
+    """A ``content_block_delta``: text goes to the document, thinking beside it, never into it."""
+    if delta["type"] == "text_delta":
+        if result.time_to_first_token is None:
+            result.time_to_first_token = elapsed
+        text = delta["text"]
+        result.chars += len(text)
+        on_text(text)
+    elif delta["type"] == "thinking_delta":
+        thought = delta["thinking"]
+        result.chars += len(thought)
+        result.thinking_chars += len(thought)
+        if on_thinking is not None:
+            on_thinking(thought)
+
+
+def _on_event(result: StreamResult, kind: str | None, data: str, http: Any) -> None:
+    """The stream's other events: usage at the start and the end, the stop reason, an error."""
+    if kind == "message_start":
+        result.usage = merge_usage(Usage(), json.loads(data)["message"].get("usage"))
+    elif kind == "message_delta":
+        body = json.loads(data)
+        result.stop_reason = body["delta"].get("stop_reason")
+        result.stop_sequence = body["delta"].get("stop_sequence")
+        result.usage = merge_usage(result.usage, body.get("usage"))
+        result.final_usage = result.final_usage or bool(body.get("usage"))
+    elif kind == "error":
+        raise _stream_error(data, http)
 
 
 def _stream_error(data: str, response: Any) -> anthropic.APIStatusError:
