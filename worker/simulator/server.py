@@ -558,40 +558,19 @@ class Simulator:
         writer.event("message_start", start_event)
         if generation.thinking:
             _thinking_block(writer, generation.thinking)
+        text_block = {"type": "text", "text": ""}
         writer.event(
             "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": text_index,
-                "content_block": {"type": "text", "text": ""},
-            },
+            {"type": "content_block_start", "index": text_index, "content_block": text_block},
         )
         writer.ping()
-        kind, fire_after = generation.fault.kind, generation.fault.after_tokens
-        rate = self.config.tokens_per_second
-        begun = asyncio.get_running_loop().time()
-        rng = random.Random(f"deltas:{self.config.seed}:{generation.key}:{generation.request_number}")
-        low, high = self.config.tokens_per_delta
-        ends, position, sent = generation.ends, generation.start, 0
-        while kind is None or sent < fire_after:
-            if sent >= len(ends):
-                break
-
-            upto = min(len(ends), sent + rng.randint(low, high))
-            if rate > 0:
-                await writer.wait_until(begun + upto / rate)
-
-            writer.text_delta(generation.source[position : ends[upto - 1]])
-            position, sent = ends[upto - 1], upto
-            progress.tokens = sent
-            await writer.maybe_flush()
-
+        sent = await self._send_text(writer, generation, progress)
         progress.settle()
+        kind = generation.fault.kind
         if kind is not None:
             progress.failure = kind.value
             await self._stream_fault(request, writer, kind)
             return response
-
         writer.event("content_block_stop", {"type": "content_block_stop", "index": text_index})
         billed = max(1, sent) + (count_tokens(generation.thinking) if generation.thinking else 0)
         writer.event(
@@ -606,6 +585,24 @@ class Simulator:
         await writer.flush()
         await response.write_eof()
         return response
+
+    async def _send_text(self, writer: SseWriter, generation: _Generation, progress: _Progress) -> int:
+        """The text deltas, paced at the configured rate, up to the planned fault; returns the tokens sent."""
+        kind, fire_after = generation.fault.kind, generation.fault.after_tokens
+        rate = self.config.tokens_per_second
+        begun = asyncio.get_running_loop().time()
+        rng = random.Random(f"deltas:{self.config.seed}:{generation.key}:{generation.request_number}")
+        low, high = self.config.tokens_per_delta
+        ends, position, sent = generation.ends, generation.start, 0
+        while (kind is None or sent < fire_after) and sent < len(ends):
+            upto = min(len(ends), sent + rng.randint(low, high))
+            if rate > 0:
+                await writer.wait_until(begun + upto / rate)
+            writer.text_delta(generation.source[position : ends[upto - 1]])
+            position, sent = ends[upto - 1], upto
+            progress.tokens = sent
+            await writer.maybe_flush()
+        return sent
 
     async def _stream_fault(self, request: web.Request, writer: SseWriter, kind: FaultKind) -> None:
         if kind is FaultKind.MIDSTREAM_ERROR:
