@@ -34,7 +34,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
-from jobs.models import AttemptResult, Claim, Outcome, State, is_truncated
+from jobs.models import AttemptResult, Claim, Job, Outcome, State, is_truncated
 from jobs.store import Store
 from worker.attempt import Attempt, AttemptSettings, Limiter
 from worker.checkpoint import CheckpointWriter, JobText
@@ -433,6 +433,13 @@ class Pool:
         except StoreError as exc:
             log.error("settle_failed", error=str(exc), note="the lease will expire and the job resume")
             return
+        await self._record_spend(claim, result)
+        cost = self.economy.prices.cost(claim.job.spec.model, job.usage, claim.job.spec.prompt_cache)
+        self._log_outcome(job, result, _job_summary(job, result, text.length(), cost, elapsed))
+
+    async def _record_spend(self, claim: Claim, result: AttemptResult) -> None:
+        """The attempt's tokens and cost: into the run's stats, the daily cap, and the run budget
+        (which stops the pool once it is spent)."""
         self.stats.output_tokens += result.usage.output_tokens
         self.stats.cost_usd = self.economy.budget.spent_usd
         attempt_cost = self.economy.prices.cost(
@@ -446,27 +453,9 @@ class Pool:
         if self.economy.budget.exhausted and not self._stopping:
             log.warning("run_budget_reached", spent_usd=round(self.economy.budget.spent_usd, 6))
             self.request_stop()
-        chars = text.length()
-        cost = self.economy.prices.cost(claim.job.spec.model, job.usage, claim.job.spec.prompt_cache)
-        summary = {
-            "state": str(job.state),
-            "attempt_outcome": str(result.outcome),
-            "chars": chars,
-            "attempts": job.attempts,
-            "requests": result.requests,
-            "resume_mode": str(result.resume_mode),
-            "joins": dict(result.joins),
-            "input_tokens": result.usage.input_tokens,
-            "output_tokens": result.usage.output_tokens,
-            "cache_read_tokens": result.usage.cache_read_input_tokens,
-            "cache_write_tokens": result.usage.cache_creation_input_tokens,
-            "wasted_output_tokens": result.usage.wasted_output_tokens,
-            "job_cost_usd": None if cost is None else round(cost, 6),
-            "stop_reason": result.stop_reason,
-            "seconds": round(elapsed, 3),
-            "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
-            "tokens_per_s": round(result.usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
-        }
+
+    def _log_outcome(self, job: Job, result: AttemptResult, summary: dict[str, object]) -> None:
+        """The job's one summary line, named by what happened to it, and the run's counts."""
         if job.state is State.SUCCEEDED and is_truncated(result.stop_reason):
             self.stats.succeeded += 1
             self.stats.truncated += 1
@@ -483,3 +472,29 @@ class Pool:
         else:
             self.stats.retries += 1
             log.info("job_retry_scheduled", error=result.error, **summary)
+
+
+def _job_summary(
+    job: Job, result: AttemptResult, chars: int, cost: float | None, elapsed: float
+) -> dict[str, object]:
+    """The fields of a job's summary line after an attempt: its state, text, usage, cost and pace."""
+    usage = result.usage
+    return {
+        "state": str(job.state),
+        "attempt_outcome": str(result.outcome),
+        "chars": chars,
+        "attempts": job.attempts,
+        "requests": result.requests,
+        "resume_mode": str(result.resume_mode),
+        "joins": dict(result.joins),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_input_tokens,
+        "cache_write_tokens": usage.cache_creation_input_tokens,
+        "wasted_output_tokens": usage.wasted_output_tokens,
+        "job_cost_usd": None if cost is None else round(cost, 6),
+        "stop_reason": result.stop_reason,
+        "seconds": round(elapsed, 3),
+        "ttft": None if result.time_to_first_token is None else round(result.time_to_first_token, 3),
+        "tokens_per_s": round(usage.output_tokens / elapsed, 1) if elapsed > 0 else None,
+    }
