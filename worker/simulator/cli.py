@@ -84,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ping-interval", type=float, default=5.0, help="seconds of silence before a ping (default 5)"
     )
+    _add_limit_arguments(parser)
+    _add_model_arguments(parser)
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Rate limits, fleet-wide and per model class."""
     parser.add_argument("--rpm", type=int, default=0, help="requests per minute; 0 = unlimited")
     parser.add_argument("--itpm", type=int, default=0, help="input tokens per minute; 0 = unlimited")
     parser.add_argument("--otpm", type=int, default=0, help="output tokens per minute; 0 = unlimited")
@@ -95,6 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=GLOB[,GLOB]:rpm=N:itpm=N:otpm=N",
         help="limits of their own for the models GLOB matches (repeatable; the first match wins)",
     )
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the simulated model behaves: continuations, the key it accepts, seeds, cache, overload."""
     parser.add_argument(
         "--repeat-overlap",
         type=float,
