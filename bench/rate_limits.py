@@ -185,51 +185,58 @@ async def run(seconds: float) -> list[Row]:
             tg.start_soon(side, "baseline", base_sim, False, None)
             tg.start_soon(side, "classes", classes_sim, True, True)
             tg.start_soon(side, "one_bucket", one_bucket_sim, True, False)
-    allowed = OTPM + OTPM * seconds / 60
-
-    def describe(r: dict[str, Any]) -> str:
-        share_429 = r["rate_limited"] / r["requests"] if r["requests"] else 0.0
-        steady = r["second_half"] / (OTPM * STEADY_SECONDS / 60)
-        return (
-            f"{100 * steady:.0f} % of OTPM used in steady state ({100 * r['tokens'] / allowed:.0f} % "
-            f"incl. the initial burst), {100 * share_429:.1f} % of "
-            f"{r['requests']} requests answered 429, {r['succeeded']} documents"
-        )
-
-    ours, base = results["ours"], results["baseline"]
     return [
-        Row(
-            name="Output-token limit used (and 429s)",
-            ours=describe(ours),
-            baseline=describe(base) + " (reserve, never refund)",
-            ratio=f"{ours['tokens'] / max(1, base['tokens']):.1f}× the tokens",
-            method=(
-                f"{seconds:.0f} s side by side, each pool against its own simulator process enforcing "
-                f"{RPM} RPM and {OTPM:,} OTPM; documents of 200-1,200 tokens with max_tokens {MAX_TOKENS:,}; "
-                f"{TOKENS_PER_SECOND} tokens/s per stream; concurrency 16; steady state = tokens emitted in "
-                f"the last {STEADY_SECONDS:.0f} s ÷ the limit's refill over them; overall = tokens emitted ÷ "
-                "(a full bucket + the refill over the whole window)"
-            ),
-        ),
-        Row(
-            name="Two model classes, each its own OTPM (and 429s)",
-            ours=_describe_classes(results["classes"]),
-            baseline=_describe_classes(results["one_bucket"]) + " (one bucket set, the tighter limits)",
-            ratio=(
-                f"{_class_tokens(results['classes']) / max(1e-9, _class_tokens(results['one_bucket'])):.1f}"
-                "× the tokens"
-            ),
-            method=(
-                f"{seconds:.0f} s, beside the run above: one queue of Haiku and Opus jobs interleaved, "
-                f"each pool against its own simulator process limiting Haiku to {RPM} RPM / {OTPM:,} OTPM "
-                f"and Opus to {OPUS_RPM} RPM / {OPUS_OTPM:,} OTPM (--rate-class); ours: [rate_limits] "
-                "with an opus class; baseline: one fleet bucket set at Opus's limits; same documents, "
-                "max_tokens, speed and concurrency; steady state = a class's output tokens in the last "
-                f"{STEADY_SECONDS:.0f} s ÷ its OTPM's refill over them; overall = its tokens ÷ (a full "
-                "bucket + the refill over the whole window)"
-            ),
-        ),
+        _single_class_row(results["ours"], results["baseline"], seconds),
+        _two_class_row(results, seconds),
     ]
+
+
+def _describe(r: dict[str, Any], seconds: float) -> str:
+    allowed = OTPM + OTPM * seconds / 60
+    share_429 = r["rate_limited"] / r["requests"] if r["requests"] else 0.0
+    steady = r["second_half"] / (OTPM * STEADY_SECONDS / 60)
+    return (
+        f"{100 * steady:.0f} % of OTPM used in steady state ({100 * r['tokens'] / allowed:.0f} % "
+        f"incl. the initial burst), {100 * share_429:.1f} % of "
+        f"{r['requests']} requests answered 429, {r['succeeded']} documents"
+    )
+
+
+def _single_class_row(ours: dict[str, Any], base: dict[str, Any], seconds: float) -> Row:
+    return Row(
+        name="Output-token limit used (and 429s)",
+        ours=_describe(ours, seconds),
+        baseline=_describe(base, seconds) + " (reserve, never refund)",
+        ratio=f"{ours['tokens'] / max(1, base['tokens']):.1f}× the tokens",
+        method=(
+            f"{seconds:.0f} s side by side, each pool against its own simulator process enforcing "
+            f"{RPM} RPM and {OTPM:,} OTPM; documents of 200-1,200 tokens with max_tokens {MAX_TOKENS:,}; "
+            f"{TOKENS_PER_SECOND} tokens/s per stream; concurrency 16; steady state = tokens emitted in "
+            f"the last {STEADY_SECONDS:.0f} s ÷ the limit's refill over them; overall = tokens emitted ÷ "
+            "(a full bucket + the refill over the whole window)"
+        ),
+    )
+
+
+def _two_class_row(results: dict[str, dict[str, Any]], seconds: float) -> Row:
+    return Row(
+        name="Two model classes, each its own OTPM (and 429s)",
+        ours=_describe_classes(results["classes"]),
+        baseline=_describe_classes(results["one_bucket"]) + " (one bucket set, the tighter limits)",
+        ratio=(
+            f"{_class_tokens(results['classes']) / max(1e-9, _class_tokens(results['one_bucket'])):.1f}"
+            "× the tokens"
+        ),
+        method=(
+            f"{seconds:.0f} s, beside the run above: one queue of Haiku and Opus jobs interleaved, "
+            f"each pool against its own simulator process limiting Haiku to {RPM} RPM / {OTPM:,} OTPM "
+            f"and Opus to {OPUS_RPM} RPM / {OPUS_OTPM:,} OTPM (--rate-class); ours: [rate_limits] "
+            "with an opus class; baseline: one fleet bucket set at Opus's limits; same documents, "
+            "max_tokens, speed and concurrency; steady state = a class's output tokens in the last "
+            f"{STEADY_SECONDS:.0f} s ÷ its OTPM's refill over them; overall = its tokens ÷ (a full "
+            "bucket + the refill over the whole window)"
+        ),
+    )
 
 
 def _class_tokens(r: dict[str, Any]) -> float:
