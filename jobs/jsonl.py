@@ -47,18 +47,17 @@ import math
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.blocks import check_breakpoints, check_content, check_size
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
 from jobs.prefill import supports_prefill
 
-if TYPE_CHECKING:
-    from worker.config import Config
-
 __all__ = (
+    "JobDefaults",
     "parse_jobs",
     "check_job",
     "parse_object",
@@ -68,6 +67,25 @@ __all__ = (
     "JOB_ID_PATTERN",
     "FIELDS",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    """What a job line that leaves a field out gets: the settings' defaults, as plain data (the
+    worker's ``Config.job_defaults()`` builds it), so that reading jobs needs nothing of the worker."""
+
+    model: str
+    max_tokens: int
+    output_budget: int
+    max_attempts: int
+    #: 0 = no per-job cost cap.
+    max_cost_usd: float
+    prompt_cache: str
+    #: ``stream``, ``batch`` or ``auto``.
+    mode: str
+    #: How long a batch may take, for ``auto`` (seconds).
+    batch_horizon: float
+
 
 #: A problem with one field: (field, what is wrong), e.g. ("messages[1].content", "must not be empty").
 Problem = tuple[str, str]
@@ -343,10 +361,10 @@ def _surrogates(value: object, field: str) -> list[Problem]:
     return []
 
 
-def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
+def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
     """Validate one job object (a parsed JSONL line, or an HTTP request's body).
 
-    Returns the spec, with the defaults from ``config`` filled in, or every problem found as
+    Returns the spec, with ``defaults`` filled in, or every problem found as
     (field, problem) pairs; the field is ``line`` when the object itself is wrong.
     """
     if not isinstance(data, dict):
@@ -372,11 +390,10 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
     deadline = line.run_at("deadline")
-    mode = line.mode(config.queue.default_mode, config.queue.batch_horizon, deadline)
+    mode = line.mode(defaults.mode, defaults.batch_horizon, deadline)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
-    defaults = config.anthropic
     options = check_options(
         data,
         line.problem,
@@ -400,37 +417,37 @@ def check_job(data: object, config: Config) -> JobSpec | list[Problem]:
         model=model or defaults.model,
         max_tokens=ints["max_tokens"] or defaults.max_tokens,
         output_budget=ints["output_budget"] or defaults.output_budget,
-        max_attempts=ints["max_attempts"] or config.queue.max_attempts,
+        max_attempts=ints["max_attempts"] or defaults.max_attempts,
         system=system or None,
         priority=priority or 0,
         run_at=run_at,
         metadata=metadata or {},
-        max_cost_usd=max_cost or config.costs.max_cost_usd or None,
-        prompt_cache=prompt_cache or config.costs.prompt_cache,
+        max_cost_usd=max_cost or defaults.max_cost_usd or None,
+        prompt_cache=prompt_cache or defaults.prompt_cache,
         mode=mode or "stream",
         **options,
     )
 
 
-def parse_object(data: object, where: str, config: Config) -> tuple[JobSpec | None, list[str]]:
+def parse_object(data: object, where: str, defaults: JobDefaults) -> tuple[JobSpec | None, list[str]]:
     """Validate one already-decoded job object (an HTTP body's, say) exactly as a JSONL line is
     validated; problems read ``WHERE: field: problem``."""
     if not isinstance(data, dict):
         return None, [f"{where}: job: must be a JSON object, got {_kind(data)}"]
-    result = check_job(data, config)
+    result = check_job(data, defaults)
     if isinstance(result, JobSpec):
         return result, []
     return None, [f"{where}: {field}: {problem}" for field, problem in result]
 
 
 def parse_jobs(
-    lines: Iterable[str | bytes], source_name: str, config: Config
+    lines: Iterable[str | bytes], source_name: str, defaults: JobDefaults
 ) -> tuple[list[JobSpec], list[str]]:
     """Parse and validate every line; returns the valid specs and every problem found.
 
     ``lines`` may be bytes (decoded as UTF-8 here, so a bad byte is reported with its line) or
     text. Defaults for model, max_tokens, output_budget, max_attempts, max_cost_usd and
-    prompt_cache come from ``config``.
+    prompt_cache come from ``defaults``.
     """
     specs: list[JobSpec] = []
     errors: list[str] = []
@@ -451,7 +468,7 @@ def parse_jobs(
         if problem is not None:
             errors.append(f"{where}: line: not valid JSON ({problem})")
             continue
-        spec = check_job(data, config)
+        spec = check_job(data, defaults)
         if isinstance(spec, list):
             errors.extend(f"{where}: {field}: {message}" for field, message in spec)
             continue

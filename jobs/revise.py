@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jobs.blocks import content_json
-from jobs.jsonl import Problem, check_job
+from jobs.jsonl import JobDefaults, Problem, check_job
 from jobs.models import REVISABLE_FIELDS, JobSpec
 from jobs.options import options_dict
-
-if TYPE_CHECKING:
-    from worker.config import Config
 
 __all__ = ("REVISABLE", "parse_changes", "revise", "spec_object")
 
@@ -69,10 +66,10 @@ def parse_changes(items: list[str]) -> tuple[dict[str, Any], list[Problem]]:
     return changes, problems
 
 
-def revise(spec: JobSpec, changes: Mapping[str, Any], config: Config) -> JobSpec | list[Problem]:
+def revise(spec: JobSpec, changes: Mapping[str, Any], defaults: JobDefaults) -> JobSpec | list[Problem]:
     """``spec`` with ``changes`` applied and validated, or every problem as (field, problem).
 
-    A value of ``null`` means "the default": the config's, as at enqueue.
+    A value of ``null`` means "the default": ``defaults``, the config's, as at enqueue.
     """
     problems: list[Problem] = []
     for name in changes:
@@ -96,4 +93,4 @@ def revise(spec: JobSpec, changes: Mapping[str, Any], config: Config) -> JobSpec
             data.pop(name, None)
         else:
             data[name] = value
-    return check_job(data, config)
+    return check_job(data, defaults)

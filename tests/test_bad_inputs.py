@@ -64,7 +64,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 async def make_queue(path: Path) -> None:
-    specs, errors = parse_jobs(QUEUE_LINES, "queue", Config())
+    specs, errors = parse_jobs(QUEUE_LINES, "queue", Config().job_defaults())
     assert errors == []
     store = SQLiteStore(path)
     try:

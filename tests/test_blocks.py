@@ -49,7 +49,7 @@ def text(value: str, ttl: str | None = None) -> dict[str, Any]:
 def parse(content: object, *more: dict[str, Any], **fields: Any) -> tuple[list[JobSpec], list[str]]:
     messages = [{"role": "user", "content": content}, *more]
     line = json.dumps({"id": "j", "messages": messages, **fields})
-    return parse_jobs([line], "f.jsonl", CONFIG)
+    return parse_jobs([line], "f.jsonl", CONFIG.job_defaults())
 
 
 # -- enqueue ---------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ async def test_block_content_arrives_at_the_api_as_written(tmp_path: Path) -> No
         "model": PREFILL_MODEL,
         "max_tokens": 700,
     }
-    [job], errors = parse_jobs([json.dumps(line)], "f.jsonl", CONFIG)
+    [job], errors = parse_jobs([json.dumps(line)], "f.jsonl", CONFIG.job_defaults())
     assert errors == []
     run = await pool_run(tmp_path, [job], sim_config=SimulatorConfig(record_requests=True))
     run.assert_exact([job])

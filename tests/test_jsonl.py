@@ -24,7 +24,7 @@ CONFIG = Config(
 
 
 def parse(*lines: str | bytes) -> tuple[list[Any], list[str]]:
-    return parse_jobs(lines, "f.jsonl", CONFIG)
+    return parse_jobs(lines, "f.jsonl", CONFIG.job_defaults())
 
 
 def line(**fields: Any) -> str:
@@ -258,12 +258,12 @@ def test_run_at_accepts_iso_8601_times_with_an_offset(value: str, expected: floa
 
 def test_check_job_returns_fields_and_problems() -> None:
     """The per-record validator the HTTP API shares: no file or line in its answers."""
-    assert check_job([1], CONFIG) == [("line", "must be a JSON object, got a list")]
-    assert check_job({"prompt": "", "max_tokens": 0}, CONFIG) == [
+    assert check_job([1], CONFIG.job_defaults()) == [("line", "must be a JSON object, got a list")]
+    assert check_job({"prompt": "", "max_tokens": 0}, CONFIG.job_defaults()) == [
         ("prompt", "must not be empty"),
         ("max_tokens", "must be a positive integer, got 0"),
     ]
-    spec = check_job({"id": "a", "prompt": "x"}, CONFIG)
+    spec = check_job({"id": "a", "prompt": "x"}, CONFIG.job_defaults())
     assert not isinstance(spec, list)
     assert (spec.id, spec.model) == ("a", "default-model")
 
@@ -319,7 +319,7 @@ def test_valid_lines_round_trip(fields: dict[str, Any]) -> None:
 def test_any_input_gives_specs_or_located_errors(lines: list[str | bytes]) -> None:
     """Garbage never raises; every error names the file, a line number and a field."""
     lines = [item.replace("\n", " ").replace("\r", " ") if isinstance(item, str) else item for item in lines]
-    specs, errors = parse_jobs(lines, "in.jsonl", CONFIG)
+    specs, errors = parse_jobs(lines, "in.jsonl", CONFIG.job_defaults())
     for error in errors:
         assert re.match(r"in\.jsonl:[1-5]: [^:\s]+: ", error), error
     assert len({spec.id for spec in specs}) == len(specs)
@@ -335,7 +335,7 @@ def test_a_valid_id_is_always_a_plain_file_name(value: str) -> None:
 
 def test_config_defaults_apply_per_file() -> None:
     other = replace(CONFIG, anthropic=replace(CONFIG.anthropic, model="other"))
-    [spec], _ = parse_jobs([line(prompt="x")], "f.jsonl", other)
+    [spec], _ = parse_jobs([line(prompt="x")], "f.jsonl", other.job_defaults())
     assert spec.model == "other"
 
 
@@ -345,7 +345,7 @@ def test_cost_cap_and_prompt_cache_are_read_with_config_defaults() -> None:
     [own, default], errors = parse_jobs(
         [line(id="a", prompt="W.", max_cost_usd=0.5, prompt_cache="off"), line(id="b", prompt="W.")],
         "f.jsonl",
-        config,
+        config.job_defaults(),
     )
     assert errors == []
     assert (own.max_cost_usd, own.prompt_cache) == (0.5, "off")
@@ -372,7 +372,7 @@ def test_mode_is_read_checked_and_defaults_from_the_config() -> None:
     [streamed, batched], errors = parse(line(id="a", prompt="W."), line(id="b", prompt="W.", mode="batch"))
     assert errors == [] and (streamed.mode, batched.mode) == ("stream", "batch")
     config = replace(CONFIG, queue=QueueSettings(default_mode="batch"))
-    [spec], _ = parse_jobs([line(id="c", prompt="W.")], "f.jsonl", config)
+    [spec], _ = parse_jobs([line(id="c", prompt="W.")], "f.jsonl", config.job_defaults())
     assert spec.mode == "batch"
     _, errors = parse(line(id="d", prompt="W.", mode="later"))
     assert errors == ['f.jsonl:1: mode: must be one of stream, batch, auto, got "later"']
@@ -391,5 +391,5 @@ def test_auto_mode_goes_by_batch_only_when_the_deadline_leaves_the_batch_horizon
     assert errors[0] == "f.jsonl:1: mode: auto needs a deadline (a time, as run_at) to choose batch or stream"
     assert errors[1].startswith("f.jsonl:2: deadline: must be an ISO 8601 date and time")
     config = replace(CONFIG, queue=QueueSettings(default_mode="auto"))
-    [plain], _ = parse_jobs([line(id="f", prompt="W.")], "f.jsonl", config)
+    [plain], _ = parse_jobs([line(id="f", prompt="W.")], "f.jsonl", config.job_defaults())
     assert plain.mode == "stream"  # auto without a deadline: streamed

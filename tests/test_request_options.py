@@ -35,7 +35,9 @@ CONFIG = Config(anthropic=AnthropicSettings(model="claude-opus-4-6", max_tokens=
 
 
 def parse(**fields: Any) -> tuple[list[JobSpec], list[str]]:
-    return parse_jobs([json.dumps({"id": "j", "prompt": "Write.", **fields})], "f.jsonl", CONFIG)
+    return parse_jobs(
+        [json.dumps({"id": "j", "prompt": "Write.", **fields})], "f.jsonl", CONFIG.job_defaults()
+    )
 
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "top_k"])
@@ -101,7 +103,7 @@ def test_good_options_become_the_spec_and_timeout_becomes_a_deadline() -> None:
 
 def test_revise_can_set_a_new_timeout_in_place_of_the_deadline() -> None:
     [job], _ = parse(deadline=1e9, effort="low")
-    revised = revise(job, {"timeout_seconds": 60, "effort": "max"}, CONFIG)
+    revised = revise(job, {"timeout_seconds": 60, "effort": "max"}, CONFIG.job_defaults())
     assert isinstance(revised, JobSpec)
     assert revised.deadline is not None and revised.deadline > time.time()
     assert revised.effort == "max"

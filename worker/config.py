@@ -22,13 +22,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from jobs.buckets import Limits
 from jobs.classes import ModelClass, valid_class_name
 from jobs.errors import ConfigError
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES
+
+if TYPE_CHECKING:
+    from jobs.jsonl import JobDefaults
 
 __all__ = (
     "AnthropicSettings",
@@ -208,6 +211,21 @@ class Config:
     costs: CostSettings = field(default_factory=CostSettings)
     #: The file the settings came from (None = built-in defaults only).
     source: Path | None = None
+
+    def job_defaults(self) -> JobDefaults:
+        """The defaults a job that leaves fields out is given at enqueue (``jobs.jsonl``)."""
+        from jobs.jsonl import JobDefaults
+
+        return JobDefaults(
+            model=self.anthropic.model,
+            max_tokens=self.anthropic.max_tokens,
+            output_budget=self.anthropic.output_budget,
+            max_attempts=self.queue.max_attempts,
+            max_cost_usd=self.costs.max_cost_usd,
+            prompt_cache=self.costs.prompt_cache,
+            mode=self.queue.default_mode,
+            batch_horizon=self.queue.batch_horizon,
+        )
 
     def queue_url(self) -> str:
         """The queue URL with a relative SQLite path resolved against the config file's folder."""

@@ -77,7 +77,7 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
     if not any(line.strip() for line in lines):
         print(f"error: {source}: no jobs (the input is empty): nothing enqueued", file=sys.stderr)
         return 1
-    specs, errors = parse_jobs(lines, source, config)
+    specs, errors = parse_jobs(lines, source, config.job_defaults())
     for error in errors:
         print(error, file=sys.stderr)
     if errors and not args.skip_invalid:

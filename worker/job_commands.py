@@ -394,7 +394,7 @@ async def retry_command(args: argparse.Namespace, config: Config) -> int:
             return 0
         revised = None
         if changes:
-            result = revise((await store.get(args.job_id)).spec, changes, config)
+            result = revise((await store.get(args.job_id)).spec, changes, config.job_defaults())
             if not isinstance(result, JobSpec):
                 raise InvalidJobError(
                     "; ".join(f"job {args.job_id!r}: --set {field}: {problem}" for field, problem in result)

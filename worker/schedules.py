@@ -219,7 +219,7 @@ def _file_jobs(value: Any, where: str, config: Config) -> tuple[Path, tuple[Sche
         raise ConfigError(f"{where}: jobs_file {path} not found") from None
     except OSError as exc:
         raise ConfigError(f"{where}: jobs_file {path}: cannot read: {exc.strerror}") from None
-    specs, errors = jsonl.parse_jobs(lines, str(path), config)
+    specs, errors = jsonl.parse_jobs(lines, str(path), config.job_defaults())
     if errors:
         shown = errors[:_MAX_ERRORS]
         if len(errors) > _MAX_ERRORS:
@@ -248,7 +248,7 @@ def _inline_job(value: Any, where: str, config: Config) -> ScheduledJob:
     source = f"{where}: job"
     # Through JSON so jobs.jsonl validates it exactly as a line; TOML times become ISO strings.
     line = json.dumps(value, default=_iso)
-    specs, errors = jsonl.parse_jobs([line], source, config)
+    specs, errors = jsonl.parse_jobs([line], source, config.job_defaults())
     if errors:
         raise ConfigError("; ".join(e.replace(f"{source}:1:", f"{source}:", 1) for e in errors))
     return ScheduledJob(None, specs[0])

@@ -106,7 +106,7 @@ def _specs(body: Any, config: Config) -> tuple[list[JobSpec], list[dict[str, Any
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         where = f"jobs[{index}]" if batch else "job"
-        spec, errors = parse_object(item, where, config)
+        spec, errors = parse_object(item, where, config.job_defaults())
         for error in errors:
             _, field, message = error.split(": ", 2)
             problems.append({"index": index, "field": field, "message": message})
@@ -222,7 +222,7 @@ async def retry(request: web.Request) -> web.Response:
         return _error(400, 'body: expected {"set": {FIELD: VALUE, ...}} or nothing')
     revised = None
     if changes:
-        result = revise((await store.get(job_id)).spec, changes, request.app[CONFIG])
+        result = revise((await store.get(job_id)).spec, changes, request.app[CONFIG].job_defaults())
         if not isinstance(result, JobSpec):
             problems = [{"field": f"set.{field}", "message": message} for field, message in result]
             summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
