@@ -37,8 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from jobs.backends import open_store
 from jobs.models import AttemptResult, JobSpec, Message, Outcome, SettleRequest
-from jobs.store import open_store
 
 __all__ = ("run", "main")
 

@@ -29,9 +29,9 @@ import anyio
 from bench.common import Row
 from bench.queue_throughput import scratch_postgres
 from jobs import rules
+from jobs.backends import open_store
 from jobs.costs import Spend, job_spend, load_prices, totals_spend
 from jobs.models import Usage
-from jobs.store import open_store
 
 __all__ = ("main", "rows", "run")
 

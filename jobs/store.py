@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from jobs.buckets import BucketState, Limits
-from jobs.errors import ConfigError
 from jobs.models import (
     AttemptRecord,
     AttemptResult,
@@ -42,7 +41,7 @@ from jobs.models import (
     WriteStatus,
 )
 
-__all__ = ("Store", "ChangeSignal", "Clock", "Access", "open_store")
+__all__ = ("Store", "ChangeSignal", "Clock", "Access")
 
 #: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
 Clock = Callable[[], float]
@@ -276,20 +275,3 @@ class Store(Protocol):
 #:
 #: Without ``create``, a URL with no queue behind it raises ``NoQueueError`` on first use.
 Access = Literal["create", "existing", "read"]
-
-
-def open_store(url: str, *, clock: Clock | None = None, access: Access = "create") -> Store:
-    """Open the backend that ``url``'s scheme names, for ``access``. Drivers are imported
-    lazily, so the PostgreSQL extra is only needed by those who use it."""
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        raise ConfigError(f"queue url {url!r} has no scheme: use sqlite:///path.db or postgresql://…")
-    if scheme == "sqlite":
-        from jobs.sqlite import SQLiteStore
-
-        return SQLiteStore.from_url(url, clock=clock, access=access)
-    if scheme in ("postgresql", "postgres"):
-        from jobs.postgres import PostgresStore
-
-        return PostgresStore.from_url(url, clock=clock, create=access == "create")
-    raise ConfigError(f"queue url scheme {scheme!r} is not supported: use sqlite:// or postgresql://")

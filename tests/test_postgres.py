@@ -290,7 +290,7 @@ def test_a_missing_driver_names_the_extra() -> None:
         import sys
         sys.modules["psycopg"] = None
         from jobs.errors import MissingDependencyError
-        from jobs.store import open_store
+        from jobs.backends import open_store
         try:
             open_store("postgresql://localhost/db")
         except MissingDependencyError as exc:

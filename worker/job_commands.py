@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from jobs import rules
+from jobs.backends import open_store
 from jobs.costs import PriceTable, Spend, format_usd, load_prices, token_accounting, totals_spend
 from jobs.errors import ConfigError, InvalidJobError
 from jobs.export import export_jobs, manifest_entry
@@ -41,7 +42,7 @@ from jobs.models import (
 )
 from jobs.options import options_dict
 from jobs.revise import REVISABLE, parse_changes, revise
-from jobs.store import Access, Store, open_store
+from jobs.store import Access, Store
 from worker.config import Config
 from worker.cost_report import show_cost_lines, spend_text
 

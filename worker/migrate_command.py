@@ -15,7 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from jobs.store import Store, open_store
+from jobs.backends import open_store
+from jobs.store import Store
 from worker.config import Config
 
 __all__ = ("register", "migrate_command")

@@ -17,11 +17,12 @@ import anthropic
 import anyio
 import httpx2
 
+from jobs.backends import open_store
 from jobs.buckets import Limits
 from jobs.classes import RateClasses
 from jobs.costs import load_prices
 from jobs.errors import ConfigError
-from jobs.store import Store, open_store
+from jobs.store import Store
 from worker.attempt import AttemptSettings
 from worker.budget import RunBudget
 from worker.class_limits import ClassLimiter, check_class_limits

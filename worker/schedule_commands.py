@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from jobs.store import open_store
+from jobs.backends import open_store
 from worker.config import Config
 from worker.schedules import Schedule, fire, load_schedules, next_fire_times
 

@@ -77,7 +77,7 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         return 2
     from aiohttp import web
 
-    from jobs.store import open_store
+    from jobs.backends import open_store
     from worker.metrics import serve_metrics
     from worker.runtime import open_runtime
     from worker.server import Relay, build_app, resolve_token
