@@ -21,9 +21,9 @@ from pathlib import Path
 
 import anyio
 
-from jobs import sqlite_sql
 from jobs.models import JobQuery, State
 from jobs.sqlite import SQLiteStore
+from jobs.sqlite import sql as sqlite_sql
 
 __all__ = ("main", "run")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import sqlite_sql
 from jobs.models import JobQuery, State
 from jobs.sqlite import SQLiteStore
+from jobs.sqlite import sql as sqlite_sql
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,11 +20,10 @@ import anyio
 import psycopg
 import pytest
 
-from jobs import postgres_schema as schema
 from jobs.errors import StoreError
 from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage, WriteStatus
-from jobs.postgres import PostgresStore
-from jobs.sqlite_sql import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from jobs.postgres import PostgresStore, schema
+from jobs.sqlite.sql import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.store_fixtures import FakeClock, make_spec, postgres_server
 from worker.config import Config, QueueSettings
 from worker.migrate_command import migrate_command

@@ -21,7 +21,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs import sqlite_sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
 from jobs.models import (
@@ -38,6 +37,7 @@ from jobs.models import (
     WriteStatus,
 )
 from jobs.sqlite import SQLiteStore
+from jobs.sqlite import sql as sqlite_sql
 from jobs.store import Store
 from tests.faulty_store import FaultyStore
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec

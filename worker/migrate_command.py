@@ -53,7 +53,7 @@ async def migrate_command(args: argparse.Namespace, config: Config) -> int:
             version = await store.migrate()
             where = f"postgresql ({store.where})"
         else:
-            from jobs.sqlite_sql import SCHEMA_VERSION
+            from jobs.sqlite.sql import SCHEMA_VERSION
 
             await store.counts()  # opening creates or migrates the file, or refuses a newer one
             version = SCHEMA_VERSION

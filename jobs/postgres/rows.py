@@ -1,9 +1,9 @@
 """Rows and statement parameters of the PostgreSQL backend, to and from :mod:`jobs.models`.
 
-Kept apart from :mod:`jobs.postgres` so the store reads as transaction logic. Everything here is
+Kept apart from :mod:`jobs.postgres.store` so the store reads as transaction logic. Everything here is
 pure (no I/O): the same decisions as the SQLite store's, testable without a server. Specs are
 stored as the SQLite backend stores them (messages and metadata as JSON text), so a job reads
-back equal on both backends; chunk text is UTF-8 ``bytea`` (see :mod:`jobs.postgres_schema`).
+back equal on both backends; chunk text is UTF-8 ``bytea`` (see :mod:`jobs.postgres.schema`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import sqlite3
 import anyio
 import anyio.to_thread
 
-from jobs import sqlite_sql as sql
 from jobs.errors import StoreError
+from jobs.sqlite import sql
 
 __all__ = ("DataVersionSignal", "DEFAULT_POLL_SECONDS")
 

@@ -14,7 +14,7 @@
   ``python -m worker migrate``, instead of locking the queue for minutes. A database newer than
   the program is refused too, since an old worker could corrupt a schema it does not know.
 
-Design notes for version 1 (the SQLite schema's shape, :mod:`jobs.sqlite_sql`, with PostgreSQL
+Design notes for version 1 (the SQLite schema's shape, :mod:`jobs.sqlite.sql`, with PostgreSQL
 types):
 
 * Times are ``double precision`` epoch seconds, written from the store's injected clock, never
@@ -282,7 +282,7 @@ def _totals_function(name: str, sides: tuple[str, ...]) -> str:
 # changes no summed value (a heartbeat) writes nothing. Each backend adds to rows of its own
 # (``shard`` = its pid), so concurrent transactions never wait on, or deadlock over, a shared
 # counter row; readers sum the shards and fold them into shard 0 now and then
-# (``jobs.postgres_sql.FOLD_TOTALS``, which skips the rows a transaction holds).
+# (``jobs.postgres.sql.FOLD_TOTALS``, which skips the rows a transaction holds).
 _TOTALS_MIGRATION = (
     f"""
     CREATE TABLE job_totals (

@@ -46,7 +46,6 @@ import anyio
 import anyio.to_thread
 
 from jobs import batches, rows, rules
-from jobs import sqlite_sql as sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
     ConfigError,
@@ -79,7 +78,8 @@ from jobs.models import (
     WriteStatus,
     format_joins,
 )
-from jobs.sqlite_changes import DataVersionSignal
+from jobs.sqlite import sql
+from jobs.sqlite.changes import DataVersionSignal
 from jobs.store import Access, Clock
 
 __all__ = ("SQLiteStore",)
@@ -588,7 +588,7 @@ class SQLiteStore:
         return {row["id"]: rows.progress(row) for row in found}
 
     def change_signal(self) -> DataVersionSignal:
-        """A ``PRAGMA data_version`` signal on this file (see :mod:`jobs.sqlite_changes`)."""
+        """A ``PRAGMA data_version`` signal on this file (see :mod:`jobs.sqlite.changes`)."""
         if self.path == ":memory:":
             raise StoreError("an in-memory SQLite store has no other connections to signal changes")
         return DataVersionSignal(self.path)

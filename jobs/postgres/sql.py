@@ -1,11 +1,11 @@
 """Every SQL statement of the PostgreSQL backend, named and parameterised, kept in one place.
 
-The store in :mod:`jobs.postgres` holds the transaction logic; this module holds the text, as
-:mod:`jobs.sqlite_sql` does for SQLite. Parameters are named (``%(name)s``); nothing is formatted
+The store in :mod:`jobs.postgres.store` holds the transaction logic; this module holds the text, as
+:mod:`jobs.sqlite.sql` does for SQLite. Parameters are named (``%(name)s``); nothing is formatted
 into SQL text. Batches are passed as arrays and expanded with ``unnest``, so a checkpoint of a
 hundred jobs or an enqueue of ten thousand is one statement, not one per row.
 
-The schema is in :mod:`jobs.postgres_schema`. Every time (``%(now)s``) comes from the store's
+The schema is in :mod:`jobs.postgres.schema`. Every time (``%(now)s``) comes from the store's
 clock, never ``now()``, so lease arithmetic is the same on both backends and under a fake clock.
 """
 

@@ -1,6 +1,6 @@
 """The PostgreSQL transport: a connection pool, retries, error translation, the schema on first use.
 
-:mod:`jobs.postgres` holds the queue's semantics and asks this module to "run this function in a
+:mod:`jobs.postgres.store` holds the queue's semantics and asks this module to "run this function in a
 transaction", as procrastinate's store talks to its connector. Everything about connections lives
 here:
 
@@ -13,7 +13,7 @@ here:
   on a fresh connection after discarding the pool's dead ones. A connection lost during COMMIT is
   not retried, since it may have committed: the caller gets a ``StoreError``. Reads always retry.
 * **Driver errors become** ``StoreError`` here, with the server named but never the password.
-* **Schema.** The first call applies pending automatic migrations (:mod:`jobs.postgres_schema`),
+* **Schema.** The first call applies pending automatic migrations (:mod:`jobs.postgres.schema`),
   unless the store was opened for reading only: then a database without the schema raises
   :class:`~jobs.errors.NoQueueError` and nothing is created.
 * **One clear line when the server cannot be reached at all.** Before the pool opens, one direct
@@ -35,9 +35,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from jobs import postgres_schema as schema
 from jobs.errors import NoQueueError, StoreError
-from jobs.postgres_listen import Listener
+from jobs.postgres import schema
+from jobs.postgres.listen import Listener
 
 __all__ = ("Connector", "Connection")
 

@@ -9,7 +9,7 @@ writing it: the workload is bound by generation speed, not by the driver.
 
 Concurrency and durability, in short:
 
-* **Claims are one statement** (:data:`jobs.postgres_sql.CLAIM`) that locks candidates with
+* **Claims are one statement** (:data:`jobs.postgres.sql.CLAIM`) that locks candidates with
   ``FOR UPDATE SKIP LOCKED``: queued jobs in priority, ``run_at``, age order, and running jobs
   whose lease expired, recorded as ``lease_expired`` in the same statement. Two workers never
   wait on each other's candidates and never take the same job.
@@ -20,11 +20,11 @@ Concurrency and durability, in short:
 * **Fencing is by token**, as in SQLite: a worker whose lease expired but was not reclaimed yet
   may still commit; once another claim or a cancel changes the token, its writes are refused.
 * **Times come from the injected clock** and are passed as parameters; SQL never calls ``now()``.
-* **Connections** (:mod:`jobs.postgres_connector`): pooled, with bounded waits; a connection lost
+* **Connections** (:mod:`jobs.postgres.connector`): pooled, with bounded waits; a connection lost
   before COMMIT is retried on a fresh one (nothing was applied), one lost during COMMIT is not
   (it may have committed). Driver errors become :class:`~jobs.errors.StoreError`, which the
   worker pool treats as transient, so a PostgreSQL restart crashes nothing.
-* **Schema.** Created and migrated by :mod:`jobs.postgres_schema` on first use, under an advisory
+* **Schema.** Created and migrated by :mod:`jobs.postgres.schema` on first use, under an advisory
   lock; ``python -m worker migrate`` applies migrations too, including those not safe to run
   beside live workers.
 * **Wake-ups.** :meth:`PostgresStore.wait_for_jobs` LISTENs on a dedicated connection for the
@@ -38,8 +38,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobs import batches, rows, rules
-from jobs import postgres_rows as convert
-from jobs import postgres_sql as sql
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
     ConfigError,
@@ -69,7 +67,9 @@ from jobs.models import (
     Transition,
     WriteStatus,
 )
-from jobs.postgres_schema import CHANGES_CHANNEL
+from jobs.postgres import rows as convert
+from jobs.postgres import sql
+from jobs.postgres.schema import CHANGES_CHANNEL
 from jobs.rows import fleet_view
 from jobs.store import ChangeSignal, Clock
 
@@ -78,7 +78,7 @@ try:
     from psycopg.rows import DictRow
     from psycopg.types.json import Jsonb
 
-    from jobs.postgres_connector import Connection, Connector
+    from jobs.postgres.connector import Connection, Connector
 except ImportError as exc:  # the optional extra is not installed: from_url says so
     _MISSING: ImportError | None = exc
 else:
@@ -186,7 +186,7 @@ class PostgresStore:
 
     async def _analyze_if_never(self) -> None:
         """``ANALYZE jobs`` after a large enqueue into a table never analysed (see
-        :data:`jobs.postgres_sql.NEVER_ANALYZED`); best effort, as autovacuum will do it later."""
+        :data:`jobs.postgres.sql.NEVER_ANALYZED`); best effort, as autovacuum will do it later."""
 
         async def run(conn: Connection) -> None:
             row = await (await conn.execute(sql.NEVER_ANALYZED)).fetchone()
@@ -291,7 +291,7 @@ class PostgresStore:
 
     async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
         """One transaction of two statements for the whole batch: lock its jobs (id order),
-        check each fence in Python, then :data:`jobs.postgres_sql.SETTLE_MANY`."""
+        check each fence in Python, then :data:`jobs.postgres.sql.SETTLE_MANY`."""
         requests = list(requests)
         rules.check_outcomes(r.result for r in requests)
         if not requests:
@@ -324,7 +324,7 @@ class PostgresStore:
 
         Optional in the Store contract: the pool calls it, when present, instead of sleeping
         between claims, so an idle fleet picks new work up at once. Falls back to sleeping (plain
-        polling) while the LISTEN connection is lost; see :mod:`jobs.postgres_listen`.
+        polling) while the LISTEN connection is lost; see :mod:`jobs.postgres.listen`.
         """
         await self._db.listener.wait(timeout)
 

@@ -1,6 +1,6 @@
 """LISTEN/NOTIFY wake-ups for idle workers, with polling as the fallback.
 
-A trigger (:mod:`jobs.postgres_schema`) sends ``NOTIFY longform_jobs`` when jobs are inserted or
+A trigger (:mod:`jobs.postgres.schema`) sends ``NOTIFY longform_jobs`` when jobs are inserted or
 return to the queue. A :class:`Listener` keeps one dedicated connection (outside the pool: a
 pooled connection would be handed to other work) LISTENing on that channel.
 
@@ -22,7 +22,7 @@ import psycopg
 import structlog
 
 from jobs.errors import StoreError
-from jobs.postgres_schema import NOTIFY_CHANNEL
+from jobs.postgres.schema import NOTIFY_CHANNEL
 
 __all__ = ("Listener",)
 
