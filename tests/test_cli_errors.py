@@ -15,8 +15,8 @@ from jobs.models import State
 from tests.pool_harness import spec
 from tests.test_pool_processes import enqueue, wait_until, worker, write_config
 from worker.cli import report_error, user_error
+from worker.commands.run import exit_code
 from worker.pool import PoolStats
-from worker.run_command import exit_code
 from worker.simulator import SimulatorConfig, run_simulator
 
 

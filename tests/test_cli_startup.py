@@ -31,7 +31,13 @@ print("PROBE " + json.dumps({{"code": code, "heavy": heavy}}))
 
 
 #: What only other commands need: the cron parser (``schedule``), the demo, the pool, the server.
-OTHER_COMMANDS = ("croniter", "worker.demo", "worker.pool", "worker.serve_command", "worker.schedules")
+OTHER_COMMANDS = (
+    "croniter",
+    "worker.commands.demo",
+    "worker.pool",
+    "worker.commands.serve",
+    "worker.schedules",
+)
 
 
 def _run(tmp_path: Path, *argv: str, watch: tuple[str, ...] = HEAVY) -> dict[str, object]:

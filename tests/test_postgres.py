@@ -25,8 +25,8 @@ from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage, W
 from jobs.postgres import PostgresStore, schema
 from jobs.sqlite.sql import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from tests.store_fixtures import FakeClock, make_spec, postgres_server
+from worker.commands.migrate import migrate_command
 from worker.config import Config, QueueSettings
-from worker.migrate_command import migrate_command
 
 pytestmark = pytest.mark.postgres
 

@@ -27,8 +27,8 @@ from anyio.abc import Process
 from jobs.models import JobSpec, State
 from jobs.sqlite import SQLiteStore
 from tests.pool_harness import expected, spec
+from worker.commands.run import EXIT_INTERRUPTED
 from worker.preflight import EXIT_ACCOUNT
-from worker.run_command import EXIT_INTERRUPTED
 from worker.simulator import SimulatorConfig, run_simulator
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The batch submitter: jobs of mode ``batch`` written through Message Batches, at half the price.
 
 One submitter runs per fleet, by the store's named lease (``batch-submitter``); every ``run``
-starts one beside its pool (``worker.run_command``), and the others wait. Each step it:
+starts one beside its pool (``worker.commands.run``), and the others wait. Each step it:
 
 1. **Collects** the batches the store knows: polls each (``retrieve``), and once it has ended
    reads its results (``results``, JSONL, unordered: matched on the stored ``custom_id``) and

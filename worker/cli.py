@@ -1,7 +1,7 @@
 """The command line: ``python -m worker <command>``.
 
-Each command module registers its sub-commands with a handler
-``async def handler(args, config) -> int``; this module parses the arguments, loads the config
+Each module of :mod:`worker.commands` registers its sub-commands with a handler
+``async def handler(args, config) -> int``; this thin dispatcher parses the arguments, loads the config
 (file, environment, flags), configures logging once, runs the handler, and turns the errors a user
 can fix (bad config, bad input, a missing job) into one message and an exit code, never a traceback.
 
@@ -101,13 +101,14 @@ def common_options() -> argparse.ArgumentParser:
 #: so ``status`` never loads the scheduler's cron parser, the demo or the pool (see
 #: ``tests/test_cli_startup.py``); help and unknown commands load them all.
 COMMAND_MODULES: dict[str, str] = {
-    "run": "worker.run_command",
-    "demo": "worker.demo",
-    "enqueue": "worker.enqueue_command",
-    **dict.fromkeys(("status", "show", "export", "retry", "cancel", "delete"), "worker.job_commands"),
-    "schedule": "worker.schedule_commands",
-    "migrate": "worker.migrate_command",
-    "serve": "worker.serve_command",
+    "run": "worker.commands.run",
+    "demo": "worker.commands.demo",
+    "enqueue": "worker.commands.enqueue",
+    **dict.fromkeys(("status", "show", "export", "retry", "cancel", "delete"), "worker.commands.queue"),
+    "schedule": "worker.commands.schedule",
+    "migrate": "worker.commands.migrate",
+    "serve": "worker.commands.serve",
+    "simulate": "worker.commands.simulate",
 }
 
 
@@ -127,8 +128,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     if command in COMMAND_MODULES:
         modules = [COMMAND_MODULES[command]]
-    elif command == "simulate":
-        modules = []
     else:
         modules = list(dict.fromkeys(COMMAND_MODULES.values()))
     common = common_options()
@@ -140,31 +139,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in modules:
         import_module(name).register(commands, common)
-    if command is None or command not in COMMAND_MODULES:
-        _register_simulate(commands, common)
     return parser
-
-
-def _register_simulate(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    from worker.simulator import cli as simulator_cli
-
-    simulate = commands.add_parser(
-        "simulate",
-        parents=[common],
-        help="serve the Anthropic Messages API simulator (for tests, demos and benchmarks)",
-        description="A real HTTP server that speaks the Messages API with SSE, deterministic text, "
-        "fault injection and rate limits.",
-    )
-    simulator_cli.add_arguments(simulate)
-    simulate.set_defaults(handler=_simulate, needs_config=False)
-
-
-async def _simulate(args: argparse.Namespace, config: Config) -> int:
-    from worker.simulator import cli as simulator_cli
-
-    return await simulator_cli.serve(args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:

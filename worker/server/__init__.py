@@ -1,4 +1,4 @@
-"""The HTTP API and the live relay: ``python -m worker serve`` (see :mod:`worker.serve_command`)."""
+"""The HTTP API and the live relay: ``python -m worker serve`` (see :mod:`worker.commands.serve`)."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from jobs.errors import InvalidJobError, JobStateError
 from jobs.jsonl import parse_jobs
 from jobs.models import JobSpec
 from jobs.store import Store
+from worker.commands.cost_text import dry_run_lines
+from worker.commands.queue import opened_store
 from worker.config import Config
-from worker.cost_report import dry_run_lines
-from worker.job_commands import opened_store
 from worker.lifecycle import log_deprecated
 
 __all__ = ("register", "enqueue_command")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from worker.simulator import Simulator
     from worker.simulator.accounting import AccountingSnapshot
 
-# The pool, the SDK and the simulator are imported when the demo runs (see worker.run_command).
+# The pool, the SDK and the simulator are imported when the demo runs (see worker.commands.run).
 
 __all__ = ("register", "TOPICS", "SIM_FAULTS")
 

@@ -1,5 +1,5 @@
 """Commands that manage jobs: ``status``, ``show``, ``export``, ``retry``, ``cancel``, ``delete``
-(``enqueue`` is in :mod:`worker.enqueue_command`).
+(``enqueue`` is in :mod:`worker.commands.enqueue`).
 
 Users' scripts rely on these forms and on the JSON shapes documented in each handler, so change
 them only by adding. Each handler opens the store from ``[queue] url`` and always closes it.
@@ -43,8 +43,8 @@ from jobs.models import (
 from jobs.options import options_dict
 from jobs.revise import REVISABLE, parse_changes, revise
 from jobs.store import Access, Store
+from worker.commands.cost_text import show_cost_lines, spend_text
 from worker.config import Config
-from worker.cost_report import show_cost_lines, spend_text
 
 __all__ = ("register", "opened_store")
 
