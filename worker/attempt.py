@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from jobs.models import (
     stop_sequence_reason,
 )
 from jobs.store import Store
+from worker.admission import Limiter, Unlimited
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
 from worker.nonstream import nonstream_max_tokens, nonstream_request
@@ -47,7 +48,7 @@ from worker.resume import Joiner, build_messages, supports_prefill
 from worker.retry import RequestTimeoutError, backoff_delay, is_prefill_rejection
 from worker.stream import StreamResult, stream_request
 
-__all__ = ("AttemptSettings", "Attempt", "Limiter")
+__all__ = ("AttemptSettings", "Attempt")
 
 log = structlog.get_logger("worker.attempt")
 
@@ -55,33 +56,6 @@ log = structlog.get_logger("worker.attempt")
 _FINISHED = frozenset(
     {"end_turn", "stop_sequence", "pause_turn", "tool_use", "model_context_window_exceeded"}
 )
-
-
-class Limiter:
-    """Admission control for requests; the default admits everything at once.
-
-    ``worker.limits`` provides the token-aware, fleet-wide implementation.
-    """
-
-    #: True when requests may have to wait: the pool then claims jobs one at a time, after
-    #: ``wait_for_room``, so that jobs wait in the queue rather than in a worker.
-    limited = False
-    #: The largest ``max_tokens`` a request may ask for (the output bucket's size); None = any.
-    max_output_tokens: int | None = None
-
-    async def wait_for_room(self, input_tokens: int, max_tokens: int) -> None:
-        return None
-
-    async def acquire(self, input_tokens: int, max_tokens: int) -> Any:
-        return None
-
-    async def started(self, ticket: Any, headers: Mapping[str, str]) -> None:
-        return None
-
-    async def release(
-        self, ticket: Any, usage: Usage | None, headers: Any, error: BaseException | None
-    ) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +106,7 @@ class Attempt:
         self.writer = writer
         self.settings = settings
         self.no_prefill = no_prefill
-        self.limiter = limiter or Limiter()
+        self.limiter: Limiter = limiter or Unlimited()
         self.rand = rand
         self.recorder = recorder or Recorder()
         #: Where each request's thinking is kept (None: not kept, only counted).

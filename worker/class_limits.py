@@ -21,7 +21,7 @@ from jobs.buckets import Limits
 from jobs.classes import DEFAULT_CLASS, RateClasses, bucket_key
 from jobs.errors import ConfigError
 from jobs.store import Store
-from worker.attempt import Limiter
+from worker.admission import Limiter, Unlimited
 from worker.limits import FleetLimiter, LimiterStats, check_limits
 from worker.outage import StoreGuard
 
@@ -54,7 +54,7 @@ class ClassLimiter:
         guard: StoreGuard | None = None,
     ) -> None:
         self.classes = classes
-        self._unlimited = Limiter()
+        self._unlimited = Unlimited()
         self._limiters: dict[str, FleetLimiter] = {}
         for name in classes.names:
             limits: Limits = classes.limits_of(name)

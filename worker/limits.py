@@ -34,7 +34,6 @@ from jobs.buckets import Amounts, BucketState, Limits, calibrate, give_back, pau
 from jobs.errors import ConfigError, StoreError
 from jobs.models import Usage
 from jobs.store import Store
-from worker.attempt import Limiter
 from worker.outage import StoreGuard
 from worker.retry import retry_after_seconds
 
@@ -77,7 +76,7 @@ class LimiterStats:
     calibrations: int = 0
 
 
-class FleetLimiter(Limiter):
+class FleetLimiter:
     """Reserve before each request, refund after; state in the store under ``key``."""
 
     def __init__(

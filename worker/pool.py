@@ -36,7 +36,8 @@ from anyio.abc import TaskGroup
 from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
 from jobs.models import AttemptResult, Claim, Job, Outcome, State, is_truncated
 from jobs.store import Store
-from worker.attempt import Attempt, AttemptSettings, Limiter
+from worker.admission import Limiter
+from worker.attempt import Attempt, AttemptSettings
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.class_limits import ClassLimiter
 from worker.daily_cap import DailyCap
@@ -257,9 +258,9 @@ class Pool:
             models: list[str] | None = None
             if classes is not None:
                 models = await self._models_with_room(classes)
-            elif isinstance(self.limiter, Limiter) and self.limiter.limited:
+            elif (single := self._limiter_for(None)) is not None and single.limited:
                 await self.guard.call(
-                    "wait_for_room", self.limiter.wait_for_room, 256, self.settings.typical_max_tokens
+                    "wait_for_room", single.wait_for_room, 256, self.settings.typical_max_tokens
                 )
             if await self._daily_cap_reached():
                 if until_empty:
@@ -297,9 +298,11 @@ class Pool:
             return self.limiter.class_of(claim.job.spec.model)
         return ""
 
-    def _limiter_for(self, claim: Claim) -> Limiter | None:
+    def _limiter_for(self, claim: Claim | None) -> Limiter | None:
+        """The limiter of ``claim``'s model class; without a claim, the pool's single limiter (None
+        under per-class limits, which admit by class before the claim)."""
         if isinstance(self.limiter, ClassLimiter):
-            return self.limiter.for_model(claim.job.spec.model)
+            return None if claim is None else self.limiter.for_model(claim.job.spec.model)
         return self.limiter
 
     async def _daily_cap_reached(self) -> bool:
