@@ -12,12 +12,7 @@ The tree::
     │   ├── JobNotFoundError   no job with that id
     │   ├── JobStateError      the operation does not apply to the job's current state
     │   └── LeaseLostError     a fenced write carried a lease token that is no longer current
-    ├── GenerationError        a generation ended in a way that is not a transport fault
-    │   ├── RefusalError       the model refused (stop_reason "refusal"): terminal
-    │   ├── BudgetError        the job's max_cost_usd is reached (or its cost unknown): terminal
-    │   └── DeadlineError      the job's deadline has passed: terminal, text kept
-    ├── AccountError           the API rejected the key, the bill or the permission: run stops
-    └── OutageLimitError       the store stayed unavailable longer than the outage limit
+    └── (the runtime's own errors, in ``worker.errors``: generation, account and outage)
 
 Each class's docstring is its default message, as procrastinate does, and each carries the exit
 code the command line uses when it stops on that error (``exit_code``), so a new kind of error
@@ -39,12 +34,6 @@ __all__ = (
     "JobNotFoundError",
     "JobStateError",
     "LeaseLostError",
-    "GenerationError",
-    "RefusalError",
-    "BudgetError",
-    "DeadlineError",
-    "AccountError",
-    "OutageLimitError",
 )
 
 
@@ -99,30 +88,3 @@ class JobStateError(StoreError):
 
 class LeaseLostError(StoreError):
     """This worker no longer holds the job's lease: another worker or a cancel took it over."""
-
-
-class GenerationError(PoolError):
-    """The generation failed."""
-
-
-class RefusalError(GenerationError):
-    """The model refused to continue (stop_reason "refusal")."""
-
-
-class BudgetError(GenerationError):
-    """The job reached its cost cap (max_cost_usd); its text is kept."""
-
-
-class DeadlineError(GenerationError):
-    """The job's deadline has passed; its text is kept."""
-
-
-class AccountError(PoolError):
-    """The API account cannot be used (authentication, billing or permission): no job was charged."""
-
-    #: ``run`` stopped by the account, every job left as it was (worker.preflight.EXIT_ACCOUNT).
-    exit_code = 3
-
-
-class OutageLimitError(PoolError):
-    """The job store stayed unavailable longer than [worker] outage_limit."""

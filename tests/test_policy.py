@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, RefusalError, StoreError
+from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
 from jobs.models import Outcome
 from tests.test_retry import status_error
+from worker.errors import RefusalError
 from worker.policy import Scope, Spell, Verdict, is_store_outage, judge, settle_outcome
 from worker.retry import StallError
 

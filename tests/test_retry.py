@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.errors import RefusalError
+from worker.errors import RefusalError
 from worker.retry import StallError, backoff_delay, classify, is_prefill_rejection, retry_after_seconds
 
 REQUEST = httpx2.Request("POST", "http://127.0.0.1/v1/messages")

@@ -13,11 +13,11 @@ import anyio
 import pytest
 
 from jobs.buckets import Limits
-from jobs.errors import AccountError, OutageLimitError
 from jobs.models import JobSpec, Outcome, State
 from jobs.sqlite import SQLiteStore
 from tests.faulty_store import FaultyStore
 from tests.pool_harness import FAST_SETTINGS, expected, spec
+from worker.errors import AccountError, OutageLimitError
 from worker.limits import FleetLimiter
 from worker.outage import StoreGuard
 from worker.pool import Pool, PoolSettings

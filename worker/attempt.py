@@ -24,7 +24,6 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import DeadlineError, RefusalError
 from jobs.models import (
     STOP_SEQUENCE,
     TRUNCATED,
@@ -40,6 +39,7 @@ from jobs.store import Store
 from worker.admission import Limiter, Unlimited
 from worker.checkpoint import CheckpointWriter, JobText
 from worker.economy import AttemptEconomy, Economy, RunBudgetSpent
+from worker.errors import DeadlineError, RefusalError
 from worker.nonstream import nonstream_max_tokens, nonstream_request
 from worker.policy import Verdict, judge
 from worker.recorder import Recorder, RequestFacts

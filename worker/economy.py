@@ -19,11 +19,11 @@ import structlog
 
 from jobs.blocks import estimate_chars
 from jobs.costs import PriceTable, format_usd, load_prices
-from jobs.errors import BudgetError
 from jobs.models import JobSpec, Usage
 from worker.accounting import OutputEstimator, RequestChars, request_usage
 from worker.budget import MIN_REQUEST_TOKENS, RunBudget, affordable_max_tokens, worst_case_cost
 from worker.caching import MinimumLearner, cache_reads_count_for_itpm, mark_request
+from worker.errors import BudgetError
 from worker.stream import StreamResult
 
 __all__ = ("Economy", "AttemptEconomy", "RunBudgetSpent")

@@ -5,7 +5,7 @@ Every store call the pool, the limiter and the progress display make goes throug
 down, locked or full; not a lost lease or a missing job) starts a spell: the worker pauses, one
 ``worker_paused`` status line is logged every few seconds, and the call is retried until the store
 answers (``store_recovered``) or the spell passes ``limit`` seconds, after which the pool exits with
-:class:`~jobs.errors.OutageLimitError`. The checkpoint writer reports its own failures and
+:class:`~worker.errors.OutageLimitError`. The checkpoint writer reports its own failures and
 successes here too, so a spell starts and ends wherever the store is first seen down or back.
 """
 

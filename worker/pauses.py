@@ -9,7 +9,7 @@ Kept apart from ``worker.pool`` (which claims and settles) so the rules read in 
   rate-limit classes (``worker.class_limits``) each class has its own spell and pause (``key``):
   a 429 from Opus never stops the pool from claiming Haiku jobs.
 * **Account** (401/402/403): confirmed by one cheap request (the models list); confirmed, the run
-  stops with :class:`~jobs.errors.AccountError` and the job is released uncharged; if the key
+  stops with :class:`~worker.errors.AccountError` and the job is released uncharged; if the key
   works after all, the failure is an ordinary attempt failure.
 * **Infrastructure** (store outage, disk full): the job is released uncharged.
 """
@@ -24,9 +24,10 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import AccountError, PoolError
+from jobs.errors import PoolError
 from jobs.models import AttemptResult, Outcome
 from worker.attempt import AttemptSettings
+from worker.errors import AccountError
 from worker.policy import Scope, Spell, Verdict, judge, settle_outcome
 from worker.retry import backoff_delay
 

@@ -15,7 +15,7 @@ Pauses: a 429/529 pauses this worker's claims (the fleet limiter pauses the flee
 to a patience measured in time, not to the job; a store outage pauses claims until the store
 answers (``worker.outage``), then every lease is refreshed before the next claim; an
 authentication, billing or permission error is confirmed with one cheap request, then the run
-stops with :class:`~jobs.errors.AccountError`, every job left as it was. Every shielded step
+stops with :class:`~worker.errors.AccountError`, every job left as it was. Every shielded step
 (settling a job, the last flushes) has a deadline, so shutdown never hangs on a dead store.
 """
 
@@ -33,7 +33,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from jobs.errors import LeaseLostError, OutageLimitError, PoolError, StoreError
+from jobs.errors import LeaseLostError, PoolError, StoreError
 from jobs.models import AttemptResult, Claim, Job, Outcome, State, is_truncated
 from jobs.store import Store
 from worker.admission import Limiter
@@ -42,6 +42,7 @@ from worker.checkpoint import CheckpointWriter, JobText
 from worker.class_limits import ClassLimiter
 from worker.daily_cap import DailyCap
 from worker.economy import Economy
+from worker.errors import OutageLimitError
 from worker.lifecycle import ignore_request_warnings, log_deprecated
 from worker.outage import StoreGuard
 from worker.pauses import Pauses

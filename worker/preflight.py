@@ -14,7 +14,7 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.errors import AccountError
+from worker.errors import AccountError
 
 __all__ = ("EXIT_ACCOUNT", "preflight")
 

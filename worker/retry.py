@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import anthropic
 import httpx2
 
-from jobs.errors import BudgetError, DeadlineError, RefusalError
+from worker.errors import BudgetError, DeadlineError, RefusalError
 from worker.lifecycle import retired_model_reason
 
 __all__ = (

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from jobs.errors import AccountError, OutageLimitError, PoolError
+from jobs.errors import PoolError
 from worker.config import Config
+from worker.errors import AccountError, OutageLimitError
 
 if TYPE_CHECKING:
     from worker.pool import Pool, PoolStats
