@@ -263,6 +263,24 @@ class Store(Protocol):
         and quick (it runs inside the transaction)."""
         ...
 
+    # -- capabilities every backend answers (some trivially) -------------------------------
+
+    #: The backend's name as the command line prints it: ``sqlite`` or ``postgresql``.
+    backend: str
+    #: Where the queue lives, fit to print (a file path, or host/database without a password).
+    where: str
+
+    async def wait_for_jobs(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll interval
+        """Return when the store announces new or requeued jobs, or after ``timeout`` seconds. An
+        idle pool waits here between claims, so a backend that pushes (PostgreSQL's NOTIFY) wakes a
+        fleet at once; one that cannot (SQLite) simply waits out the timeout: plain polling."""
+        ...
+
+    async def migrate(self) -> int:
+        """Apply every pending migration, including those workers do not apply on their own
+        (``python -m worker migrate``), and return the schema version now in place."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -244,6 +244,21 @@ async def test_claim_by_models_reclaims_expired_leases_of_those_models_only(
     assert (again.job.id, again.text, again.job.failures) == ("o", "Opus ", 1)
 
 
+async def test_every_backend_answers_the_named_capabilities(make_store: StoreFactory) -> None:
+    """``backend``, ``where``, ``migrate`` and ``wait_for_jobs`` are part of the contract: no
+    caller has to probe a store for them."""
+    store = await make_store(FakeClock())
+    try:
+        assert store.backend in {"sqlite", "postgresql"}
+        assert isinstance(store.where, str) and store.where
+        version = await store.migrate()
+        assert version == await store.migrate() and version >= 1
+        with anyio.fail_after(10):
+            await store.wait_for_jobs(0.01)  # returns after the timeout with nothing announced
+    finally:
+        await store.close()
+
+
 async def test_bucket_rows_per_key_are_independent(make_store: StoreFactory) -> None:
     """Each rate-limit class keeps its buckets under its own key: draining one leaves the
     other full, each with its own limits."""

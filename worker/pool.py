@@ -318,23 +318,19 @@ class Pool:
     async def _idle_wait(self) -> None:
         """Until one of our jobs ends, new work is notified (PostgreSQL LISTEN), or poll_seconds
         pass (jobs that become due by time, or retries, are found by polling)."""
-        wait_for_jobs = getattr(self.store, "wait_for_jobs", None)
         changed = self._changed
         with anyio.move_on_after(self.settings.poll_seconds):
-            if wait_for_jobs is None:
-                await changed.wait()
-                return
             async with anyio.create_task_group() as tg:
 
-                async def notified() -> None:
+                async def announced() -> None:
                     try:
-                        await wait_for_jobs(self.settings.poll_seconds)
+                        await self.store.wait_for_jobs(self.settings.poll_seconds)
                     except StoreError as exc:
                         log.warning("wait_for_jobs_failed", error=str(exc))
                         return  # the event and the timeout still end the wait
                     tg.cancel_scope.cancel()
 
-                tg.start_soon(notified)
+                tg.start_soon(announced)
                 await changed.wait()
                 tg.cancel_scope.cancel()
 

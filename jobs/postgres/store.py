@@ -107,6 +107,8 @@ class PostgresStore:
             one raises ``NoQueueError`` on first use. Implies ``auto_migrate=False``.
     """
 
+    backend = "postgresql"
+
     def __init__(
         self,
         conninfo: str,
@@ -322,9 +324,9 @@ class PostgresStore:
     async def wait_for_jobs(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll interval
         """Return when jobs were enqueued or requeued (a NOTIFY), or after ``timeout`` seconds.
 
-        Optional in the Store contract: the pool calls it, when present, instead of sleeping
-        between claims, so an idle fleet picks new work up at once. Falls back to sleeping (plain
-        polling) while the LISTEN connection is lost; see :mod:`jobs.postgres.listen`.
+        The pool waits here between claims, so an idle fleet picks new work up at once. Falls back
+        to sleeping (plain polling) while the LISTEN connection is lost; see
+        :mod:`jobs.postgres.listen`.
         """
         await self._db.listener.wait(timeout)
 

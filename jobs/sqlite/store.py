@@ -106,8 +106,11 @@ class SQLiteStore:
             and a read-only file can still be read (writes then fail with ``StoreError``).
     """
 
+    backend = "sqlite"
+
     def __init__(self, path: str | Path, *, clock: Clock | None = None, access: Access = "create") -> None:
         self.path = str(path)
+        self.where = self.path
         self._access: Access = "create" if self.path == ":memory:" else access
         self._clock: Clock = clock or time.time
         self._conn: sqlite3.Connection | None = None
@@ -282,6 +285,16 @@ class SQLiteStore:
 
     def _now(self) -> float:
         return float(self._clock())
+
+    async def wait_for_jobs(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll interval
+        """SQLite announces nothing: an idle worker finds new jobs by polling every ``timeout``."""
+        await anyio.sleep(timeout)
+
+    async def migrate(self) -> int:
+        """Opening the file creates or migrates it (or refuses a newer one); nothing else is
+        pending, so this opens it and returns the version in place."""
+        await self.counts()
+        return sql.SCHEMA_VERSION
 
     async def close(self) -> None:
         """Close the connection. Idempotent; later calls raise ``StoreError``."""

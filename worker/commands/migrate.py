@@ -11,7 +11,6 @@ For SQLite, opening the store creates or migrates the file's schema, so the comm
 from __future__ import annotations
 
 import argparse
-from typing import Protocol, runtime_checkable
 
 import anyio
 
@@ -20,15 +19,6 @@ from jobs.store import Store
 from worker.config import Config
 
 __all__ = ("register", "migrate_command")
-
-
-@runtime_checkable
-class _Migrating(Protocol):
-    """A store whose migrations can be applied on demand (PostgreSQL)."""
-
-    where: str
-
-    async def migrate(self) -> int: ...
 
 
 def register(
@@ -49,17 +39,9 @@ async def migrate_command(args: argparse.Namespace, config: Config) -> int:
     """Print ``<backend> (<where>): schema version N``; never prints a password."""
     store: Store = open_store(config.queue_url())
     try:
-        if isinstance(store, _Migrating):
-            version = await store.migrate()
-            where = f"postgresql ({store.where})"
-        else:
-            from jobs.sqlite.sql import SCHEMA_VERSION
-
-            await store.counts()  # opening creates or migrates the file, or refuses a newer one
-            version = SCHEMA_VERSION
-            where = f"sqlite ({config.queue_url().removeprefix('sqlite:///')})"
+        version = await store.migrate()
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
-    print(f"{where}: schema version {version}")
+    print(f"{store.backend} ({store.where}): schema version {version}")
     return 0
