@@ -29,6 +29,7 @@ from jobs.buckets import Limits
 from jobs.classes import ModelClass, valid_class_name
 from jobs.errors import ConfigError
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES
+from worker.config_types import Mismatch, declared_types, from_text, from_toml, is_number
 
 if TYPE_CHECKING:
     from jobs.jsonl import JobDefaults
@@ -426,23 +427,16 @@ def _split_env_name(name: str) -> tuple[str, str]:
 
 
 def _field_type(section: str, key: str) -> Any:
-    return {f.name: f.type for f in dataclasses.fields(_SECTIONS[section])}[key]
-
-
-_ARTICLE = {"int": "an integer", "float": "a number", "str": "a string"}
+    return declared_types(_SECTIONS[section])[key]
 
 
 def _parse_text(raw: str, section: str, key: str, where: str) -> Any:
-    """Turn the text of an environment variable or flag into the key's type."""
+    """Turn the text of an environment variable or flag into the key's declared type."""
     kind = _field_type(section, key)
     try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{where}: {section}.{key} must be {_ARTICLE[kind]}, got {raw!r}") from None
-    return raw
+        return from_text(kind, raw)
+    except Mismatch as exc:
+        raise ConfigError(f"{where}: {section}.{key} must be {exc}, got {raw!r}") from None
 
 
 def _build(section: str, given: Mapping[str, tuple[Any, str]]) -> Any:
@@ -505,22 +499,18 @@ def _model_class(name: str, table: Any, where: str) -> ModelClass:
 
 
 def _validate(section: str, key: str, value: Any, where: str) -> Any:
-    kind = _field_type(section, key)
+    """``value`` checked against the key's declared type, then its range, text rule and choices."""
     dotted = f"{section}.{key}"
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[kind]
-    if not ok:
-        got = f"{_kind(value)} {value!r}"
-        raise ConfigError(f"{where}: {dotted} must be {_ARTICLE[kind]}, got {got}")
-    if kind == "str":
+    try:
+        value = from_toml(_field_type(section, key), value)
+    except Mismatch as exc:
+        raise ConfigError(f"{where}: {dotted} must be {exc}, got {_kind(value)} {value!r}") from None
+    if isinstance(value, str):
         problem = _STRING_CHECKS.get(dotted, _no_problem)(value)
         if problem:
             raise ConfigError(f"{where}: {dotted} {problem}, got {value!r}")
-    else:
-        value = _in_range(dotted, float(value) if kind == "float" else value, where)
+    elif is_number(value):
+        value = _in_range(dotted, value, where)
     choices = _CHOICES.get(dotted)
     if choices and value not in choices:
         raise ConfigError(f"{where}: {dotted} must be one of {', '.join(choices)}, got {value!r}")
