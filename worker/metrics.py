@@ -83,6 +83,11 @@ class PrometheusRecorder(Recorder):
             ["model"],
             registry=r,
         )
+        self._add_latency_histograms(r)
+        self._add_retry_and_checkpoint_metrics(r)
+
+    def _add_latency_histograms(self, r: CollectorRegistry) -> None:
+        """Time to first token, request duration and time per output token, by model."""
         self.ttft = Histogram(
             "longform_time_to_first_token_seconds",
             "From sending a request to its first text",
@@ -104,6 +109,9 @@ class PrometheusRecorder(Recorder):
             buckets=PER_TOKEN_BUCKETS,
             registry=r,
         )
+
+    def _add_retry_and_checkpoint_metrics(self, r: CollectorRegistry) -> None:
+        """Retries, throttling, lease losses, checkpoint commits and the streams running now."""
         self.retries = Counter(
             "longform_retries",
             "Attempts that failed and went back to the queue, by failure kind",

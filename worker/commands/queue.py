@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +74,14 @@ def register(
         "--thinking", action="store_true", help="also the thinking kept per attempt and request"
     )
     show.set_defaults(handler=show_command)
+    _register_export(commands, common)
+    _register_changes(commands, common)
 
+
+def _register_export(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """``export``: the documents and their manifest, written into a folder."""
     export = commands.add_parser(
         "export",
         parents=[common],
@@ -99,6 +106,11 @@ def register(
     )
     export.set_defaults(handler=export_command)
 
+
+def _register_changes(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """``retry``, ``cancel`` and ``delete``: the commands that change one job (or every failed one)."""
     retry = commands.add_parser(
         "retry",
         parents=[common],
@@ -292,6 +304,21 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             data["thinking"] = [_thinking_json(t) for t in thinking]
         print(json.dumps(data, ensure_ascii=False))
         return 0
+    _print_job(job, prices)
+    _print_attempts(job, attempts, prices)
+    print("history")
+    for t in history:
+        print(f"  {_when(t.at)} {t.from_state or '-'} -> {t.to_state}: {t.reason}")
+    if thinking is not None:
+        _print_thinking(thinking)
+    if text is not None:
+        print(f"text ({len(text):,} characters)")
+        print(text)
+    return 0
+
+
+def _print_job(job: Job, prices: PriceTable) -> None:
+    """The job's own fields, one ``name  value`` line each, as ``show`` prints them."""
     spec = job.spec
     print(f"job        {job.id}")
     print(f"state      {job.state} (attempts {job.attempts}, failures {job.failures} of {spec.max_attempts})")
@@ -316,6 +343,10 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
         print(line)
     if job.last_error:
         print(f"last error {job.last_error}")
+
+
+def _print_attempts(job: Job, attempts: Sequence[AttemptRecord], prices: PriceTable) -> None:
+    spec = job.spec
     print("attempts")
     batch = spec.mode == "batch"
     for a in attempts:
@@ -328,15 +359,6 @@ async def show_command(args: argparse.Namespace, config: Config) -> int:
             + (f" joins {format_joins(a.joins)}" if a.joins else "")
             + (f" error: {a.error}" if a.error else "")
         )
-    print("history")
-    for t in history:
-        print(f"  {_when(t.at)} {t.from_state or '-'} -> {t.to_state}: {t.reason}")
-    if thinking is not None:
-        _print_thinking(thinking)
-    if text is not None:
-        print(f"text ({len(text):,} characters)")
-        print(text)
-    return 0
 
 
 def _thinking_json(t: Thinking) -> dict[str, Any]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from worker.pool import Pool
     from worker.runtime import Runtime
+    from worker.server import Relay
 
 __all__ = ("register", "serve")
 
@@ -78,7 +79,6 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     from aiohttp import web
 
     from jobs.backends import open_store
-    from worker.metrics import serve_metrics
     from worker.runtime import open_runtime
     from worker.server import Relay, build_app, resolve_token
     from worker.server.app import ACCESS_LOG_FORMAT
@@ -110,21 +110,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.server.host, config.server.port)
-            await site.start()
-            host, port = _bound(runner, config)
-            log.info("server_started", host=host, port=port, workers=args.workers)
-            print(f"serving on http://{host}:{port}", flush=True)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(relay.run)
-                if pool is not None:
-                    w = config.worker
-                    async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
-                        await pool.run()
-                else:
-                    await _wait_for_signal()
-                relay.close()
-                tg.cancel_scope.cancel()
+            await _start_site(runner, config, args.workers)
+            await _run_until_stopped(relay, pool, runtime, config)
         finally:
             relay.close()
             with anyio.CancelScope(shield=True):
@@ -132,6 +119,33 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
                 await relay_store.close()
         log.info("server_stopped")
     return 0
+
+
+async def _start_site(runner: web.AppRunner, config: Config, workers: int) -> None:
+    """Listen on ``[server] host:port`` and say where (port 0 asks the system for a free one)."""
+    from aiohttp import web
+
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    host, port = _bound(runner, config)
+    log.info("server_started", host=host, port=port, workers=workers)
+    print(f"serving on http://{host}:{port}", flush=True)
+
+
+async def _run_until_stopped(relay: Relay, pool: Pool | None, runtime: Runtime, config: Config) -> None:
+    """The relay beside the in-process pool (and its metrics), or beside a wait for a signal."""
+    from worker.metrics import serve_metrics
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay.run)
+        if pool is not None:
+            w = config.worker
+            async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
+                await pool.run()
+        else:
+            await _wait_for_signal()
+        relay.close()
+        tg.cancel_scope.cancel()
 
 
 def _pool(runtime: Runtime, workers: int) -> Pool | None:

@@ -182,6 +182,57 @@ def _retry_action() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The document; ``servers`` is left out so clients use the URL they fetched it from."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "longform-worker", "version": "1"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {**_service_paths(), **_collection_paths(), **_job_paths()},
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    """Health, readiness, metrics and this document."""
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness (no token needed)",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "The process is up")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Whether the job store is reachable",
+                "responses": {"200": _json({"type": "object"}, "Ready"), **_errors(401, 503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "The queue's figures for Prometheus (token needed unless metrics_auth = none)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format (OpenMetrics when asked by Accept)",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(401, 503),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(401)},
+            }
+        },
+    }
+
+
+def _collection_paths() -> dict[str, Any]:
+    """``/v1/jobs``: submit one job or a batch, and list them page by page."""
     page = {
         "type": "object",
         "required": ["jobs", "next_cursor"],
@@ -199,120 +250,86 @@ def openapi_document() -> dict[str, Any]:
     }
     submitted = {"oneOf": [_JOB, batch_out]}
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "longform-worker", "version": "1"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}],
-        "paths": {
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness (no token needed)",
-                    "security": [],
-                    "responses": {"200": _json({"type": "object"}, "The process is up")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Whether the job store is reachable",
-                    "responses": {"200": _json({"type": "object"}, "Ready"), **_errors(401, 503)},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "The queue's figures for Prometheus (token needed unless metrics_auth = none)",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format (OpenMetrics when asked by Accept)",
-                            "content": {
-                                "text/plain": {"schema": {"type": "string"}},
-                                "application/openmetrics-text": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_errors(401, 503),
-                    },
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(401)},
-                }
-            },
-            "/v1/jobs": {
-                "post": {
-                    "summary": "Submit one job or a batch, all or nothing; idempotent by id",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"oneOf": [_JOB_INPUT, batch_in]}}},
-                    },
-                    "responses": {
-                        "201": _json(submitted, "Stored (at least one job was new)"),
-                        "200": _json(submitted, "Every id existed already: the stored jobs"),
-                        **_errors(400, 401, 413, 503),
-                    },
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit one job or a batch, all or nothing; idempotent by id",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"oneOf": [_JOB_INPUT, batch_in]}}},
                 },
-                "get": {
-                    "summary": "List jobs by id, with keyset pagination",
-                    "parameters": [
-                        {"name": "state", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "responses": {"200": _json(page, "A page of jobs"), **_errors(400, 401, 503)},
+                "responses": {
+                    "201": _json(submitted, "Stored (at least one job was new)"),
+                    "200": _json(submitted, "Every id existed already: the stored jobs"),
+                    **_errors(400, 401, 413, 503),
                 },
             },
-            "/v1/jobs/{id}": {
-                "get": {
-                    "summary": "A job's state, attempts, usage, timings, error and text length",
-                    "parameters": [_ID],
-                    "responses": {"200": _json(_JOB, "The job"), **_errors(401, 404, 503)},
-                }
-            },
-            "/v1/jobs/{id}/text": {
-                "get": {
-                    "summary": "The committed text from character offset N",
-                    "parameters": [
-                        _ID,
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "UTF-8 text",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 401, 404, 503),
+            "get": {
+                "summary": "List jobs by id, with keyset pagination",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
-                }
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json(page, "A page of jobs"), **_errors(400, 401, 503)},
             },
-            "/v1/jobs/{id}/thinking": {
-                "get": {
-                    "summary": "The thinking kept beside the job, per attempt and request (not in its text)",
-                    "parameters": [_ID],
-                    "responses": {"200": _json(_THINKING, "The kept thinking"), **_errors(401, 404, 503)},
-                }
-            },
-            "/v1/jobs/{id}/events": {
-                "get": {
-                    "summary": "Live relay (SSE): text, state and done events; resumable by Last-Event-ID",
-                    "parameters": [
-                        _ID,
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "An event stream; ends after the done event",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 401, 404),
-                    },
-                }
-            },
-            "/v1/jobs/{id}/cancel": _job_action("Cancel a queued or running job (409 if finished)"),
-            "/v1/jobs/{id}/retry": _retry_action(),
         },
+    }
+
+
+def _job_paths() -> dict[str, Any]:
+    """One job: its record, text, thinking, live events and actions."""
+    return {
+        "/v1/jobs/{id}": {
+            "get": {
+                "summary": "A job's state, attempts, usage, timings, error and text length",
+                "parameters": [_ID],
+                "responses": {"200": _json(_JOB, "The job"), **_errors(401, 404, 503)},
+            }
+        },
+        "/v1/jobs/{id}/text": {
+            "get": {
+                "summary": "The committed text from character offset N",
+                "parameters": [
+                    _ID,
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "UTF-8 text",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/v1/jobs/{id}/thinking": {
+            "get": {
+                "summary": "The thinking kept beside the job, per attempt and request (not in its text)",
+                "parameters": [_ID],
+                "responses": {"200": _json(_THINKING, "The kept thinking"), **_errors(401, 404, 503)},
+            }
+        },
+        "/v1/jobs/{id}/events": {
+            "get": {
+                "summary": "Live relay (SSE): text, state and done events; resumable by Last-Event-ID",
+                "parameters": [
+                    _ID,
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An event stream; ends after the done event",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/v1/jobs/{id}/cancel": _job_action("Cancel a queued or running job (409 if finished)"),
+        "/v1/jobs/{id}/retry": _retry_action(),
     }
