@@ -209,26 +209,8 @@ class Attempt:
             mode = self._mode(text)
             if self.first_mode is None:
                 self.first_mode = mode
-            messages, carry = build_messages(spec, text, mode)
-            max_tokens = min(spec.max_tokens, budget_left, self.limiter.max_output_tokens or budget_left)
-            if self.nonstreaming:
-                max_tokens = min(max_tokens, nonstream_max_tokens(spec.model))
-            params: dict[str, Any] = {
-                "model": spec.model,
-                "max_tokens": max_tokens,
-                "messages": messages,
-            }
-            if spec.system is not None:
-                params["system"] = spec.system
-            log.debug(
-                "request_sent",
-                model=spec.model,
-                max_tokens=max_tokens,
-                resume_mode=str(mode),
-                messages=len(messages),
-                chars_so_far=len(text),
-            )
-            reserve = self.economy.prepare(params, max_tokens)
+            params, carry = self._request_params(text, mode, budget_left)
+            reserve = self.economy.prepare(params, int(params["max_tokens"]))
             params.update(request_options(spec, int(params["max_tokens"])))
             try:
                 joiner = Joiner(mode, text, carry, safe_commits=self._continues())
@@ -240,19 +222,45 @@ class Attempt:
                     self.first_mode = None if self.requests == 1 else self.first_mode
                     continue
                 raise
-            self.stop_reason = stop
-            if stop == STOP_SEQUENCE:
-                self.stop_reason = stop_sequence_reason(self.stop_sequence)
-                return  # the document ends at its stop sequence: finished, not continued
-            if stop == "refusal":
-                raise RefusalError(
-                    f"the model refused (stop_reason refusal) after {self.text.length()} characters"
-                )
-            if stop == "max_tokens":
-                continue  # long-form: continue the same document until the model ends its turn
-            if stop is not None and stop not in _FINISHED:
-                log.warning("unknown_stop_reason", stop_reason=stop)
-            return
+            if not self._continues_after(stop):
+                return
+
+    def _request_params(self, text: str, mode: ResumeMode, budget_left: int) -> tuple[dict[str, Any], str]:
+        """The next request's model, ``max_tokens`` (within the budget, the output bucket and the
+        non-streaming guard), messages and system prompt; and the text the joiner carries."""
+        spec = self.spec
+        messages, carry = build_messages(spec, text, mode)
+        max_tokens = min(spec.max_tokens, budget_left, self.limiter.max_output_tokens or budget_left)
+        if self.nonstreaming:
+            max_tokens = min(max_tokens, nonstream_max_tokens(spec.model))
+        params: dict[str, Any] = {"model": spec.model, "max_tokens": max_tokens, "messages": messages}
+        if spec.system is not None:
+            params["system"] = spec.system
+        log.debug(
+            "request_sent",
+            model=spec.model,
+            max_tokens=max_tokens,
+            resume_mode=str(mode),
+            messages=len(messages),
+            chars_so_far=len(text),
+        )
+        return params, carry
+
+    def _continues_after(self, stop: str | None) -> bool:
+        """Record how a request stopped; True when the document goes on with another request."""
+        self.stop_reason = stop
+        if stop == STOP_SEQUENCE:
+            self.stop_reason = stop_sequence_reason(self.stop_sequence)
+            return False  # the document ends at its stop sequence: finished, not continued
+        if stop == "refusal":
+            raise RefusalError(
+                f"the model refused (stop_reason refusal) after {self.text.length()} characters"
+            )
+        if stop == "max_tokens":
+            return True  # long-form: continue the same document until the model ends its turn
+        if stop is not None and stop not in _FINISHED:
+            log.warning("unknown_stop_reason", stop_reason=stop)
+        return False
 
     def _check_deadline(self) -> None:
         """A job past its deadline fails (reason ``deadline``) before another request; its text stays."""
