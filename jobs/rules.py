@@ -25,6 +25,7 @@ __all__ = (
     "bound_thinking",
     "Settlement",
     "settle",
+    "expire_lease",
     "check_outcomes",
     "fenced_settles",
     "check_replaceable",
@@ -70,6 +71,20 @@ def settle(job: Job, result: AttemptResult, now: float) -> Settlement:
         return Settlement(State.FAILED, reason, failures, now, now, result.error)
     run_at = result.retry_at if result.retry_at is not None else now
     return Settlement(State.QUEUED, f"retry: {result.error}", failures, run_at, None, result.error)
+
+
+def expire_lease(job: Job, now: float) -> Settlement:
+    """A running job whose lease expired (its worker stopped heartbeating): the attempt counts as
+    a failure, and the job goes back to the queue at once, or fails when that failure reaches
+    ``max_attempts``. SQLite applies this; PostgreSQL's one-statement claim
+    (``jobs.postgres.sql.CLAIM``) writes the same predicate and texts in SQL, and the contract
+    suite checks that both backends agree with this function."""
+    owner = job.lease.owner if job.lease is not None else "?"
+    error = f"lease expired (worker {owner} stopped heartbeating)"
+    failures = job.failures + 1
+    if failures >= job.spec.max_attempts:
+        return Settlement(State.FAILED, "attempts exhausted: lease expired", failures, now, now, error)
+    return Settlement(State.QUEUED, "lease expired", failures, now, None, error)  # claimable at once
 
 
 #: The outcomes a worker settles an attempt with (the others are recorded by the store itself).

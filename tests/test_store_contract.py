@@ -21,6 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs import rules
 from jobs.buckets import BucketState, Limits
 from jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StoreError
 from jobs.models import (
@@ -293,6 +294,35 @@ async def test_lease_expiry_exhausts_attempts(make_store: StoreFactory) -> None:
     last = (await store.history("a"))[-1]
     assert (last.to_state, last.reason) == (State.FAILED, "attempts exhausted: lease expired")
     assert [a.outcome for a in await store.attempts("a")] == [Outcome.LEASE_EXPIRED] * 2
+
+
+@pytest.mark.parametrize(("max_attempts", "failures_before"), [(1, 0), (2, 0), (2, 1), (3, 1), (5, 3)])
+async def test_lease_expiry_does_what_the_rule_decides(
+    make_store: StoreFactory, max_attempts: int, failures_before: int
+) -> None:
+    """``rules.expire_lease`` is the one decision; each backend (SQLite in Python, PostgreSQL in
+    its claim's SQL) must carry out exactly what it returns: state, failures, error and reason."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("a", max_attempts=max_attempts)])
+    for _ in range(failures_before):
+        claim = await claim_one(store, lease=10)
+        await store.settle("a", claim.token, AttemptResult(Outcome.RETRY, error="HTTP 529"))
+    await claim_one(store, "w-lost", lease=10)
+    before = await store.get("a")
+    clock.advance(11)
+    decided = rules.expire_lease(before, clock())
+
+    retaken = await store.claim("w2", LEASE)  # a claim settles expired leases first
+    after = await store.get("a")
+    if decided.state == State.QUEUED:  # back in the queue, so this very claim took it again
+        assert [c.job.id for c in retaken] == ["a"] and after.state == State.RUNNING
+    else:
+        assert retaken == [] and after.state == decided.state
+    assert (after.failures, after.last_error) == (decided.failures, decided.last_error)
+    expiry = [t for t in await store.history("a") if t.from_state == State.RUNNING][-1]
+    assert (expiry.to_state, expiry.reason) == (decided.state, decided.reason)
+    assert "w-lost" in (decided.last_error or "")
 
 
 async def test_heartbeat_extends_the_lease(make_store: StoreFactory) -> None:

@@ -428,7 +428,7 @@ class SQLiteStore:
         the queue (keeping its place) or, out of attempts, fails."""
         for row in conn.execute(sql.SELECT_EXPIRED, {"now": now, "limit": _EXPIRED_BATCH}).fetchall():
             job = rows.job(row)
-            error = f"lease expired (worker {job.lease.owner if job.lease else '?'} stopped heartbeating)"
+            expiry = rules.expire_lease(job, now)
             conn.execute(
                 sql.EXPIRE_ATTEMPT,
                 {
@@ -436,14 +436,14 @@ class SQLiteStore:
                     "number": job.attempts,
                     "now": now,
                     "chars": job.committed_chars,
-                    "error": error,
+                    "error": expiry.last_error,
                 },
             )
-            exhausted = job.failures + 1 >= job.spec.max_attempts
-            state = State.FAILED if exhausted else State.QUEUED
-            conn.execute(sql.REQUEUE_EXPIRED, {"id": job.id, "state": state, "error": error, "now": now})
-            reason = "attempts exhausted: lease expired" if exhausted else "lease expired"
-            _transition(conn, job.id, now, State.RUNNING, state, reason, job.attempts)
+            conn.execute(
+                sql.REQUEUE_EXPIRED,
+                {"id": job.id, "state": expiry.state, "error": expiry.last_error, "now": now},
+            )
+            _transition(conn, job.id, now, State.RUNNING, expiry.state, expiry.reason, job.attempts)
 
     async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
         if not writes:
