@@ -48,7 +48,7 @@ from worker.outage import StoreGuard
 from worker.pauses import Pauses
 from worker.recorder import Recorder
 
-__all__ = ("PoolSettings", "PoolStats", "Pool", "new_worker_id")
+__all__ = ("PoolSettings", "PoolStats", "PoolProgress", "Pool", "new_worker_id")
 
 log = structlog.get_logger("worker.pool")
 
@@ -109,6 +109,20 @@ class PoolStats:
     interrupted_by: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PoolProgress:
+    """What a progress display reads of a running pool: one snapshot, taken by :meth:`Pool.progress`."""
+
+    running: int
+    #: Output tokens of finished requests, plus an estimate (≈ 4 characters a token) for the
+    #: attempts still streaming, whose usage arrives only when they end.
+    output_tokens: int
+    retries: int
+    resumes: int
+    #: True while the job store is unreachable (claims wait for it to come back).
+    store_down: bool
+
+
 class Pool:
     def __init__(
         self,
@@ -166,6 +180,16 @@ class Pool:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def progress(self) -> PoolProgress:
+        """The figures a live progress line shows, without reaching into the pool's parts."""
+        return PoolProgress(
+            running=len(self._running),
+            output_tokens=self.stats.output_tokens + self.writer.streaming_chars() // 4,
+            retries=self.stats.retries,
+            resumes=self.stats.resumes,
+            store_down=self.guard.down,
+        )
 
     def request_stop(self, *, grace: float | None = None) -> None:
         """Stop claiming; running jobs get the grace period, then are checkpointed and released."""

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import anyio
 
 from jobs.errors import StoreError
 from jobs.models import State
 from jobs.store import Store
-from worker.pool import Pool
+from worker.pool import PoolProgress
 
-__all__ = ("ProgressDisplay",)
+__all__ = ("ProgressDisplay", "ProgressSource")
+
+
+class ProgressSource(Protocol):
+    """What the display reads: a pool's public snapshot (:meth:`worker.pool.Pool.progress`)."""
+
+    def progress(self) -> PoolProgress: ...
 
 
 class ProgressDisplay:
-    def __init__(self, pool: Pool, store: Store, stream: TextIO | None = None) -> None:
+    def __init__(self, pool: ProgressSource, store: Store, stream: TextIO | None = None) -> None:
         self.pool = pool
         self.store = store
         self.stream = stream or sys.stderr
@@ -40,9 +46,9 @@ class ProgressDisplay:
                 if tick % 4 == 0:
                     counts = await self._counts(counts)
                 tick += 1
-                stats = self.pool.stats
+                progress = self.pool.progress()
                 now = time.monotonic()
-                tokens = stats.output_tokens + self._streaming_estimate()
+                tokens = progress.output_tokens
                 if now > last_time:
                     rate = 0.7 * rate + 0.3 * (tokens - last_tokens) / (now - last_time)
                 last_tokens, last_time = tokens, now
@@ -53,11 +59,11 @@ class ProgressDisplay:
                     + counts.get(State.CANCELLED, 0)
                 )
                 line = (
-                    f"jobs {done}/{total} done · {self.pool.running} running · "
+                    f"jobs {done}/{total} done · {progress.running} running · "
                     f"{counts.get(State.FAILED, 0)} failed · {rate:,.0f} tok/s · "
-                    f"retries {stats.retries} · resumes {stats.resumes}"
+                    f"retries {progress.retries} · resumes {progress.resumes}"
                 )
-                if self.pool.guard.down:
+                if progress.store_down:
                     line += " · paused: store unavailable"
                 if tty:
                     self.stream.write(f"\r\x1b[2K{line}")
@@ -79,8 +85,3 @@ class ProgressDisplay:
         except StoreError:
             return last
         return counts
-
-    def _streaming_estimate(self) -> int:
-        """Output tokens of attempts still streaming (≈ 4 characters a token). Finished attempts
-        are in ``stats.output_tokens`` already, so only running ones are estimated."""
-        return self.pool.writer.streaming_chars() // 4
