@@ -1,4 +1,4 @@
-"""The job store contract, and how a backend is chosen from the ``[queue] url``.
+"""The job store contract (``jobs.backends.open_store`` picks the backend a URL names).
 
 One Protocol, implemented by every backend (SQLite, PostgreSQL) and proven by one shared contract
 test suite. Guarantees every backend gives:
