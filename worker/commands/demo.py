@@ -147,7 +147,7 @@ async def run_demo(args: argparse.Namespace, config: Config) -> int:
         async with _api(simulated) as sim:
             await store.enqueue(jobs)
             print(f"Enqueued {len(jobs)} documents on {out / 'queue.db'}; running the pool ...")
-            stats = await _run_pool(store, _demo_config(config, sim), sim)
+            stats = await _run_pool(store, _demo_config(config, sim, out / "queue.db"))
             report = await export_jobs(store, documents, (State.SUCCEEDED, State.FAILED))
             accounting = sim.accounting() if sim is not None else None
         elapsed = time.monotonic() - started
@@ -168,8 +168,14 @@ async def run_demo(args: argparse.Namespace, config: Config) -> int:
         await store.close()
 
 
-def _demo_config(config: Config, sim: Simulator | None) -> Config:
-    """Against the simulator: its address, and a watchdog and backoff scaled to its quick faults."""
+def _demo_config(config: Config, sim: Simulator | None, queue: Path) -> Config:
+    """The settings ``run`` would use on the demo's queue, with six workers; against the simulator
+    also its address, its rate limits, and a watchdog and backoff scaled to its quick faults."""
+    queue_url = f"sqlite:///{queue.resolve()}"
+    worker = dataclasses.replace(config.worker, concurrency=6, poll_seconds=0.1)
+    config = dataclasses.replace(
+        config, queue=dataclasses.replace(config.queue, url=queue_url), worker=worker
+    )
     if sim is None:
         return config
     os.environ.setdefault("ANTHROPIC_API_KEY", "simulator")
@@ -177,29 +183,27 @@ def _demo_config(config: Config, sim: Simulator | None) -> Config:
         config,
         anthropic=dataclasses.replace(config.anthropic, base_url=sim.base_url),
         worker=dataclasses.replace(config.worker, idle_timeout=3.0, backoff_base=0.2, backoff_max=2.0),
+        rate_limits=dataclasses.replace(
+            config.rate_limits,
+            requests_per_minute=SIM_LIMITS.requests,
+            output_tokens_per_minute=SIM_LIMITS.output_tokens,
+        ),
     )
 
 
-async def _run_pool(store: SQLiteStore, run_config: Config, sim: Simulator | None) -> PoolStats:
-    """Run the pool until the queue is empty, with the progress line (and, on the simulator, the
-    fleet limiter set to its rate limit)."""
-    from worker.limits import FleetLimiter
-    from worker.pool import Pool
+async def _run_pool(store: SQLiteStore, run_config: Config) -> PoolStats:
+    """Run the pool, built by the composition root as ``run`` builds it, until the queue is empty,
+    with the progress line (reading the counts through the demo's own store)."""
     from worker.progress import ProgressDisplay
-    from worker.runtime import make_client, pool_settings
+    from worker.runtime import open_runtime
 
-    client = make_client(run_config)
-    try:
-        limiter = FleetLimiter(store, SIM_LIMITS) if sim is not None else None
-        settings = dataclasses.replace(pool_settings(run_config), concurrency=6, poll_seconds=0.1)
-        pool = Pool(store, client, settings, limiter=limiter)
+    async with open_runtime(run_config) as runtime:
+        pool = runtime.pool()
         async with anyio.create_task_group() as tg:
             tg.start_soon(ProgressDisplay(pool, store).run)
             stats = await pool.run(until_empty=True)
             tg.cancel_scope.cancel()
         return stats
-    finally:
-        await client.close()
 
 
 async def _print_documents(store: SQLiteStore, jobs: list[JobSpec], *, check: bool) -> tuple[int, int, int]:
