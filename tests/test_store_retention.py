@@ -84,7 +84,9 @@ async def _old_and_new(store: Store, clock: FakeClock) -> None:
     await _finish(store, "new-s", Outcome.SUCCEEDED, "fresh")
 
 
-async def test_prune_deletes_only_finished_jobs_that_ended_before_the_cutoff(make_store: StoreFactory) -> None:
+async def test_prune_deletes_only_finished_jobs_that_ended_before_the_cutoff(
+    make_store: StoreFactory,
+) -> None:
     clock = FakeClock()
     store = await make_store(clock)
     await _old_and_new(store, clock)
@@ -123,17 +125,24 @@ async def test_prune_by_state_and_refusing_live_states(make_store: StoreFactory)
     await _assert_totals_recounted(store)
 
 
-async def test_prune_in_small_batches_deletes_everything_and_keeps_the_totals(make_store: StoreFactory) -> None:
+async def test_prune_in_small_batches_deletes_everything_and_keeps_the_totals(
+    make_store: StoreFactory,
+) -> None:
     clock = FakeClock()
     store = await make_store(clock)
     specs = [make_spec(f"j{i:02}", model="m-a" if i % 2 else "m-b") for i in range(11)]
     await store.enqueue(specs)
     claims = await store.claim("w", LEASE, limit=11)
     usage = Usage(100, 50, 3, 4, document_tokens=20)
-    await store.commit([CheckpointWrite(c.job.id, c.token, 0, f"text {c.job.id}", usage) for c in claims], LEASE)
+    await store.commit(
+        [CheckpointWrite(c.job.id, c.token, 0, f"text {c.job.id}", usage) for c in claims], LEASE
+    )
     outcomes = (Outcome.SUCCEEDED, Outcome.FAILED)
     await store.settle_many(
-        [SettleRequest(c.job.id, c.token, AttemptResult(outcomes[i % 2], usage=usage)) for i, c in enumerate(claims[:9])]
+        [
+            SettleRequest(c.job.id, c.token, AttemptResult(outcomes[i % 2], usage=usage))
+            for i, c in enumerate(claims[:9])
+        ]
     )
     clock.advance(DAY)
     assert await store.prune(DAY / 2, batch_size=2) == 9
@@ -202,7 +211,9 @@ async def test_every_way_of_ending_compacts_and_a_retry_appends_after_it(make_st
         assert await _chunk_rows(store, claim.job.id) == 3
     expected = "Alpha. Beta. Gamma."
     await store.settle("ok", claims["ok"].token, AttemptResult(Outcome.SUCCEEDED))
-    await store.settle_many([SettleRequest("many", claims["many"].token, AttemptResult(Outcome.FAILED, error="x"))])
+    await store.settle_many(
+        [SettleRequest("many", claims["many"].token, AttemptResult(Outcome.FAILED, error="x"))]
+    )
     await store.cancel("cancelled")
     clock.advance(LEASE + 1)
     assert await store.claim("w2", LEASE) == []  # "expired" runs out of attempts inside the claim

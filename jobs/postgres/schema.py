@@ -418,7 +418,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "job_totals: aggregates for status, kept by triggers", _TOTALS_MIGRATION),
     Migration(6, "message batches: job mode, batches, fleet leases", _BATCHES_MIGRATION),
     Migration(7, "thinking: the thinking of each request, kept beside the job", _THINKING_MIGRATION),
-    Migration(8, "retention: finished jobs by end time; chunks compacted when a job ends", _RETENTION_MIGRATION),
+    Migration(
+        8, "retention: finished jobs by end time; chunks compacted when a job ends", _RETENTION_MIGRATION
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

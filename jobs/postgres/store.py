@@ -559,7 +559,6 @@ class PostgresStore:
 
         return await self._db.run(run)
 
-
     async def prune(
         self,
         older_than: float,

@@ -770,7 +770,6 @@ class SQLiteStore:
             conn.execute(sql.DELETE_JOB, {"id": job_id})
             return job
 
-
     async def prune(
         self,
         older_than: float,
@@ -782,7 +781,7 @@ class SQLiteStore:
         """One write transaction per batch (``BEGIN IMMEDIATE``, a few milliseconds for a
         thousand jobs), each queued behind this store's other calls like any write, so a worker's
         checkpoints and other processes' writes get the lock between batches."""
-        params = {"states": json.dumps([s.value for s in rules.prune_states(states)])}
+        params: dict[str, Any] = {"states": json.dumps([s.value for s in rules.prune_states(states)])}
         params["cutoff"] = self._now() - older_than
         if dry_run:
             return int((await self._read(_select, sql.COUNT_PRUNABLE, params))[0][0])
