@@ -18,7 +18,9 @@ size is measured twice on the same data:
 
 Sizes are of the live data: SQLite ``VACUUM INTO`` a copy (free pages dropped), PostgreSQL
 ``VACUUM FULL`` then the tables, their indexes and TOAST summed; minus an empty queue's size.
-Then ``prune`` deletes every document (text, attempts, history, totals), timed: jobs per second.
+Then ``prune`` deletes every document (text, attempts, history, totals), timed: jobs per second;
+and first, the prune rate over many batches: ``--prune-jobs`` finished jobs (one 2,000-character
+chunk, an attempt, three history rows each) deleted 1,000 per transaction.
 """
 
 from __future__ import annotations
@@ -159,8 +161,42 @@ async def _measure(url: str, size: Any, docs: int, chunk: int) -> dict[str, Any]
     }
 
 
-async def run(docs: int, chunks: list[int], pg_url: str | None) -> dict[str, list[dict[str, Any]]]:
+async def _prune_rate(url: str, jobs: int) -> dict[str, Any]:
+    """``prune`` of ``jobs`` finished jobs (one 2,000-character chunk, an attempt and three history
+    rows each) in its batches of 1,000: the rate over many transactions."""
+    clock = _Clock()
+    store = open_store(url, clock=clock)
+    try:
+        text = _corpus()[:2000]
+        for first in range(0, jobs, 1000):
+            count = min(1000, jobs - first)
+            specs = [
+                JobSpec(f"p-{i:07}", (Message("user", "Write."),), "claude-sonnet-4-5", 8000, 20000, 5)
+                for i in range(first, first + count)
+            ]
+            await store.enqueue(specs)
+            claims = await store.claim("bench", 3600, limit=count)
+            await store.commit([CheckpointWrite(c.job.id, c.token, 0, text) for c in claims], 3600)
+            await _settle_all(store, claims)
+        clock.now += 2 * 86_400
+        started = time.perf_counter()
+        pruned = await store.prune(86_400)
+        seconds = time.perf_counter() - started
+        assert pruned == jobs, pruned
+    finally:
+        await store.close()
+    return {"jobs": jobs, "prune_seconds": round(seconds, 2), "prune_jobs_per_second": round(jobs / seconds)}
+
+
+async def run(
+    docs: int, chunks: list[int], pg_url: str | None, prune_jobs: int
+) -> dict[str, list[dict[str, Any]]]:
     result: dict[str, list[dict[str, Any]]] = {"sqlite": [], "postgresql": []}
+    with tempfile.TemporaryDirectory() as folder:
+        result["sqlite"].append(await _prune_rate(f"sqlite:///{Path(folder) / 'prune.db'}", prune_jobs))
+    if pg_url is not None:
+        async with scratch_postgres(pg_url) as url:
+            result["postgresql"].append(await _prune_rate(url, prune_jobs))
     for chunk in chunks:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "retention.db"
@@ -190,11 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pg-url", default=os.environ.get("TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/postgres")
     )
+    parser.add_argument(
+        "--prune-jobs", type=int, default=20_000, help="finished jobs for the prune rate (default 20000)"
+    )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     chunks = [int(c) for c in args.chunk_chars.split(",")]
     pg_url = None if args.no_postgres else args.pg_url
-    print(json.dumps(anyio.run(run, args.docs, chunks, pg_url), indent=2))
+    print(json.dumps(anyio.run(run, args.docs, chunks, pg_url, args.prune_jobs), indent=2))
     return 0
 
 
