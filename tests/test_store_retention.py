@@ -7,6 +7,8 @@ Time is a :class:`FakeClock`: "older than" is tested by moving the clock, never 
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from jobs.errors import JobNotFoundError, JobStateError
 from jobs.models import AttemptResult, CheckpointWrite, Claim, Outcome, SettleRequest, State, Usage
 from jobs.sqlite import SQLiteStore
+from jobs.sqlite import sql as sqlite_sql
 from jobs.store import Store
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec
 from tests.test_store_contract import _recomputed
@@ -243,3 +246,35 @@ async def test_a_released_or_retried_job_keeps_its_chunks(make_store: StoreFacto
     await store.settle("r", claim.token, AttemptResult(Outcome.RETRY, error="overloaded"))
     assert (await store.get("r")).state == State.QUEUED
     assert await _chunk_rows(store, "r") == 2
+
+
+async def test_a_version_6_sqlite_file_gains_the_retention_index(tmp_path: Path) -> None:
+    """The step from schema 6 (thinking) to 7 adds ``jobs_finished``; the jobs stay."""
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path)
+    steps = (
+        sqlite_sql.SCHEMA,
+        sqlite_sql.MIGRATION_ECONOMY,
+        sqlite_sql.MIGRATION_JOINS,
+        sqlite_sql.MIGRATION_TOTALS,
+        sqlite_sql.MIGRATION_BATCHES,
+        sqlite_sql.MIGRATION_THINKING,
+    )
+    for statement in (s for step in steps for s in step):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    clock = FakeClock()
+    store = SQLiteStore(path, clock=clock)
+    try:
+        await store.enqueue([make_spec("a")])
+        claim = await _claim(store, "a")
+        await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'jobs_finished'"
+        assert await store._run(lambda c: c.execute(query).fetchall()) != []
+        assert await store._run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == 7
+        clock.advance(2)
+        assert await store.prune(1) == 1
+    finally:
+        await store.close()
