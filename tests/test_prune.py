@@ -16,6 +16,7 @@ from jobs.models import AttemptResult, CheckpointWrite, Outcome, State
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from tests.pool_harness import PREFILL_MODEL
+from tests.serve_fixtures import ServeFactory, write_serve_config
 from tests.store_fixtures import FakeClock, make_spec
 from worker.cli import main
 from worker.config import load_config
@@ -174,5 +175,27 @@ async def test_run_applies_the_retention_setting(tmp_path: Path) -> None:
         with pytest.raises(JobNotFoundError):
             await store.get("old-ok")
         assert (await store.counts())[State.SUCCEEDED] == 2
+    finally:
+        await store.close()
+
+
+async def test_serve_with_workers_applies_the_retention_setting(
+    tmp_path: Path, serve_process: ServeFactory
+) -> None:
+    """``serve --workers`` runs the same automatic prune as ``run``; its served store answers."""
+    from worker.simulator import SimulatorConfig, run_simulator
+
+    await _fill(tmp_path / "jobs.db")
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        async with run_simulator(SimulatorConfig(tokens_per_second=0)) as sim:
+            config = write_serve_config(tmp_path, base_url=sim.base_url)
+            config.write_text(config.read_text().replace("[queue]\n", '[queue]\nretention = "1d"\n'))
+            served = serve_process(config, "--workers", "1")
+            with anyio.fail_after(30):  # poll a durable fact, as wait_until does
+                while {"old-ok", "old-failed"} & {job.id for job in await store.list_jobs()}:
+                    assert served.process.poll() is None, served.log_text()
+                    await anyio.sleep(0.02)
+        assert {job.id for job in await store.list_jobs()} == {"waiting", "recent"}
     finally:
         await store.close()

@@ -86,8 +86,9 @@ class QueueSettings:
     default_mode: str = "stream"
     #: How long a batch may take, for ``auto`` (seconds; the API's expiry is 24 h).
     batch_horizon: float = 86400.0
-    #: ``run`` deletes finished jobs that ended longer ago than this (``30d``, ``12h``: see
-    #: ``worker.retention``), checking every few minutes; empty = keep every job (``prune`` by hand).
+    #: ``run`` (and ``serve --workers``) deletes finished jobs that ended longer ago than this
+    #: (``30d``, ``12h``: see ``worker.retention``), checking every few minutes; empty = keep
+    #: every job (``prune`` by hand).
     retention: str = ""
 
     def retention_seconds(self) -> float | None:

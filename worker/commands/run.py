@@ -21,7 +21,6 @@ from worker.config import Config
 
 if TYPE_CHECKING:
     from worker.pool import Pool, PoolStats
-    from worker.retention import RetentionSettings
 
 # The SDK and the pool are imported by the functions that use them: importing the SDK takes
 # seconds on a busy machine, and the commands that only read the queue never need it.
@@ -31,7 +30,6 @@ __all__ = (
     "EXIT_ACCOUNT",
     "EXIT_INTERRUPTED",
     "exit_code",
-    "retention_settings",
 )
 
 #: ``run`` stopped by the API account (the preflight's code, kept here without importing the SDK).
@@ -97,7 +95,7 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
     from worker.retention import run_retention
-    from worker.runtime import make_economy, make_limits, open_runtime, url_source
+    from worker.runtime import make_economy, make_limits, open_runtime, retention_settings, url_source
     from worker.schedules import load_schedules, run_scheduler
 
     make_limits(config)  # bad limits stop here, before the schedules are read
@@ -142,14 +140,6 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
         if failure is not None:
             return _failed(failure, pool)
         return exit_code(stats, until_empty=args.until_empty)
-
-
-def retention_settings(config: Config) -> RetentionSettings | None:
-    """``[queue] retention`` as the automatic prune's settings; None when it is off."""
-    from worker.retention import RetentionSettings
-
-    seconds = config.queue.retention_seconds()
-    return None if seconds is None else RetentionSettings(seconds, label=config.queue.retention)
 
 
 def _failed(failure: PoolError, pool: Pool) -> int:

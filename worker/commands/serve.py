@@ -79,7 +79,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
 
     from jobs.backends import open_store
     from worker.metrics import serve_metrics
-    from worker.runtime import open_runtime
+    from worker.retention import run_retention
+    from worker.runtime import open_runtime, retention_settings
     from worker.server import Relay, build_app, resolve_token
     from worker.server.app import ACCESS_LOG_FORMAT
 
@@ -117,6 +118,9 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
             print(f"serving on http://{host}:{port}", flush=True)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(relay.run)
+                retention = retention_settings(config)
+                if pool is not None and retention is not None:
+                    tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)
                 if pool is not None:
                     w = config.worker
                     async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
