@@ -57,6 +57,7 @@ __all__ = (
     "CLOSE_BATCH",
     "SELECT_OPEN_BATCHES",
     "SELECT_BATCH_ENTRIES",
+    "SWITCH_TO_STREAM",
     "ACQUIRE_LEASE",
 )
 
@@ -720,6 +721,31 @@ SELECT j.batch_key, j.id, j.custom_id, j.lease_token, j.attempts
 FROM jobs AS j JOIN batches AS b ON b.key = j.batch_key
 WHERE b.closed_at IS NULL AND j.state = 'running' AND j.lease_token IS NOT NULL
 ORDER BY j.id
+"""
+
+#: Queued batch jobs (``ids``, just re-queued and locked) become stream jobs: out of their batch
+#: (one that is not yet submitted stops counting them, so a crashed submitter's reservation still
+#: counts what it would have sent), with a history row giving ``reason``. Returns those switched.
+SWITCH_TO_STREAM = """
+WITH
+old AS (
+    SELECT id, batch_key FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND state = 'queued' AND mode = 'batch'
+),
+uncounted AS (
+    UPDATE batches AS b SET requests = b.requests - c.n
+    FROM (SELECT batch_key, count(*) AS n FROM old GROUP BY batch_key) AS c
+    WHERE b.key = c.batch_key AND b.api_id IS NULL AND b.closed_at IS NULL
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT id, %(now)s, 'queued', 'queued', %(reason)s, NULL FROM old ORDER BY id
+)
+UPDATE jobs AS j
+SET mode = 'stream', batch_key = NULL, custom_id = NULL, updated_at = %(now)s
+FROM old
+WHERE j.id = old.id
+RETURNING j.*
 """
 
 #: Take or renew a named fleet lease: only its owner, or anyone once it has expired. Returns the

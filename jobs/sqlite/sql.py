@@ -329,6 +329,28 @@ WHERE batch_key = :key AND state = 'running' AND lease_token IS NOT NULL
 ORDER BY id
 """
 
+#: A batch not yet submitted stops counting its jobs switched to streaming (``:ids``, a JSON
+#: array, just re-queued): a crashed submitter's reservation still counts what it would have sent.
+UNCOUNT_BATCH_REQUESTS = """
+UPDATE batches
+SET requests = requests - (
+    SELECT count(*) FROM jobs
+    WHERE jobs.batch_key = batches.key AND jobs.state = 'queued' AND jobs.mode = 'batch'
+      AND jobs.id IN (SELECT value FROM json_each(:ids))
+)
+WHERE api_id IS NULL AND closed_at IS NULL AND key IN (
+    SELECT batch_key FROM jobs
+    WHERE state = 'queued' AND mode = 'batch' AND id IN (SELECT value FROM json_each(:ids))
+)
+"""
+
+#: Queued batch jobs (``:ids``) become stream jobs, out of their batch; returns those switched.
+SWITCH_TO_STREAM = """
+UPDATE jobs SET mode = 'stream', batch_key = NULL, custom_id = NULL, updated_at = :now
+WHERE state = 'queued' AND mode = 'batch' AND id IN (SELECT value FROM json_each(:ids))
+RETURNING *
+"""
+
 #: Take or renew a named fleet lease: only its owner, or anyone once it has expired.
 ACQUIRE_LEASE = """
 INSERT INTO leases (name, owner, expires_at) VALUES (:name, :owner, :expires_at)
