@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-
 from typing import Literal
 
 __all__ = ("CUSTOM_ID", "DEADLINE_NEAR", "Route", "custom_id_for", "route")
