@@ -21,6 +21,7 @@ from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from tests.pool_harness import CONTINUATION_MODEL, FAST_SETTINGS, PREFILL_MODEL, spec
 from tests.simulator_fixtures import SimulatorFactory
+from tests.store_fixtures import StoreFactory
 from tests.test_batches_e2e import FAST, Clock, api_batches, assert_exact, batch, client_for
 from worker.batches import Submitter
 from worker.pool import Pool
@@ -64,14 +65,16 @@ async def assert_streamed_after_batch(store: Store, jobs: Sequence[JobSpec]) -> 
 
 
 async def test_errored_results_near_their_deadline_finish_by_streaming(
-    tmp_path: Path, make_simulator: SimulatorFactory
+    make_store: StoreFactory, make_simulator: SimulatorFactory
 ) -> None:
+    """On each backend: every request of the batch errors when the deadline has come within the
+    horizon; the jobs are not batched again but streamed, to the simulator's exact text."""
     sim_clock, now = Clock(), submitter_clock()
     config = BatchConfig(processing_seconds=1.0, error_rate=1.0)  # every batch request errors
     sim = await make_simulator(clock=sim_clock, batches=config)
     models = [PREFILL_MODEL, CONTINUATION_MODEL]
     jobs = [due(spec(f"d{i}", tokens=150 + 20 * i, model=m), 5000) for i, m in enumerate(models)]
-    store = SQLiteStore(tmp_path / "jobs.db")
+    store = await make_store()
     await store.enqueue(jobs)
     async with client_for(sim) as client:
         submitter = Submitter(store, client, "w1", SETTINGS, clock=now)
@@ -88,11 +91,10 @@ async def test_errored_results_near_their_deadline_finish_by_streaming(
     await stream_the_rest(store, sim)
     await assert_exact(store, jobs)
     await assert_streamed_after_batch(store, jobs)
-    await store.close()
 
 
 async def test_an_expired_round_near_the_deadline_streams_on_from_the_batch_text(
-    tmp_path: Path, make_simulator: SimulatorFactory
+    make_store: StoreFactory, make_simulator: SimulatorFactory
 ) -> None:
     """A long document: round 1 by batch (``max_tokens``), round 2 expires when the deadline is
     near; the pool resumes from round 1's text by the streaming rules, byte-identical."""
@@ -101,7 +103,7 @@ async def test_an_expired_round_near_the_deadline_streams_on_from_the_batch_text
     sim = await make_simulator(clock=sim_clock, batches=config)
     models = [PREFILL_MODEL, CONTINUATION_MODEL]
     jobs = [due(spec(f"long{i}", tokens=700, max_tokens=250, model=m), 5000) for i, m in enumerate(models)]
-    store = SQLiteStore(tmp_path / "jobs.db")
+    store = await make_store()
     await store.enqueue(jobs)
     async with client_for(sim) as client:
         submitter = Submitter(store, client, "w1", SETTINGS, clock=now)
@@ -126,7 +128,6 @@ async def test_an_expired_round_near_the_deadline_streams_on_from_the_batch_text
     for job in jobs:  # two batch rounds, then one stream from the kept text (no empty reservation)
         _, _, resumed = await store.attempts(job.id)
         assert resumed.chars_at_start == len(kept[job.id]) > 0
-    await store.close()
 
 
 async def test_expired_results_far_from_the_deadline_are_batched_again(
