@@ -539,7 +539,7 @@ SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = %(id)s ORDER BY id"
 
 #: Every backend's shard summed: a few rows per backend that changed jobs since the last fold.
 SELECT_TOTALS = """
-SELECT state, model, prompt_cache, sum(jobs) AS jobs, sum(committed_chars) AS committed_chars,
+SELECT state, model, prompt_cache, mode, sum(jobs) AS jobs, sum(committed_chars) AS committed_chars,
        sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
        sum(cache_read_input_tokens) AS cache_read_input_tokens,
@@ -547,9 +547,9 @@ SELECT state, model, prompt_cache, sum(jobs) AS jobs, sum(committed_chars) AS co
        sum(document_tokens) AS document_tokens, sum(repeated_tokens) AS repeated_tokens,
        sum(wasted_output_tokens) AS wasted_output_tokens
 FROM job_totals
-GROUP BY state, model, prompt_cache
+GROUP BY state, model, prompt_cache, mode
 HAVING sum(jobs) <> 0
-ORDER BY state, model, prompt_cache
+ORDER BY state, model, prompt_cache, mode
 """
 
 #: Moves every backend's shard into shard 0, so the table stays a few rows per group. Rows a
@@ -562,17 +562,17 @@ WITH moved AS (
     RETURNING *
 )
 INSERT INTO job_totals AS t (
-    shard, state, model, prompt_cache, jobs, committed_chars, input_tokens, output_tokens,
+    shard, state, model, prompt_cache, mode, jobs, committed_chars, input_tokens, output_tokens,
     cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
     document_tokens, repeated_tokens, wasted_output_tokens
 )
-SELECT 0, state, model, prompt_cache, sum(jobs), sum(committed_chars), sum(input_tokens),
+SELECT 0, state, model, prompt_cache, mode, sum(jobs), sum(committed_chars), sum(input_tokens),
        sum(output_tokens), sum(cache_creation_input_tokens), sum(cache_read_input_tokens),
        sum(estimated_output_tokens), sum(document_tokens), sum(repeated_tokens),
        sum(wasted_output_tokens)
 FROM moved
-GROUP BY state, model, prompt_cache
-ON CONFLICT (shard, state, model, prompt_cache) DO UPDATE SET
+GROUP BY state, model, prompt_cache, mode
+ON CONFLICT (shard, state, model, prompt_cache, mode) DO UPDATE SET
     jobs = t.jobs + excluded.jobs, committed_chars = t.committed_chars + excluded.committed_chars,
     input_tokens = t.input_tokens + excluded.input_tokens,
     output_tokens = t.output_tokens + excluded.output_tokens,

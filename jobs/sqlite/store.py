@@ -278,6 +278,10 @@ class SQLiteStore:
             if version == 5:
                 for statement in sql.MIGRATION_THINKING:
                     conn.execute(statement)
+                version = 6
+            if version == 6:
+                for statement in sql.MIGRATION_TOTALS_BY_MODE:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
