@@ -307,17 +307,17 @@ class Submitter:
         """Apply results: their texts in one fenced commit, then their settlements in one
         ``settle_many`` (a job cancelled meanwhile is refused by the fence and dropped)."""
         prepared = [(entry, await self._prepare(entry, result)) for entry, result in pending]
-        writes = [write for _, (write, _) in prepared if write is not None]
+        writes = [write for _, (write, _, _) in prepared if write is not None]
         statuses = iter(await self.store.commit(writes, self.settings.hold_seconds))
         settles: list[SettleRequest] = []
         streams: list[SettleRequest] = []
         now = self.clock()
-        for entry, (write, result) in prepared:
+        for entry, (write, result, job) in prepared:
             if write is not None and (status := next(statuses)) is not WriteStatus.OK:
                 log.info("batch_result_dropped", job_id=entry.job_id, status=str(status))
                 continue
             request = SettleRequest(entry.job_id, entry.token, result)
-            near = result.outcome in _REQUEUED and await self._near(entry.job_id, now)
+            near = result.outcome in _REQUEUED and self._must_stream(job, now)
             (streams if near else settles).append(request)
         if settles:
             settled = await self.store.settle_many(settles)
@@ -326,36 +326,31 @@ class Submitter:
             settled = await self._to_stream(streams)
             self.applied += sum(job is not None for job in settled)
 
-    async def _near(self, job_id: str, now: float) -> bool:
-        """Whether a job going back to the queue must stream its next round (its deadline)."""
-        try:
-            return self._must_stream(await self.store.get(job_id), now)
-        except JobNotFoundError:  # deleted meanwhile: its settle is refused anyway
-            return False
-
-    async def _prepare(self, entry: BatchEntry, result: Any) -> tuple[CheckpointWrite | None, AttemptResult]:
-        """The write (None if nothing to append) and the settlement for one result."""
+    async def _prepare(
+        self, entry: BatchEntry, result: Any
+    ) -> tuple[CheckpointWrite | None, AttemptResult, Job]:
+        """The write (None if nothing to append) and the settlement for one result, with the job
+        as it was read (one read per result: its deadline decides where a requeued job goes)."""
+        job = await self.store.get(entry.job_id)
         kind = result.type
         if kind == "succeeded":
-            return await self._prepare_message(entry, result.message)
+            return *await self._prepare_message(entry, job, result.message), job
         if kind == "errored":
             error = result.error.error
-            return None, await self._error_result(entry, str(error.type), str(error.message))
+            return None, self._error_result(job, str(error.type), str(error.message)), job
         # expired, canceled: not the job's fault, back to the queue for another batch
-        return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}")
+        return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}"), job
 
-    async def _error_result(self, entry: BatchEntry, error_type: str, message: str) -> AttemptResult:
+    def _error_result(self, job: Job, error_type: str, message: str) -> AttemptResult:
         decision = classify_batch_error(error_type, message)
         outcome = Outcome.RETRY if decision.retryable else Outcome.FAILED
-        job = await self.store.get(entry.job_id)
         s = self.settings
         delay = backoff_delay(job.failures + 1, base=s.retry_base, cap=s.retry_max)
         return AttemptResult(outcome, requests=1, error=decision.reason, retry_at=time.time() + delay)
 
     async def _prepare_message(
-        self, entry: BatchEntry, message: Any
+        self, entry: BatchEntry, job: Job, message: Any
     ) -> tuple[CheckpointWrite | None, AttemptResult]:
-        job = await self.store.get(entry.job_id)
         start, committed, before = 0, "", Usage()
         if job.committed_chars or entry.attempt > 1:  # a later round, or re-applied after a crash
             attempt = (await self.store.attempts(entry.job_id))[entry.attempt - 1]
