@@ -233,8 +233,15 @@ class _Line:
         """The job's route (``jobs.batches.route``): ``auto`` (given, or the default) and ``batch``
         decided by the deadline."""
         mode = self.choice("mode", _MODES)
-        if self.get("mode") == "auto" and self.get("deadline") is None:
-            self.problem("mode", "auto needs a deadline (a time, as run_at) to choose batch or stream")
+        if (
+            self.get("mode") == "auto"
+            and self.get("deadline") is None
+            and self.get("timeout_seconds") is None
+        ):
+            self.problem(
+                "mode",
+                "auto needs a deadline (a time, as run_at, or timeout_seconds) to choose batch or stream",
+            )
             return None
         return route(mode or default, deadline, time.time(), horizon)
 
@@ -392,7 +399,6 @@ def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
     deadline = line.run_at("deadline")
-    mode = line.mode(defaults.mode, defaults.batch_horizon, deadline)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -402,6 +408,7 @@ def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
         max_tokens=ints["max_tokens"] or defaults.max_tokens,
         deadline=deadline,
     )
+    mode = line.mode(defaults.mode, defaults.batch_horizon, options.get("deadline"))
     if messages is not None:
         line.prefill(messages, model or defaults.model)
         if options.get("thinking") and messages[-1].role == "assistant":
