@@ -128,6 +128,7 @@ async def test_jobs_view_filters_pages_and_escapes(tmp_path: Path) -> None:
             page = await response.text()
         assert 'data-count="cancelled">1<' in page and 'data-count="queued">119<' in page
         assert re.findall(r'<tr data-job="([^"]+)"', page) == ["job-007"]
+        assert "<th scope=col>Mode</th>" in page and "<td>stream</td>" in page
         async with session.get("/ui/jobs", params={"q": "job-11"}) as response:
             rows = (await response.json())["rows"]
         assert re.findall(r'<tr data-job="([^"]+)"', rows) == [f"job-11{i}" for i in range(10)]
@@ -204,6 +205,7 @@ async def test_job_timeline_and_fleet_show_attempts_workers_and_pauses(tmp_path:
         async with session.get("/ui/jobs/job-1/panel") as response:
             panel = await response.json()
         assert panel["state"] == "running"
+        assert "mode stream" in panel["head"]
         timeline = panel["details"]
         assert "host-a:1:abc" in timeline and "host-b:2:def" in timeline
         assert "overloaded_error: 529" in timeline and "retry" in timeline

@@ -118,6 +118,32 @@ async def test_serve_with_workers_runs_jobs_in_one_process(
     assert TOKEN not in log, "the token in the logs"
 
 
+async def test_serve_with_workers_also_writes_batch_mode_jobs(
+    tmp_path: Path, serve_process: ServeFactory
+) -> None:
+    """``serve --workers`` runs the batch submitter beside its pool, as ``run`` does: a batch-mode
+    job submitted over HTTP is written through the simulator's Message Batches."""
+    async with run_simulator(SimulatorConfig(tokens_per_second=0)) as sim:
+        served = serve_process(write_serve_config(tmp_path, base_url=sim.base_url), "--workers", "1")
+        async with aiohttp.ClientSession() as session:
+            body = job_body("b1", 200, PREFILL_MODEL) | {"mode": "batch"}
+            async with session.post(f"{served.url}/v1/jobs", json=body, headers=auth()) as response:
+                assert response.status == 201
+            got: list[str] = []
+            with anyio.fail_after(60):
+                async with open_events(session, f"{served.url}/v1/jobs/b1/events") as stream:
+                    async for event in stream.events():
+                        if event.event == "text":
+                            got.append(event.json()["text"])
+                        elif event.event == "done":
+                            break
+            async with session.get(f"{served.url}/v1/jobs/b1", headers=auth()) as response:
+                job = await response.json()
+        assert (job["state"], job["mode"]) == ("succeeded", "batch")
+        assert "".join(got) == expected(spec("b1", tokens=200))
+        assert sim.accounting().batch_succeeded == 1  # by batch, not streamed
+
+
 async def test_a_generated_token_is_stored_0600_and_printed_once(
     tmp_path: Path, serve_process: ServeFactory
 ) -> None:

@@ -24,6 +24,7 @@ from jobs.costs import load_prices
 from jobs.errors import ConfigError
 from jobs.store import Store
 from worker.attempt import AttemptSettings
+from worker.batches import BatchSettings
 from worker.budget import RunBudget
 from worker.class_limits import ClassLimiter, check_class_limits
 from worker.config import Config
@@ -98,6 +99,17 @@ def pool_settings(config: Config) -> PoolSettings:
             nonstream_after=w.nonstream_after,
             thinking_max_chars=w.thinking_max_chars,
         ),
+    )
+
+
+def batch_settings(config: Config) -> BatchSettings:
+    """The batch submitter's polling, lease and deadline horizon (``run`` and ``serve --workers``)."""
+    w = config.worker
+    return BatchSettings(
+        poll_min=min(1.0, w.batch_poll_max),
+        poll_max=w.batch_poll_max,
+        lease_seconds=3 * config.queue.lease_seconds,
+        horizon=config.queue.batch_horizon,
     )
 
 

@@ -91,12 +91,19 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
-    from worker.batches import BatchSettings, Submitter
+    from worker.batches import Submitter
     from worker.metrics import serve_metrics
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
     from worker.retention import run_retention
-    from worker.runtime import make_economy, make_limits, open_runtime, retention_settings, url_source
+    from worker.runtime import (
+        batch_settings,
+        make_economy,
+        make_limits,
+        open_runtime,
+        retention_settings,
+        url_source,
+    )
     from worker.schedules import load_schedules, run_scheduler
 
     make_limits(config)  # bad limits stop here, before the schedules are read
@@ -124,13 +131,8 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 tg.start_soon(ProgressDisplay(pool, runtime.store).run)
             if schedules:
                 tg.start_soon(run_scheduler, schedules, runtime.store, config)
-            settings = BatchSettings(
-                poll_min=min(1.0, w.batch_poll_max),
-                poll_max=w.batch_poll_max,
-                lease_seconds=3 * config.queue.lease_seconds,
-                horizon=config.queue.batch_horizon,
-            )
-            tg.start_soon(Submitter(runtime.store, runtime.client, pool.worker_id, settings).run)
+            submitter = Submitter(runtime.store, runtime.client, pool.worker_id, batch_settings(config))
+            tg.start_soon(submitter.run)
             retention = retention_settings(config)
             if retention is not None:
                 tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)

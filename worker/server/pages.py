@@ -126,13 +126,14 @@ def jobs_rows(jobs: Iterable[Job], spends: Mapping[str, Spend]) -> str:
         (
             f'<tr data-job="{_e(job.id)}"><td><a href="{job_href(job.id)}">{_e(job.id)}</a></td>'
             f'<td><span class="state state-{job.state.value}">{job.state.value}</span></td>'
-            f"<td>{_e(job.spec.model)}</td><td class=num>{job.committed_chars:,}</td>"
+            f"<td>{_e(job.spec.model)}</td><td>{_e(job.spec.mode)}</td>"
+            f"<td class=num>{job.committed_chars:,}</td>"
             f"<td class=num>{job.attempts}</td><td class=num>{format_usd(spends[job.id].total_usd)}</td>"
             f"<td>{_when(job.updated_at)}</td></tr>"
         )
         for job in jobs
     ]
-    return "".join(rows) or '<tr><td colspan="7">No job matches.</td></tr>'
+    return "".join(rows) or '<tr><td colspan="8">No job matches.</td></tr>'
 
 
 def pager(params: Mapping[str, str], next_after: str | None) -> str:
@@ -151,7 +152,7 @@ def jobs_page(counts: str, rows: str, pages: str, params: Mapping[str, str], csr
         '<h1>Jobs</h1><div id="counts" aria-live="polite">'
         f"{counts}</div>{_filters(params)}"
         '<div class="table-wrap"><table><caption class="sr-only">Jobs</caption><thead><tr>'
-        "<th scope=col>Id</th><th scope=col>State</th><th scope=col>Model</th>"
+        "<th scope=col>Id</th><th scope=col>State</th><th scope=col>Model</th><th scope=col>Mode</th>"
         "<th scope=col>Characters</th><th scope=col>Attempts</th><th scope=col>Cost</th>"
         f'<th scope=col>Updated (UTC)</th></tr></thead><tbody id="job-rows">{rows}</tbody></table></div>'
         f'<div id="pager-wrap">{pages}</div><p class="live" id="live-status" aria-live="polite"></p>'
@@ -197,7 +198,7 @@ def job_panel(
     can_retry = job.state in (State.FAILED, State.CANCELLED)
     return (
         f'<p>State <span class="state state-{job.state.value}" id="job-state">{job.state.value}</span> · '
-        f"model {_e(job.spec.model)} · attempts {job.attempts} · "
+        f"model {_e(job.spec.model)} · mode {_e(job.spec.mode)} · attempts {job.attempts} · "
         f"{job.committed_chars:,} characters</p>{error}"
         '<div class="actions">'
         f'<button type="button" data-action="cancel"{"" if can_cancel else " disabled"}>Cancel job</button>'
