@@ -43,6 +43,7 @@ from aiohttp import web
 
 from bench.common import Row, Setting, bench_config, cpu_seconds, simulator_process
 from jobs.models import JobSpec, Message
+from jobs.sqlite import SQLiteStore
 from jobs.store import Store
 from worker.checkpoint import JobText
 from worker.config import Config
@@ -220,6 +221,29 @@ def _proc_peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+#: Every chunk as committed, kept by the bench beside the queue: a job that ends has its chunks
+#: compacted into one row (``jobs.store``), which would leave one commit time per job.
+_KEEP_CHUNKS = (
+    "CREATE TABLE bench_chunks (job_id TEXT, end_offset INTEGER, created_at REAL,"
+    " PRIMARY KEY (job_id, end_offset))",
+    # OR IGNORE: the compacted row repeats the last chunk's end and time.
+    "CREATE TRIGGER bench_keep_chunks AFTER INSERT ON chunks BEGIN"
+    " INSERT OR IGNORE INTO bench_chunks"
+    " VALUES (NEW.job_id, NEW.char_offset + length(NEW.text), NEW.created_at);"
+    " END",
+)
+
+
+async def _keep_chunks(db: Path) -> None:
+    """Create the queue (its schema) and the bench's copy of every committed chunk."""
+    store = SQLiteStore(db)
+    await store.counts()
+    await store.close()
+    with sqlite3.connect(db) as conn:
+        for statement in _KEEP_CHUNKS:
+            conn.execute(statement)
+
+
 def _start_serve(folder: Path, base_url: str, workers: int) -> tuple[str, subprocess.Popen[str]]:
     config = folder / "config.toml"
     config.write_text(
@@ -247,6 +271,7 @@ def _start_serve(folder: Path, base_url: str, workers: int) -> tuple[str, subpro
 
 async def _scale(base_url: str, folder: Path, jobs: int, viewers: int, tokens: int) -> dict[str, float]:
     """``viewers`` viewers spread over ``jobs`` jobs on one serve process with ``jobs`` workers."""
+    await _keep_chunks(folder / "jobs.db")
     url, process = _start_serve(folder, base_url, jobs)
     receipts: Receipts = defaultdict(list)
     try:
@@ -288,10 +313,10 @@ def _commit_latency(db: Path, receipts: Receipts) -> dict[str, float]:
     """Commit (a chunk's ``created_at``) → arrival at each viewer, in seconds: p50 and p99."""
     with sqlite3.connect(db) as conn:
         chunks: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        for job_id, offset, text, created in conn.execute(
-            "SELECT job_id, char_offset, text, created_at FROM chunks ORDER BY job_id, seq"
+        for job_id, end, created in conn.execute(
+            "SELECT job_id, end_offset, created_at FROM bench_chunks ORDER BY job_id, end_offset"
         ):
-            chunks[job_id].append((offset + len(text), created))
+            chunks[job_id].append((end, created))
     samples: list[float] = []
     for (_, job_id), got in receipts.items():
         ends = [end for end, _ in got]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from jobs.errors import JobStateError
 from jobs.models import (
     REVISABLE_FIELDS,
+    TERMINAL_STATES,
     AttemptResult,
     Job,
     JobQuery,
@@ -32,6 +33,8 @@ __all__ = (
     "check_retryable",
     "retry_reason",
     "check_deletable",
+    "PRUNE_BATCH",
+    "prune_states",
     "counts",
     "model_counts",
 )
@@ -152,6 +155,33 @@ def check_deletable(job: Job) -> None:
             f"job {job.id!r} is {job.state}: only succeeded, failed or cancelled jobs can be deleted "
             "(cancel it first)"
         )
+
+
+#: Jobs deleted per transaction by ``Store.prune``: large enough that a million jobs take a
+#: thousand transactions, small enough that no transaction holds the write lock for long.
+PRUNE_BATCH = 1000
+
+
+def prune_states(states: Iterable[State | str] | None) -> tuple[State, ...]:
+    """The states ``Store.prune`` may delete, in a fixed order: every finished state (succeeded,
+    failed, cancelled) when ``states`` is None, else those named, as ``check_deletable`` allows.
+    Raises ``JobStateError`` naming a queued, running or unknown state, before anything is read."""
+    if states is None:
+        return tuple(s for s in State if s in TERMINAL_STATES)
+    wanted: set[State] = set()
+    for given in states:
+        try:
+            state = State(given)
+        except ValueError:
+            raise JobStateError(f"prune: unknown state {given!r}") from None
+        if state not in TERMINAL_STATES:
+            raise JobStateError(
+                f"prune: {state} jobs are never pruned: only succeeded, failed or cancelled ones"
+            )
+        wanted.add(state)
+    if not wanted:
+        raise JobStateError("prune: no state given")
+    return tuple(s for s in State if s in wanted)
 
 
 def counts(totals: Iterable[Totals]) -> dict[State, int]:

@@ -10,6 +10,9 @@ test suite. Guarantees every backend gives:
   worker that lost its lease can never change the job again.
 * **Append-only text.** Checkpoints append chunks at an exact offset; the cost of a write is
   proportional to the new text; reading returns exactly the concatenation of committed chunks.
+* **Compaction.** When a job ends (succeeded, failed, cancelled), its chunks are merged into one
+  row in the same transaction, so storage stays proportional to the text; every read (the text,
+  the text from an offset, a claim's resume text) returns exactly what it returned before.
 * **Recovery without user code.** A running job whose lease expired is claimable again, and
   resumes from its committed text.
 """
@@ -250,6 +253,24 @@ class Store(Protocol):
         """Delete a succeeded, failed or cancelled job with its text, attempts and history;
         returns it as it was. Raises ``JobNotFoundError``, or ``JobStateError`` for a queued or
         running job (cancel it first)."""
+        ...
+
+    async def prune(
+        self,
+        older_than: float,
+        states: Sequence[State] | None = None,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+    ) -> int:
+        """Delete the finished jobs (succeeded, failed or cancelled; ``states`` narrows that,
+        ``jobs.rules.prune_states``) that ended (``finished_at``) more than ``older_than`` seconds
+        ago, as :meth:`delete` does: text, attempts, history, thinking and the aggregates with
+        them; then the closed batches, that old, no job refers to any more. Returns how many jobs
+        were deleted; ``dry_run`` counts them and deletes nothing. A queued or running job is never
+        deleted. Deletes ``batch_size`` jobs per transaction, so a huge prune never holds a lock
+        for long (and a job that other transactions hold is left for the next prune). Raises
+        ``JobStateError`` for a state that may not be pruned."""
         ...
 
     # -- rate limits -----------------------------------------------------------------------

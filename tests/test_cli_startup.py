@@ -78,6 +78,8 @@ def queued(tmp_path: Path) -> Path:
         ("cancel", "j1"),
         ("schedule", "list"),
         ("migrate",),
+        ("prune", "--older-than", "30d"),
+        ("prune", "--older-than", "90s", "--state", "failed", "--dry-run"),
         ("status", "--help"),
     ],
     ids=lambda argv: " ".join(argv),

@@ -105,6 +105,7 @@ COMMAND_MODULES: dict[str, str] = {
     "demo": "worker.commands.demo",
     "enqueue": "worker.commands.enqueue",
     **dict.fromkeys(("status", "show", "export", "retry", "cancel", "delete"), "worker.commands.queue"),
+    "prune": "worker.commands.prune",
     "schedule": "worker.commands.schedule",
     "migrate": "worker.commands.migrate",
     "serve": "worker.commands.serve",

@@ -87,6 +87,16 @@ class QueueSettings:
     default_mode: str = "stream"
     #: How long a batch may take, for ``auto`` (seconds; the API's expiry is 24 h).
     batch_horizon: float = 86400.0
+    #: ``run`` (and ``serve --workers``) deletes finished jobs that ended longer ago than this
+    #: (``30d``, ``12h``: see ``worker.retention``), checking every few minutes; empty = keep
+    #: every job (``prune`` by hand).
+    retention: str = ""
+
+    def retention_seconds(self) -> float | None:
+        """``retention`` in seconds, or None when it is off (checked when the config is loaded)."""
+        from worker.retention import parse_duration
+
+        return parse_duration(self.retention, "queue.retention") if self.retention else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,10 +581,19 @@ def _base_url_problem(value: str) -> str | None:
     return None
 
 
+def _retention_problem(value: str) -> str | None:
+    if not value:
+        return None  # off
+    from worker.retention import duration_problem
+
+    return duration_problem(value)
+
+
 _STRING_CHECKS = {
     "anthropic.model": _model_problem,
     "anthropic.base_url": _base_url_problem,
     "queue.url": _queue_url_problem,
+    "queue.retention": _retention_problem,
 }
 
 

@@ -34,6 +34,7 @@ from worker.limits import FleetLimiter, check_limits
 from worker.outage import StoreGuard
 from worker.pool import Pool, PoolSettings
 from worker.recorder import Recorder
+from worker.retention import RetentionSettings
 
 __all__ = (
     "Runtime",
@@ -45,6 +46,7 @@ __all__ = (
     "make_economy",
     "make_recorder",
     "url_source",
+    "retention_settings",
 )
 
 
@@ -107,6 +109,13 @@ def url_source(config: Config) -> str:
     if os.environ.get("ANTHROPIC_BASE_URL"):
         return "ANTHROPIC_BASE_URL"
     return "the API's default base URL"
+
+
+def retention_settings(config: Config) -> RetentionSettings | None:
+    """``[queue] retention`` as the automatic prune's settings (``run``, ``serve --workers``);
+    None when it is off."""
+    seconds = config.queue.retention_seconds()
+    return None if seconds is None else RetentionSettings(seconds, label=config.queue.retention)
 
 
 def make_economy(config: Config, max_cost: float | None = None) -> Economy:

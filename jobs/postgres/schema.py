@@ -23,7 +23,8 @@ types):
   ``seq`` (an identity) breaks ties in claim order the way SQLite's rowid does.
 * Chunk text is ``bytea`` (UTF-8): PostgreSQL ``text`` cannot hold NUL, which model output and
   the contract's hypothesis test may contain. ``char_offset`` orders a job's chunks (each
-  accepted chunk starts where the last ended, so it is unique).
+  accepted chunk starts where the last ended, so it is unique). Since version 8 an ended job's
+  chunks are one row at offset 0 (the ``jobs_ended`` trigger).
 * Heartbeats must stay cheap: every checkpoint updates ``committed_chars``, ``lease_expires_at``
   and ``updated_at``, so none of those is indexed; with ``fillfactor = 80`` those updates are HOT
   (no index writes). Expired leases are found through a partial index over running jobs, a set
@@ -365,6 +366,45 @@ _THINKING_MIGRATION = (
     """,
 )
 
+_TERMINAL = "('succeeded', 'failed', 'cancelled')"
+
+#: Retention (``Store.prune``) and compaction. ``jobs_finished`` finds the finished jobs that ended
+#: before a cutoff by an index range per state; partial, so queued and running jobs never touch it
+#: (and heartbeats stay HOT: it indexes nothing a heartbeat changes). Building it takes the jobs
+#: table's write lock for as long as one pass over the table (seconds at a million jobs: less
+#: than a lease, so it is automatic). ``jobs_ended`` merges a job's chunks into one row when it
+#: ends, whichever statement ends it (a settle, a batch of settles, a lease that expired for the
+#: last time inside a claim, a cancel), in that statement's transaction; a row trigger with a
+#: ``WHEN``, so every other update of a job (a heartbeat, a claim) runs nothing.
+_RETENTION_MIGRATION = (
+    f"CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE state IN {_TERMINAL}",
+    """
+    CREATE FUNCTION chunks_compact() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        pieces bigint;
+        whole bytea;
+        last_attempt bigint;
+        last_at double precision;
+    BEGIN
+        SELECT count(*), string_agg(text, ''::bytea ORDER BY char_offset), max(attempt), max(created_at)
+        INTO pieces, whole, last_attempt, last_at
+        FROM chunks WHERE job_id = NEW.id;
+        IF pieces > 1 THEN
+            DELETE FROM chunks WHERE job_id = NEW.id;
+            INSERT INTO chunks (job_id, char_offset, attempt, text, created_at)
+            VALUES (NEW.id, 0, last_attempt, whole, last_at);
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    f"""
+    CREATE TRIGGER jobs_ended AFTER UPDATE OF state ON jobs FOR EACH ROW
+    WHEN (NEW.state IN {_TERMINAL} AND OLD.state NOT IN {_TERMINAL})
+    EXECUTE FUNCTION chunks_compact()
+    """,
+)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -378,6 +418,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "job_totals: aggregates for status, kept by triggers", _TOTALS_MIGRATION),
     Migration(6, "message batches: job mode, batches, fleet leases", _BATCHES_MIGRATION),
     Migration(7, "thinking: the thinking of each request, kept beside the job", _THINKING_MIGRATION),
+    Migration(
+        8, "retention: finished jobs by end time; chunks compacted when a job ends", _RETENTION_MIGRATION
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -24,6 +24,9 @@ __all__ = (
     "RETRY_FAILED",
     "CANCEL",
     "DELETE_JOB",
+    "PRUNE_JOBS",
+    "COUNT_PRUNABLE",
+    "PRUNE_BATCHES",
     "SELECT_THINKING_KEPT",
     "INSERT_THINKING",
     "SELECT_THINKING",
@@ -491,6 +494,35 @@ RETURNING *
 
 #: Chunks, attempts and transitions go with it (``ON DELETE CASCADE``); the totals by trigger.
 DELETE_JOB = "DELETE FROM jobs WHERE id = %(id)s"
+
+#: ``Store.prune``: one batch of finished jobs of ``states`` that ended before ``cutoff``, found
+#: through ``jobs_finished`` (the first ``state IN`` is the index's condition, written out so the
+#: planner can prove it), with their chunks, attempts, transitions and thinking (``ON DELETE
+#: CASCADE``) and the totals (one statement: the ``job_totals`` trigger fires once per batch).
+#: ``SKIP LOCKED``: a job another transaction holds (a retry in progress) is left for next time.
+PRUNE_JOBS = """
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state IN ('succeeded', 'failed', 'cancelled') AND state = ANY(%(states)s::text[])
+      AND finished_at < %(cutoff)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs AS j USING doomed AS d WHERE j.id = d.id
+"""
+
+#: What ``PRUNE_JOBS`` would delete, for ``prune --dry-run``.
+COUNT_PRUNABLE = """
+SELECT count(*) AS n FROM jobs
+WHERE state IN ('succeeded', 'failed', 'cancelled') AND state = ANY(%(states)s::text[])
+  AND finished_at < %(cutoff)s
+"""
+
+#: Closed batches older than the cutoff that no job refers to any more (their jobs were pruned).
+PRUNE_BATCHES = """
+DELETE FROM batches AS b
+WHERE b.closed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.batch_key = b.key)
+"""
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = %(id)s"
 

@@ -561,6 +561,34 @@ class PostgresStore:
 
         return await self._db.run(run)
 
+    async def prune(
+        self,
+        older_than: float,
+        states: Sequence[State] | None = None,
+        *,
+        dry_run: bool = False,
+        batch_size: int = rules.PRUNE_BATCH,
+    ) -> int:
+        """One transaction per batch (:data:`jobs.postgres.sql.PRUNE_JOBS`), so row locks and
+        the totals' shard rows are held for one batch at a time."""
+        params: dict[str, Any] = {"states": [s.value for s in rules.prune_states(states)]}
+        params["cutoff"] = self._now() - older_than
+        if dry_run:
+            [row] = await self._rows(sql.COUNT_PRUNABLE, params)
+            return int(row["n"])
+        batch, deleted = max(1, batch_size), 0
+
+        async def run(conn: Connection) -> int:
+            return (await conn.execute(sql.PRUNE_JOBS, params | {"limit": batch})).rowcount
+
+        while True:
+            count = await self._db.run(run)
+            deleted += count
+            if count < batch:
+                break
+        await self._execute(sql.PRUNE_BATCHES, {"cutoff": params["cutoff"]})
+        return deleted
+
 
 # -- helpers -----------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
   attempts, and timestamps. ``run_at`` is the effective not-before time (the spec's ``run_at``, or
   the enqueue time, or a retry's ``retry_at``); ``requested_run_at`` keeps the spec as given.
 * ``chunks``: the committed text, append-only. A checkpoint inserts one row, so its cost is
-  proportional to the new text, never to the document's length.
+  proportional to the new text, never to the document's length. When the job ends its chunks are
+  compacted into one row (seq 0, offset 0) in the same transaction (``SQLiteStore._compact``).
 * ``attempts``: one row per attempt, opened by a claim and closed by settle, cancel, or the next
   claimer when the lease expired.
 * ``transitions``: every state change, with its reason: the job's history.
@@ -33,10 +34,11 @@ __all__ = (
     "MIGRATION_JOINS",
     "MIGRATION_TOTALS",
     "MIGRATION_BATCHES",
+    "MIGRATION_RETENTION",
 )
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -264,6 +266,16 @@ MIGRATION_BATCHES = (
         owner      TEXT NOT NULL,
         expires_at REAL NOT NULL
     )
+    """,
+)
+
+#: Version 7, retention (``Store.prune``): finished jobs by state and end time, so a prune finds
+#: the jobs that ended before its cutoff by an index range per state instead of a scan. Partial:
+#: queued and running jobs (the ones that change most) never touch it.
+MIGRATION_RETENTION = (
+    """
+    CREATE INDEX jobs_finished ON jobs (state, finished_at)
+    WHERE state IN ('succeeded', 'failed', 'cancelled')
     """,
 )
 
@@ -514,6 +526,46 @@ RETURNING *
 
 #: Chunks, attempts and transitions go with it (``ON DELETE CASCADE``); the totals by trigger.
 DELETE_JOB = "DELETE FROM jobs WHERE id = :id"
+
+#: ``Store.prune``: one batch of finished jobs of ``:states`` (a JSON array) that ended before
+#: ``:cutoff``, with their chunks, attempts, transitions and thinking (``ON DELETE CASCADE``); the
+#: totals by trigger. The first ``state IN`` repeats the index's condition, so the planner may
+#: use ``jobs_finished`` (SQLite uses a partial index only for a query that names its terms).
+PRUNE_JOBS = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state IN ('succeeded', 'failed', 'cancelled')
+      AND state IN (SELECT value FROM json_each(:states))
+      AND finished_at < :cutoff
+    LIMIT :limit
+)
+"""
+
+#: What ``PRUNE_JOBS`` would delete, for ``prune --dry-run``.
+COUNT_PRUNABLE = """
+SELECT COUNT(*) FROM jobs
+WHERE state IN ('succeeded', 'failed', 'cancelled')
+  AND state IN (SELECT value FROM json_each(:states))
+  AND finished_at < :cutoff
+"""
+
+#: Closed batches older than the cutoff that no job refers to any more (their jobs were pruned).
+PRUNE_BATCHES = """
+DELETE FROM batches
+WHERE closed_at < :cutoff AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_key = batches.key)
+"""
+
+#: A job's chunks, in order, for compaction.
+SELECT_CHUNKS = "SELECT attempt, text, created_at FROM chunks WHERE job_id = :job_id ORDER BY seq"
+
+DELETE_CHUNKS = "DELETE FROM chunks WHERE job_id = :job_id"
+
+#: The one row a finished job's chunks become: the whole text from offset 0, stamped with the
+#: attempt and time of the last chunk (so a reader of ``created_at`` sees when the text ended).
+INSERT_COMPACTED = """
+INSERT INTO chunks (job_id, seq, char_offset, attempt, text, created_at)
+VALUES (:job_id, 0, 0, :attempt, :text, :created_at)
+"""
 
 SELECT_FAILED_IDS = "SELECT id FROM jobs WHERE state = 'failed' ORDER BY id"
 

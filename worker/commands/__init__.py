@@ -8,6 +8,7 @@ root (:mod:`worker.runtime`) and hold no runtime logic of their own.
 - ``demo``: ``demo``, the simulator, a SQLite queue, a pool and an export in one process;
 - ``enqueue``: ``enqueue``, job files (or one prompt) into the queue, with ``--dry-run`` costs;
 - ``queue``: ``status``, ``show``, ``export``, ``retry``, ``cancel``, ``delete``;
+- ``prune``: ``prune``, finished jobs that ended long ago deleted (``[queue] retention`` in ``run``);
 - ``schedule``: ``schedule add|list|remove``;
 - ``migrate``: ``migrate``, the schema brought up to date;
 - ``serve``: ``serve``, the HTTP API, relay and dashboard;

@@ -95,7 +95,8 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
     from worker.metrics import serve_metrics
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
-    from worker.runtime import make_economy, make_limits, open_runtime, url_source
+    from worker.retention import run_retention
+    from worker.runtime import make_economy, make_limits, open_runtime, retention_settings, url_source
     from worker.schedules import load_schedules, run_scheduler
 
     make_limits(config)  # bad limits stop here, before the schedules are read
@@ -129,6 +130,9 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 lease_seconds=3 * config.queue.lease_seconds,
             )
             tg.start_soon(Submitter(runtime.store, runtime.client, pool.worker_id, settings).run)
+            retention = retention_settings(config)
+            if retention is not None:
+                tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)
             try:
                 stats = await pool.run(until_empty=args.until_empty)
             except (AccountError, OutageLimitError) as exc:

@@ -135,9 +135,14 @@ async def _start_site(runner: web.AppRunner, config: Config, workers: int) -> No
 async def _run_until_stopped(relay: Relay, pool: Pool | None, runtime: Runtime, config: Config) -> None:
     """The relay beside the in-process pool (and its metrics), or beside a wait for a signal."""
     from worker.metrics import serve_metrics
+    from worker.retention import run_retention
+    from worker.runtime import retention_settings
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(relay.run)
+        retention = retention_settings(config)
+        if pool is not None and retention is not None:
+            tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)
         if pool is not None:
             w = config.worker
             async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
