@@ -189,15 +189,20 @@ def job_spend(table: PriceTable, job: Job) -> Spend:
 
 
 def totals_spend(table: PriceTable, totals: Iterable[Totals]) -> Spend:
-    """The cost of many jobs from the store's aggregate rows: exact, since each row is one model
-    and one cache TTL (a cost is linear in usage within one price) and carries the per-job waste
-    summed. Unknown (None) when some row's model has no price."""
+    """The cost of many jobs from the store's aggregate rows: exact, since each row is one model,
+    one cache TTL and one job mode (a cost is linear in usage within one price; batch jobs at the
+    batch price, as :func:`job_spend`) and carries the per-job waste summed. Unknown (None) when
+    some row's model has no price."""
     spend = Spend(0.0, 0.0)
     for row in totals:
         price = table.price(row.model)
         if price is None:
             return Spend(None, None)
-        spend += Spend(price.cost(row.usage, row.prompt_cache), price.output_cost(row.wasted_output_tokens))
+        batch = row.mode == "batch"
+        spend += Spend(
+            price.cost(row.usage, row.prompt_cache, batch=batch),
+            price.output_cost(row.wasted_output_tokens, batch=batch),
+        )
     return spend
 
 

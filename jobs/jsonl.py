@@ -9,7 +9,9 @@ A line::
 ``mode`` is ``stream``, ``batch`` or ``auto`` (default ``[queue] default_mode``): see
 ``worker.batches``. ``auto`` goes by batch when the job's ``deadline`` (a time, as ``run_at``)
 leaves the batch horizon (``[queue] batch_horizon``, 24 h: how long a batch may take), by stream
-otherwise; it is decided here, at enqueue, and the job keeps the route chosen.
+otherwise; so does ``batch`` with a deadline inside the horizon (``jobs.batches.route``). It is
+decided here, at enqueue, and again by the batch submitter before each batch round: a batch job
+whose deadline comes near is switched to streaming.
 
 Every problem of every line is collected as ``FILE:LINE: field: problem`` (lines count from 1,
 blank lines included, and are skipped), so a user fixes a file in one pass instead of one error at
@@ -51,6 +53,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jobs.batches import route
 from jobs.blocks import check_breakpoints, check_content, check_size
 from jobs.models import JOB_MODES, PROMPT_CACHE_MODES, JobSpec, Message
 from jobs.options import OPTION_FIELDS, REFUSED_SAMPLING, check_options
@@ -227,14 +230,20 @@ class _Line:
         return when.timestamp()
 
     def mode(self, default: str, horizon: float, deadline: float | None) -> str | None:
-        """The job's route: ``auto`` (given, or the default) decided by the deadline."""
+        """The job's route (``jobs.batches.route``): ``auto`` (given, or the default) and ``batch``
+        decided by the deadline."""
         mode = self.choice("mode", _MODES)
-        if self.get("mode") == "auto" and self.get("deadline") is None:
-            self.problem("mode", "auto needs a deadline (a time, as run_at) to choose batch or stream")
+        if (
+            self.get("mode") == "auto"
+            and self.get("deadline") is None
+            and self.get("timeout_seconds") is None
+        ):
+            self.problem(
+                "mode",
+                "auto needs a deadline (a time, as run_at, or timeout_seconds) to choose batch or stream",
+            )
             return None
-        if (mode or default) != "auto":
-            return mode or default
-        return "batch" if deadline is not None and time.time() + horizon <= deadline else "stream"
+        return route(mode or default, deadline, time.time(), horizon)
 
     def messages(self) -> tuple[Message, ...] | None:
         prompt, messages = self.get("prompt"), self.get("messages")
@@ -390,7 +399,6 @@ def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
     max_cost = line.cost("max_cost_usd")
     prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
     deadline = line.run_at("deadline")
-    mode = line.mode(defaults.mode, defaults.batch_horizon, deadline)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
@@ -400,6 +408,7 @@ def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
         max_tokens=ints["max_tokens"] or defaults.max_tokens,
         deadline=deadline,
     )
+    mode = line.mode(defaults.mode, defaults.batch_horizon, options.get("deadline"))
     if messages is not None:
         line.prefill(messages, model or defaults.model)
         if options.get("thinking") and messages[-1].role == "assistant":

@@ -507,11 +507,12 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Jobs of one (state, model, prompt cache mode), summed: what ``status`` reports.
+    """Jobs of one (state, model, prompt cache mode, job mode), summed: what ``status`` reports.
 
     Kept by the store as aggregate rows, updated in the same transaction as every change of a
     job (triggers on both backends), so reading them costs the same whatever the number of jobs.
-    Grouped by model and cache mode because a cost is linear in usage only within one price."""
+    Grouped by model, cache mode and job mode because a cost is linear in usage only within one
+    price."""
 
     state: State
     model: str
@@ -522,6 +523,8 @@ class Totals:
     #: The sum over jobs of ``Usage.wasted_output_tokens`` (a per-job ``max``, so not derivable
     #: from the summed usage).
     wasted_output_tokens: int
+    #: The jobs' mode: ``batch`` jobs' tokens cost the batch price.
+    mode: str = "stream"
 
 
 @dataclass(frozen=True, slots=True)

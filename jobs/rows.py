@@ -190,6 +190,7 @@ def totals(row: Row) -> Totals:
         int(row["committed_chars"]),
         Usage.from_dict({name: row[name] for name in USAGE_FIELDS}),
         int(row["wasted_output_tokens"]),
+        str(row["mode"]),
     )
 
 

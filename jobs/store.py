@@ -125,6 +125,16 @@ class Store(Protocol):
         one transaction. Their leases last ``hold_seconds``: the batch's whole life."""
         ...
 
+    async def settle_to_stream(self, requests: Sequence[SettleRequest], reason: str) -> list[Job | None]:
+        """:meth:`settle_many`, and in the same transaction every batch job it puts back in the
+        queue becomes a ``stream`` job (the pool claims it next, keeping its text): it leaves its
+        batch (a batch not yet submitted counts one request fewer, so a crashed submitter's
+        reservation still matches what it sent) and its history gets a queued -> queued row with
+        ``reason``. A job the result ends (failed, out of attempts) keeps its mode; a refused
+        request changes nothing. What the submitter calls for a job whose deadline came within
+        the batch horizon (``jobs.batches.route``)."""
+        ...
+
     async def mark_batch_submitted(self, key: str, api_id: str) -> None:
         """Book the API's id of batch ``key`` once it is submitted."""
         ...

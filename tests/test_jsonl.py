@@ -388,8 +388,37 @@ def test_auto_mode_goes_by_batch_only_when_the_deadline_leaves_the_batch_horizon
     )
     assert errors == [] and (late.mode, soon.mode, epoch.mode) == ("batch", "stream", "batch")
     _, errors = parse(line(id="d", prompt="W.", mode="auto"), line(id="e", prompt="W.", deadline="tomorrow"))
-    assert errors[0] == "f.jsonl:1: mode: auto needs a deadline (a time, as run_at) to choose batch or stream"
+    assert errors[0] == (
+        "f.jsonl:1: mode: auto needs a deadline (a time, as run_at, or timeout_seconds)"
+        " to choose batch or stream"
+    )
     assert errors[1].startswith("f.jsonl:2: deadline: must be an ISO 8601 date and time")
     config = replace(CONFIG, queue=QueueSettings(default_mode="auto"))
     [plain], _ = parse_jobs([line(id="f", prompt="W.")], "f.jsonl", config.job_defaults())
     assert plain.mode == "stream"  # auto without a deadline: streamed
+
+
+def test_a_batch_job_whose_deadline_is_inside_the_horizon_is_streamed() -> None:
+    """Explicit ``batch`` follows the same rule (``jobs.batches.route``): a batch might land late."""
+    now = datetime.now(UTC).timestamp()
+    [soon, later, forever], errors = parse(
+        line(id="a", prompt="W.", mode="batch", deadline=now + 3600),
+        line(id="b", prompt="W.", mode="batch", deadline=now + 2 * 86400),
+        line(id="c", prompt="W.", mode="batch"),
+    )
+    assert errors == [] and (soon.mode, later.mode, forever.mode) == ("stream", "batch", "batch")
+    config = replace(CONFIG, queue=QueueSettings(batch_horizon=600))
+    [short], _ = parse_jobs(
+        [line(id="d", prompt="W.", mode="batch", deadline=now + 3600)], "f.jsonl", config.job_defaults()
+    )
+    assert short.mode == "batch"  # a 10-minute horizon: an hour is time enough
+
+
+def test_timeout_seconds_is_a_deadline_for_the_route() -> None:
+    [soon, later, explicit], errors = parse(
+        line(id="a", prompt="W.", mode="auto", timeout_seconds=3600),
+        line(id="b", prompt="W.", mode="auto", timeout_seconds=2 * 86400),
+        line(id="c", prompt="W.", mode="batch", timeout_seconds=600),
+    )
+    assert errors == [] and (soon.mode, later.mode, explicit.mode) == ("stream", "batch", "stream")
+    assert later.deadline is not None

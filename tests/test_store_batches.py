@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 
 from jobs.batches import CUSTOM_ID, custom_id_for
-from jobs.models import AttemptResult, CheckpointWrite, Outcome, State, Usage, WriteStatus
+from jobs.models import AttemptResult, CheckpointWrite, Outcome, SettleRequest, State, Usage, WriteStatus
 from tests.store_fixtures import FakeClock, StoreFactory, make_spec
 
 HOLD = 25 * 3600.0
@@ -103,3 +103,60 @@ async def test_one_fleet_lease_holder_at_a_time(make_store: StoreFactory) -> Non
     clock.advance(61)
     assert await store.acquire_lease("batch-submitter", other, 60)
     assert not await store.acquire_lease("batch-submitter", holder, 60)
+
+
+async def test_settle_to_stream_moves_requeued_batch_jobs_to_the_pool(make_store: StoreFactory) -> None:
+    """Fenced like ``settle_many``: a released or retried job becomes a stream job with its text
+    and a ``deadline_near`` history row; a job the result fails keeps its mode; a stale token
+    changes nothing; the unsubmitted batch stops counting the jobs that left it."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    ids = ["b1", "b2", "b3", "b4"]
+    await store.enqueue([make_spec(i, mode="batch", max_attempts=1 if i == "b3" else 3) for i in ids])
+    claims = {c.job.id: c for c in await store.reserve_batch("sub", "k1", 10, HOLD)}
+    await store.commit([CheckpointWrite("b1", claims["b1"].token, 0, "Part one.", Usage(5, 3))], HOLD)
+    retry = AttemptResult(Outcome.RETRY, requests=1, error="overloaded", retry_at=clock.now)
+    results = await store.settle_to_stream(
+        [
+            SettleRequest("b1", claims["b1"].token, AttemptResult(Outcome.RELEASED, Usage(5, 3), 1)),
+            SettleRequest("b2", claims["b2"].token, retry),
+            SettleRequest("b3", claims["b3"].token, retry),  # its only attempt: failed
+            SettleRequest("b4", "stale-token", retry),
+        ],
+        "deadline_near",
+    )
+    assert [None if j is None else (j.state, j.spec.mode) for j in results] == [
+        (State.QUEUED, "stream"),
+        (State.QUEUED, "stream"),
+        (State.FAILED, "batch"),
+        None,
+    ]
+    assert (await store.get("b4")).state is State.RUNNING
+    [record] = await store.open_batches()
+    assert (record.requests, [e.job_id for e in record.entries]) == (2, ["b4"])
+    history = await store.history("b1")
+    assert (history[-1].from_state, history[-1].to_state, history[-1].reason) == (
+        State.QUEUED,
+        State.QUEUED,
+        "deadline_near",
+    )
+    assert all(t.reason != "deadline_near" for t in await store.history("b3"))
+    assert await store.reserve_batch("sub", "k2", 10, HOLD) == []  # no longer batch jobs
+    claimed = {c.job.id: c for c in await store.claim("w", 30, limit=10)}
+    assert sorted(claimed) == ["b1", "b2"]
+    assert (claimed["b1"].text, claimed["b1"].attempt) == ("Part one.", 2)
+    assert (await store.get("b1")).usage.output_tokens == 3
+
+
+async def test_settle_to_stream_keeps_a_submitted_batch_count(make_store: StoreFactory) -> None:
+    """A submitted batch carried its requests to the API: its count stays what it sent."""
+    store = await make_store()
+    await store.enqueue([make_spec("b1", mode="batch"), make_spec("b2", mode="batch")])
+    claims = {c.job.id: c for c in await store.reserve_batch("sub", "k1", 10, HOLD)}
+    await store.mark_batch_submitted("k1", "msgbatch_1")
+    released = AttemptResult(Outcome.RELEASED, error="batch request expired")
+    [job] = await store.settle_to_stream([SettleRequest("b1", claims["b1"].token, released)], "deadline_near")
+    assert job is not None and job.spec.mode == "stream"
+    [record] = await store.open_batches()
+    assert (record.api_id, record.requests, [e.job_id for e in record.entries]) == ("msgbatch_1", 2, ["b2"])
+    assert await store.settle_to_stream([], "deadline_near") == []

@@ -923,11 +923,11 @@ async def test_fleet_shows_workers_buckets_and_attempts_per_minute(make_store: S
     assert (await store.fleet(clock.now)).minutes == ()
 
 
-async def _recomputed(store: Store) -> dict[tuple[State, str, str], tuple[int, int, Usage, int]]:
+async def _recomputed(store: Store) -> dict[tuple[State, str, str, str], tuple[int, int, Usage, int]]:
     """The totals the aggregate rows must hold, summed from every job the slow way."""
-    found: dict[tuple[State, str, str], tuple[int, int, Usage, int]] = {}
+    found: dict[tuple[State, str, str, str], tuple[int, int, Usage, int]] = {}
     for job in await store.list_jobs(limit=10_000):
-        key = (job.state, job.spec.model, job.spec.prompt_cache)
+        key = (job.state, job.spec.model, job.spec.prompt_cache, job.spec.mode)
         jobs, chars, usage, wasted = found.get(key, (0, 0, Usage(), 0))
         found[key] = (
             jobs + 1,
@@ -939,17 +939,24 @@ async def _recomputed(store: Store) -> dict[tuple[State, str, str], tuple[int, i
 
 
 async def test_totals_follow_every_kind_of_change(make_store: StoreFactory) -> None:
-    """Enqueue, claims, checkpoints with usage, settles, lease expiry, cancel, retry, replace and
-    delete each keep the aggregate rows equal to the sums over the jobs."""
+    """Enqueue, claims, checkpoints with usage, settles, lease expiry, cancel, retry, replace,
+    delete, batch reservations and a switch to stream each keep the aggregate rows equal to the
+    sums over the jobs (grouped by job mode too: batch jobs cost the batch price)."""
     clock = FakeClock()
     store = await make_store(clock)
     specs = [
         make_spec(f"j{i}", model="m-a" if i % 2 else "m-b", prompt_cache="1h" if i % 3 else "5m")
         for i in range(8)
     ]
-    await store.enqueue(specs)
+    await store.enqueue(
+        [*specs, make_spec("b1", model="m-a", mode="batch"), make_spec("b2", model="m-b", mode="batch")]
+    )
     claims = await store.claim("w1", 10, limit=5)
     usage = Usage(100, 50, 3, 4, estimated_output_tokens=5, document_tokens=60, repeated_tokens=1)
+    batched = await store.reserve_batch("sub", "k1", 10, 3600)
+    await store.settle(batched[0].job.id, batched[0].token, AttemptResult(Outcome.SUCCEEDED, usage=usage))
+    released = AttemptResult(Outcome.RELEASED, usage=Usage(3, 2))
+    await store.settle_to_stream([SettleRequest(batched[1].job.id, batched[1].token, released)], "near")
     await store.commit(
         [CheckpointWrite(c.job.id, c.token, 0, f"text of {c.job.id}", usage) for c in claims], 10
     )
@@ -964,10 +971,16 @@ async def test_totals_follow_every_kind_of_change(make_store: StoreFactory) -> N
     expected = await _recomputed(store)
     totals = await store.totals()
     assert {
-        (t.state, t.model, t.prompt_cache): (t.jobs, t.committed_chars, t.usage, t.wasted_output_tokens)
+        (t.state, t.model, t.prompt_cache, t.mode): (
+            t.jobs,
+            t.committed_chars,
+            t.usage,
+            t.wasted_output_tokens,
+        )
         for t in totals
     } == expected
-    assert sum(t.jobs for t in totals) == 7
+    assert sum(t.jobs for t in totals) == 9
+    assert {t.mode for t in totals} == {"stream", "batch"}
     assert await store.counts() == {s: sum(v[0] for k, v in expected.items() if k[0] == s) for s in State}
     assert (await store.model_counts()).keys() == {"m-a", "m-b", "m-c"}
 

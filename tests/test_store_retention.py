@@ -61,7 +61,12 @@ async def _chunk_rows(store: Store, job_id: str) -> int:
 
 async def _assert_totals_recounted(store: Store) -> None:
     totals = {
-        (t.state, t.model, t.prompt_cache): (t.jobs, t.committed_chars, t.usage, t.wasted_output_tokens)
+        (t.state, t.model, t.prompt_cache, t.mode): (
+            t.jobs,
+            t.committed_chars,
+            t.usage,
+            t.wasted_output_tokens,
+        )
         for t in await store.totals()
     }
     assert totals == await _recomputed(store)
@@ -273,7 +278,10 @@ async def test_a_version_6_sqlite_file_gains_the_retention_index(tmp_path: Path)
         await store.settle("a", claim.token, AttemptResult(Outcome.SUCCEEDED))
         query = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'jobs_finished'"
         assert await store._run(lambda c: c.execute(query).fetchall()) != []
-        assert await store._run(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == 7
+        assert (
+            await store._run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+            == sqlite_sql.SCHEMA_VERSION
+        )
         clock.advance(2)
         assert await store.prune(1) == 1
     finally:

@@ -26,6 +26,14 @@ job for a follow-up batch round; ``errored`` goes through the failure policy
 (``worker.retry.classify_batch_error``: retried by batch, or failed for an invalid request, which
 would fail again); ``expired`` and ``canceled`` go back to the queue without counting a failure.
 
+**A deadline that a batch can no longer meet** (``jobs.batches.route``: it is nearer than the batch
+horizon, ``[queue] batch_horizon``) moves the job to the streaming pool instead of another batch:
+``Store.settle_to_stream`` settles it and switches it in one fenced transaction, with a
+``deadline_near`` history row. That is checked when the submitter reserves queued batch jobs (the
+job leaves the reservation before ``create``) and whenever a result sends a job back to the queue
+(errored, expired, canceled, a follow-up round after ``max_tokens``). The job keeps the text its
+batch rounds wrote; the pool resumes from it by the streaming rules.
+
 A hand-written loop rather than a library: no batch client exists for the queue's store; the SDK
 already does the HTTP and the JSONL decoding.
 """
@@ -35,6 +43,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +51,7 @@ import anthropic
 import anyio
 import structlog
 
+from jobs.batches import DEADLINE_NEAR, route
 from jobs.errors import JobNotFoundError, LeaseLostError, StoreError
 from jobs.models import (
     TRUNCATED,
@@ -69,6 +79,8 @@ log = structlog.get_logger("worker.batches")
 LEASE_NAME = "batch-submitter"
 #: Results applied per fenced commit (their texts in one transaction).
 _APPLY_CHUNK = 500
+#: Outcomes that send a job back to the queue: the moments its route is decided again.
+_REQUEUED = (Outcome.RETRY, Outcome.RELEASED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,9 @@ class BatchSettings:
     #: Backoff for ``errored`` results (``worker.retry.backoff_delay``).
     retry_base: float = 5.0
     retry_max: float = 300.0
+    #: How long a batch may take (``[queue] batch_horizon``): a job whose deadline is nearer is
+    #: streamed instead (``jobs.batches.route``).
+    horizon: float = 86400.0
 
 
 def _continues(model: str) -> bool:
@@ -120,15 +135,24 @@ class Submitter:
     """The fleet's batch submitter. ``run`` loops until cancelled; ``step`` is one round (tests)."""
 
     def __init__(
-        self, store: Store, client: anthropic.AsyncAnthropic, worker_id: str, settings: BatchSettings
+        self,
+        store: Store,
+        client: anthropic.AsyncAnthropic,
+        worker_id: str,
+        settings: BatchSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.client = client
         self.worker_id = worker_id
         self.settings = settings
-        #: Results applied, batches submitted: figures for tests and the benchmark.
+        #: What deadlines are compared with (epoch seconds); tests pass a fake one.
+        self.clock = clock
+        #: Results applied, batches submitted, jobs moved to streaming: figures for tests and the
+        #: benchmark.
         self.applied = 0
         self.submitted = 0
+        self.streamed = 0
 
     async def run(self) -> None:
         """Step until cancelled. A failed step (the API or the store unavailable) is logged and
@@ -166,6 +190,10 @@ class Submitter:
         claims = await self.store.reserve_batch(self.worker_id, key, s.max_requests, s.hold_seconds)
         if not claims:
             return False
+        claims = await self._stream_near(claims)
+        if not claims:  # every one of them streams: nothing to send
+            await self.store.close_batch(key)
+            return True
         record = {e.job_id: e for e in await self._entries(key)}
         requests: list[Any] = []
         size = 0
@@ -187,6 +215,30 @@ class Submitter:
         self.submitted += 1
         log.info("batch_submitted", batch_id=batch.id, requests=len(requests))
         return True
+
+    async def _stream_near(self, claims: list[Claim]) -> list[Claim]:
+        """Move the reserved jobs whose deadline a batch can no longer meet to the streaming pool
+        (before ``create``: the reservation stops counting them); the others stay."""
+        now = self.clock()
+        near = {c.job.id for c in claims if self._must_stream(c.job, now)}
+        if near:
+            released = AttemptResult(Outcome.RELEASED, error=f"{DEADLINE_NEAR}: streamed instead of batched")
+            requests = [SettleRequest(c.job.id, c.token, released) for c in claims if c.job.id in near]
+            await self._to_stream(requests)
+        return [c for c in claims if c.job.id not in near]
+
+    def _must_stream(self, job: Job, now: float) -> bool:
+        return route(job.spec.mode, job.spec.deadline, now, self.settings.horizon) == "stream"
+
+    async def _to_stream(self, requests: list[SettleRequest]) -> list[Job | None]:
+        horizon = self.settings.horizon
+        reason = f"{DEADLINE_NEAR}: switched to stream (deadline within the {horizon:g} s batch horizon)"
+        settled = await self.store.settle_to_stream(requests, reason)
+        moved = [job.id for job in settled if job is not None and job.spec.mode == "stream"]
+        self.streamed += len(moved)
+        if moved:
+            log.info("batch_jobs_streamed", reason=DEADLINE_NEAR, jobs=len(moved), first=moved[0])
+        return settled
 
     async def _entries(self, key: str) -> tuple[BatchEntry, ...]:
         for record in await self.store.open_batches():
@@ -255,41 +307,50 @@ class Submitter:
         """Apply results: their texts in one fenced commit, then their settlements in one
         ``settle_many`` (a job cancelled meanwhile is refused by the fence and dropped)."""
         prepared = [(entry, await self._prepare(entry, result)) for entry, result in pending]
-        writes = [write for _, (write, _) in prepared if write is not None]
+        writes = [write for _, (write, _, _) in prepared if write is not None]
         statuses = iter(await self.store.commit(writes, self.settings.hold_seconds))
         settles: list[SettleRequest] = []
-        for entry, (write, result) in prepared:
+        streams: list[SettleRequest] = []
+        now = self.clock()
+        for entry, (write, result, job) in prepared:
             if write is not None and (status := next(statuses)) is not WriteStatus.OK:
                 log.info("batch_result_dropped", job_id=entry.job_id, status=str(status))
                 continue
-            settles.append(SettleRequest(entry.job_id, entry.token, result))
+            request = SettleRequest(entry.job_id, entry.token, result)
+            near = result.outcome in _REQUEUED and self._must_stream(job, now)
+            (streams if near else settles).append(request)
         if settles:
             settled = await self.store.settle_many(settles)
             self.applied += sum(job is not None for job in settled)
+        if streams:
+            settled = await self._to_stream(streams)
+            self.applied += sum(job is not None for job in settled)
 
-    async def _prepare(self, entry: BatchEntry, result: Any) -> tuple[CheckpointWrite | None, AttemptResult]:
-        """The write (None if nothing to append) and the settlement for one result."""
+    async def _prepare(
+        self, entry: BatchEntry, result: Any
+    ) -> tuple[CheckpointWrite | None, AttemptResult, Job]:
+        """The write (None if nothing to append) and the settlement for one result, with the job
+        as it was read (one read per result: its deadline decides where a requeued job goes)."""
+        job = await self.store.get(entry.job_id)
         kind = result.type
         if kind == "succeeded":
-            return await self._prepare_message(entry, result.message)
+            return *await self._prepare_message(entry, job, result.message), job
         if kind == "errored":
             error = result.error.error
-            return None, await self._error_result(entry, str(error.type), str(error.message))
+            return None, self._error_result(job, str(error.type), str(error.message)), job
         # expired, canceled: not the job's fault, back to the queue for another batch
-        return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}")
+        return None, AttemptResult(Outcome.RELEASED, error=f"batch request {kind}"), job
 
-    async def _error_result(self, entry: BatchEntry, error_type: str, message: str) -> AttemptResult:
+    def _error_result(self, job: Job, error_type: str, message: str) -> AttemptResult:
         decision = classify_batch_error(error_type, message)
         outcome = Outcome.RETRY if decision.retryable else Outcome.FAILED
-        job = await self.store.get(entry.job_id)
         s = self.settings
         delay = backoff_delay(job.failures + 1, base=s.retry_base, cap=s.retry_max)
         return AttemptResult(outcome, requests=1, error=decision.reason, retry_at=time.time() + delay)
 
     async def _prepare_message(
-        self, entry: BatchEntry, message: Any
+        self, entry: BatchEntry, job: Job, message: Any
     ) -> tuple[CheckpointWrite | None, AttemptResult]:
-        job = await self.store.get(entry.job_id)
         start, committed, before = 0, "", Usage()
         if job.committed_chars or entry.attempt > 1:  # a later round, or re-applied after a crash
             attempt = (await self.store.attempts(entry.job_id))[entry.attempt - 1]
@@ -317,12 +378,6 @@ class Submitter:
         else:
             outcome, reason = Outcome.SUCCEEDED, stop
         return write, AttemptResult(outcome, usage, 1, mode, stop_reason=reason, joins=joins)
-
-    async def _settle(self, entry: BatchEntry, result: AttemptResult) -> None:
-        try:
-            await self.store.settle(entry.job_id, entry.token, result)
-        except (LeaseLostError, JobNotFoundError) as exc:  # cancelled while being applied
-            log.info("batch_result_dropped", job_id=entry.job_id, error=str(exc))
 
 
 def _usage(api: Any, raw: str, out: str) -> Usage:

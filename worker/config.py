@@ -85,7 +85,9 @@ class QueueSettings:
     #: within 24 h, usually within the hour: ``worker.batches``), or ``auto`` (batch when the
     #: job's deadline is at least ``batch_horizon`` away, else stream).
     default_mode: str = "stream"
-    #: How long a batch may take, for ``auto`` (seconds; the API's expiry is 24 h).
+    #: How long a batch may take (seconds; the API's expiry is 24 h): a ``batch`` or ``auto`` job
+    #: whose deadline is nearer streams, at enqueue and before each batch round
+    #: (``jobs.batches.route``).
     batch_horizon: float = 86400.0
     #: ``run`` (and ``serve --workers``) deletes finished jobs that ended longer ago than this
     #: (``30d``, ``12h``: see ``worker.retention``), checking every few minutes; empty = keep

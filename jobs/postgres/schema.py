@@ -242,10 +242,12 @@ _RELAY_CHANGES = (
 #: The columns ``job_totals`` sums per group (``jobs`` counts rows).
 _SUMMED = ("committed_chars", *USAGE_FIELDS)
 _TOTALS = ("jobs", *_SUMMED, "wasted_output_tokens")
-_GROUP = "state, model, prompt_cache"
+#: The groups of migration 5, before jobs had a mode; migration 9 adds it.
+_GROUP_V5 = "state, model, prompt_cache"
+_GROUP = f"{_GROUP_V5}, mode"
 
 
-def _sums(rows: str, sign: str) -> str:
+def _sums(rows: str, sign: str, group: str) -> str:
     """One side of a change: each row of the transition table ``rows`` counted with ``sign``."""
     columns = ", ".join(
         (
@@ -254,26 +256,65 @@ def _sums(rows: str, sign: str) -> str:
             f"{sign}greatest(0, output_tokens - document_tokens) AS wasted_output_tokens",
         )
     )
-    return f"SELECT {_GROUP}, {columns} FROM {rows}"
+    return f"SELECT {group}, {columns} FROM {rows}"
 
 
-def _totals_function(name: str, sides: tuple[str, ...]) -> str:
+def _totals_function(name: str, sides: tuple[str, ...], group: str) -> str:
     """A trigger function adding the grouped change of ``sides`` to this backend's shard."""
     change = " UNION ALL ".join(sides)
     return f"""
     CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO job_totals AS t (shard, {_GROUP}, {", ".join(_TOTALS)})
-        SELECT pg_backend_pid(), {_GROUP}, {", ".join(f"sum({c})" for c in _TOTALS)}
+        INSERT INTO job_totals AS t (shard, {group}, {", ".join(_TOTALS)})
+        SELECT pg_backend_pid(), {group}, {", ".join(f"sum({c})" for c in _TOTALS)}
         FROM ({change}) AS change
-        GROUP BY {_GROUP}
+        GROUP BY {group}
         HAVING {" OR ".join(f"sum({c}) <> 0" for c in _TOTALS)}
-        ON CONFLICT (shard, {_GROUP}) DO UPDATE SET
+        ON CONFLICT (shard, {group}) DO UPDATE SET
             {", ".join(f"{c} = t.{c} + excluded.{c}" for c in _TOTALS)};
         RETURN NULL;
     END
     $$
     """
+
+
+def _totals(group: str) -> tuple[str, ...]:
+    """``job_totals`` grouped by ``group``, filled from the jobs there are, and its triggers."""
+    columns = ", ".join(f"{c} text NOT NULL" for c in group.split(", "))
+    return (
+        f"""
+        CREATE TABLE job_totals (
+            shard        integer NOT NULL,
+            {columns},
+            {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in _TOTALS)},
+            PRIMARY KEY (shard, {group})
+        )
+        """,
+        f"""
+        INSERT INTO job_totals (shard, {group}, {", ".join(_TOTALS)})
+        SELECT 0, {group}, count(*), {", ".join(f"sum({c})" for c in _SUMMED)},
+               sum(greatest(0, output_tokens - document_tokens))
+        FROM jobs GROUP BY {group}
+        """,
+        _totals_function("job_totals_inserted", (_sums("new_jobs", "+", group),), group),
+        _totals_function("job_totals_deleted", (_sums("old_jobs", "-", group),), group),
+        _totals_function(
+            "job_totals_updated", (_sums("new_jobs", "+", group), _sums("old_jobs", "-", group)), group
+        ),
+        """
+        CREATE TRIGGER job_totals_inserted AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_jobs
+        FOR EACH STATEMENT EXECUTE FUNCTION job_totals_inserted()
+        """,
+        """
+        CREATE TRIGGER job_totals_deleted AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_jobs
+        FOR EACH STATEMENT EXECUTE FUNCTION job_totals_deleted()
+        """,
+        """
+        CREATE TRIGGER job_totals_updated AFTER UPDATE ON jobs
+        REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+        FOR EACH STATEMENT EXECUTE FUNCTION job_totals_updated()
+        """,
+    )
 
 
 # Aggregates for ``status``: jobs, characters and usage per (state, model, prompt cache mode), so
@@ -284,39 +325,16 @@ def _totals_function(name: str, sides: tuple[str, ...]) -> str:
 # (``shard`` = its pid), so concurrent transactions never wait on, or deadlock over, a shared
 # counter row; readers sum the shards and fold them into shard 0 now and then
 # (``jobs.postgres.sql.FOLD_TOTALS``, which skips the rows a transaction holds).
-_TOTALS_MIGRATION = (
-    f"""
-    CREATE TABLE job_totals (
-        shard        integer NOT NULL,
-        state        text NOT NULL,
-        model        text NOT NULL,
-        prompt_cache text NOT NULL,
-        {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in _TOTALS)},
-        PRIMARY KEY (shard, state, model, prompt_cache)
-    )
-    """,
-    f"""
-    INSERT INTO job_totals (shard, {_GROUP}, {", ".join(_TOTALS)})
-    SELECT 0, {_GROUP}, count(*), {", ".join(f"sum({c})" for c in _SUMMED)},
-           sum(greatest(0, output_tokens - document_tokens))
-    FROM jobs GROUP BY {_GROUP}
-    """,
-    _totals_function("job_totals_inserted", (_sums("new_jobs", "+"),)),
-    _totals_function("job_totals_deleted", (_sums("old_jobs", "-"),)),
-    _totals_function("job_totals_updated", (_sums("new_jobs", "+"), _sums("old_jobs", "-"))),
-    """
-    CREATE TRIGGER job_totals_inserted AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_inserted()
-    """,
-    """
-    CREATE TRIGGER job_totals_deleted AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_deleted()
-    """,
-    """
-    CREATE TRIGGER job_totals_updated AFTER UPDATE ON jobs
-    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION job_totals_updated()
-    """,
+_TOTALS_MIGRATION = _totals(_GROUP_V5)
+
+#: Migration 9: ``job_totals`` grouped by the job's mode too, so ``status`` prices batch jobs at
+#: the batch price (``jobs.costs.totals_spend``); rebuilt from the jobs in the migration's
+#: transaction (which locks ``jobs`` for its length: run it between fleets, as every migration).
+_TOTALS_BY_MODE_MIGRATION = (
+    *(f"DROP TRIGGER job_totals_{name} ON jobs" for name in ("inserted", "deleted", "updated")),
+    *(f"DROP FUNCTION job_totals_{name}()" for name in ("inserted", "deleted", "updated")),
+    "DROP TABLE job_totals",
+    *_totals(_GROUP),
 )
 
 #: Message Batches (``worker.batches``): a job's mode, the batch it is in and its custom_id there;
@@ -421,6 +439,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         8, "retention: finished jobs by end time; chunks compacted when a job ends", _RETENTION_MIGRATION
     ),
+    Migration(9, "job_totals grouped by job mode: batch jobs at the batch price", _TOTALS_BY_MODE_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

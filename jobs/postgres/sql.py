@@ -60,6 +60,7 @@ __all__ = (
     "CLOSE_BATCH",
     "SELECT_OPEN_BATCHES",
     "SELECT_BATCH_ENTRIES",
+    "SWITCH_TO_STREAM",
     "ACQUIRE_LEASE",
 )
 
@@ -570,7 +571,7 @@ SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = %(id)s ORDER BY id"
 
 #: Every backend's shard summed: a few rows per backend that changed jobs since the last fold.
 SELECT_TOTALS = """
-SELECT state, model, prompt_cache, sum(jobs) AS jobs, sum(committed_chars) AS committed_chars,
+SELECT state, model, prompt_cache, mode, sum(jobs) AS jobs, sum(committed_chars) AS committed_chars,
        sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cache_creation_input_tokens) AS cache_creation_input_tokens,
        sum(cache_read_input_tokens) AS cache_read_input_tokens,
@@ -578,9 +579,9 @@ SELECT state, model, prompt_cache, sum(jobs) AS jobs, sum(committed_chars) AS co
        sum(document_tokens) AS document_tokens, sum(repeated_tokens) AS repeated_tokens,
        sum(wasted_output_tokens) AS wasted_output_tokens
 FROM job_totals
-GROUP BY state, model, prompt_cache
+GROUP BY state, model, prompt_cache, mode
 HAVING sum(jobs) <> 0
-ORDER BY state, model, prompt_cache
+ORDER BY state, model, prompt_cache, mode
 """
 
 #: Moves every backend's shard into shard 0, so the table stays a few rows per group. Rows a
@@ -593,17 +594,17 @@ WITH moved AS (
     RETURNING *
 )
 INSERT INTO job_totals AS t (
-    shard, state, model, prompt_cache, jobs, committed_chars, input_tokens, output_tokens,
+    shard, state, model, prompt_cache, mode, jobs, committed_chars, input_tokens, output_tokens,
     cache_creation_input_tokens, cache_read_input_tokens, estimated_output_tokens,
     document_tokens, repeated_tokens, wasted_output_tokens
 )
-SELECT 0, state, model, prompt_cache, sum(jobs), sum(committed_chars), sum(input_tokens),
+SELECT 0, state, model, prompt_cache, mode, sum(jobs), sum(committed_chars), sum(input_tokens),
        sum(output_tokens), sum(cache_creation_input_tokens), sum(cache_read_input_tokens),
        sum(estimated_output_tokens), sum(document_tokens), sum(repeated_tokens),
        sum(wasted_output_tokens)
 FROM moved
-GROUP BY state, model, prompt_cache
-ON CONFLICT (shard, state, model, prompt_cache) DO UPDATE SET
+GROUP BY state, model, prompt_cache, mode
+ON CONFLICT (shard, state, model, prompt_cache, mode) DO UPDATE SET
     jobs = t.jobs + excluded.jobs, committed_chars = t.committed_chars + excluded.committed_chars,
     input_tokens = t.input_tokens + excluded.input_tokens,
     output_tokens = t.output_tokens + excluded.output_tokens,
@@ -752,6 +753,31 @@ SELECT j.batch_key, j.id, j.custom_id, j.lease_token, j.attempts
 FROM jobs AS j JOIN batches AS b ON b.key = j.batch_key
 WHERE b.closed_at IS NULL AND j.state = 'running' AND j.lease_token IS NOT NULL
 ORDER BY j.id
+"""
+
+#: Queued batch jobs (``ids``, just re-queued and locked) become stream jobs: out of their batch
+#: (one that is not yet submitted stops counting them, so a crashed submitter's reservation still
+#: counts what it would have sent), with a history row giving ``reason``. Returns those switched.
+SWITCH_TO_STREAM = """
+WITH
+old AS (
+    SELECT id, batch_key FROM jobs
+    WHERE id = ANY(%(ids)s::text[]) AND state = 'queued' AND mode = 'batch'
+),
+uncounted AS (
+    UPDATE batches AS b SET requests = b.requests - c.n
+    FROM (SELECT batch_key, count(*) AS n FROM old GROUP BY batch_key) AS c
+    WHERE b.key = c.batch_key AND b.api_id IS NULL AND b.closed_at IS NULL
+),
+history AS (
+    INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+    SELECT id, %(now)s, 'queued', 'queued', %(reason)s, NULL FROM old ORDER BY id
+)
+UPDATE jobs AS j
+SET mode = 'stream', batch_key = NULL, custom_id = NULL, updated_at = %(now)s
+FROM old
+WHERE j.id = old.id
+RETURNING j.*
 """
 
 #: Take or renew a named fleet lease: only its owner, or anyone once it has expired. Returns the

@@ -300,22 +300,43 @@ class PostgresStore:
             return []
 
         async def run(conn: Connection) -> list[Job | None]:
-            now = self._now()
-            cur = await conn.execute(sql.LOCK_JOBS, {"ids": sorted({r.job_id for r in requests})})
-            current = {row["id"]: convert.job(row) for row in await cur.fetchall()}
-            accepted = rules.fenced_settles(requests, current)
-            if not accepted:
-                return [None] * len(requests)
-            params = [
-                convert.settle_params(current[requests[i].job_id], requests[i].result, now) | {"step": i}
-                for i in accepted
-            ]
-            ids = [p["id"] for p in params]
-            cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "ids": ids, "now": now})
-            settled = {row["id"]: convert.job(row) for row in await cur.fetchall()}
-            return [settled[requests[i].job_id] if i in accepted else None for i in range(len(requests))]
+            return await self._settle_many_in(conn, requests)
 
         return await self._db.run(run)
+
+    async def settle_to_stream(self, requests: Sequence[SettleRequest], reason: str) -> list[Job | None]:
+        """``settle_many``, then :data:`jobs.postgres.sql.SWITCH_TO_STREAM`: one transaction."""
+        requests = list(requests)
+        rules.check_outcomes(r.result for r in requests)
+        if not requests:
+            return []
+
+        async def run(conn: Connection) -> list[Job | None]:
+            settled = await self._settle_many_in(conn, requests)
+            ids = [job.id for job in settled if job is not None]
+            params = {"ids": ids, "now": self._now(), "reason": reason}
+            cur = await conn.execute(sql.SWITCH_TO_STREAM, params)
+            switched = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+            return [None if job is None else switched.get(job.id, job) for job in settled]
+
+        return await self._db.run(run)
+
+    async def _settle_many_in(self, conn: Connection, requests: list[SettleRequest]) -> list[Job | None]:
+        """``settle_many`` inside the caller's transaction."""
+        now = self._now()
+        cur = await conn.execute(sql.LOCK_JOBS, {"ids": sorted({r.job_id for r in requests})})
+        current = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+        accepted = rules.fenced_settles(requests, current)
+        if not accepted:
+            return [None] * len(requests)
+        params = [
+            convert.settle_params(current[requests[i].job_id], requests[i].result, now) | {"step": i}
+            for i in accepted
+        ]
+        ids = [p["id"] for p in params]
+        cur = await conn.execute(sql.SETTLE_MANY, {"settles": Jsonb(params), "ids": ids, "now": now})
+        settled = {row["id"]: convert.job(row) for row in await cur.fetchall()}
+        return [settled[requests[i].job_id] if i in accepted else None for i in range(len(requests))]
 
     async def next_due(self) -> float | None:
         [row] = await self._rows(sql.SELECT_NEXT_DUE)

@@ -17,9 +17,9 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
   claimer when the lease expired.
 * ``transitions``: every state change, with its reason: the job's history.
 * ``buckets``: the fleet's rate-limit buckets (:mod:`jobs.buckets`), one row per key.
-* ``job_totals``: jobs, characters and usage summed per (state, model, prompt cache mode), kept
-  by triggers on ``jobs`` in the same transaction as each change, so ``status`` reads a few rows
-  instead of every job.
+* ``job_totals``: jobs, characters and usage summed per (state, model, prompt cache mode, job
+  mode: a batch job's tokens cost the batch price), kept by triggers on ``jobs`` in the same
+  transaction as each change, so ``status`` reads a few rows instead of every job.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ __all__ = (
     "MIGRATION_TOTALS",
     "MIGRATION_BATCHES",
     "MIGRATION_RETENTION",
+    "MIGRATION_TOTALS_BY_MODE",
 )
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -181,65 +182,78 @@ MIGRATION_THINKING = (
 #: The columns ``job_totals`` sums (``jobs`` counts rows; ``wasted_output_tokens`` is per job).
 _SUMMED = ("committed_chars", *USAGE_FIELDS)
 _TOTALS_COLUMNS = ("jobs", *_SUMMED, "wasted_output_tokens")
-_GROUP = ("state", "model", "prompt_cache")
+#: The groups of version 4, before jobs had a mode; version 8 adds it (:data:`MIGRATION_TOTALS_BY_MODE`).
+_GROUP_V4 = ("state", "model", "prompt_cache")
+_GROUP = (*_GROUP_V4, "mode")
 
 
-def _add_totals(row: str, sign: str) -> str:
+def _add_totals(row: str, sign: str, group: tuple[str, ...]) -> str:
     """An upsert adding (``sign`` = ``+``) or removing (``-``) the ``row`` (NEW or OLD) of jobs."""
     values = [f"{sign}1", *(f"{sign}{row}.{c}" for c in _SUMMED)]
     values.append(f"{sign}MAX(0, {row}.output_tokens - {row}.document_tokens)")
     return f"""
-    INSERT INTO job_totals ({", ".join((*_GROUP, *_TOTALS_COLUMNS))})
-    VALUES ({", ".join(f"{row}.{c}" for c in _GROUP)}, {", ".join(values)})
-    ON CONFLICT ({", ".join(_GROUP)}) DO UPDATE SET
+    INSERT INTO job_totals ({", ".join((*group, *_TOTALS_COLUMNS))})
+    VALUES ({", ".join(f"{row}.{c}" for c in group)}, {", ".join(values)})
+    ON CONFLICT ({", ".join(group)}) DO UPDATE SET
         {", ".join(f"{c} = {c} + excluded.{c}" for c in _TOTALS_COLUMNS)};"""
 
 
-def _same_group_update() -> str:
+def _same_group_update(group: tuple[str, ...]) -> str:
     """One UPDATE moving the totals of an unchanged group by the row's differences."""
     moves = [f"{c} = {c} + NEW.{c} - OLD.{c}" for c in _SUMMED]
     moves.append(
         "wasted_output_tokens = wasted_output_tokens"
         " + MAX(0, NEW.output_tokens - NEW.document_tokens) - MAX(0, OLD.output_tokens - OLD.document_tokens)"
     )
-    where = " AND ".join(f"{c} = NEW.{c}" for c in _GROUP)
+    where = " AND ".join(f"{c} = NEW.{c}" for c in group)
     return f"UPDATE job_totals SET {', '.join(moves)} WHERE {where};"
 
 
-_SAME_GROUP = " AND ".join(f"OLD.{c} = NEW.{c}" for c in _GROUP)
+def _totals(group: tuple[str, ...]) -> tuple[str, ...]:
+    """``job_totals`` grouped by ``group``, filled from the jobs there are, and its triggers."""
+    same = " AND ".join(f"OLD.{c} = NEW.{c}" for c in group)
+    return (
+        f"""
+        CREATE TABLE job_totals (
+            {", ".join(f"{c} TEXT NOT NULL" for c in group)},
+            {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _TOTALS_COLUMNS)},
+            PRIMARY KEY ({", ".join(group)})
+        ) WITHOUT ROWID
+        """,
+        f"""
+        INSERT INTO job_totals ({", ".join((*group, *_TOTALS_COLUMNS))})
+        SELECT {", ".join(group)}, COUNT(*), {", ".join(f"SUM({c})" for c in _SUMMED)},
+               SUM(MAX(0, output_tokens - document_tokens))
+        FROM jobs GROUP BY {", ".join(group)}
+        """,
+        f"CREATE TRIGGER job_totals_insert AFTER INSERT ON jobs BEGIN {_add_totals('NEW', '+', group)} END",
+        f"CREATE TRIGGER job_totals_delete AFTER DELETE ON jobs BEGIN {_add_totals('OLD', '-', group)} END",
+        f"""
+        CREATE TRIGGER job_totals_move AFTER UPDATE OF {", ".join((*group, *_SUMMED))} ON jobs
+        WHEN {same}
+        BEGIN {_same_group_update(group)} END
+        """,
+        f"""
+        CREATE TRIGGER job_totals_regroup AFTER UPDATE OF {", ".join((*group, *_SUMMED))} ON jobs
+        WHEN NOT ({same})
+        BEGIN {_add_totals("OLD", "-", group)} {_add_totals("NEW", "+", group)} END
+        """,
+    )
+
 
 #: Version 4: ``job_totals``, filled from the jobs there are, then kept by triggers. SQLite has
 #: no statement-level triggers, so each changed row moves its group's row: a checkpoint batch
 #: costs one small UPDATE per job beside the one it already makes (a heartbeat too: it advances
 #: ``committed_chars`` by zero). Updates that set none of the summed columns fire nothing.
-MIGRATION_TOTALS = (
-    f"""
-    CREATE TABLE job_totals (
-        state        TEXT NOT NULL,
-        model        TEXT NOT NULL,
-        prompt_cache TEXT NOT NULL,
-        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _TOTALS_COLUMNS)},
-        PRIMARY KEY (state, model, prompt_cache)
-    ) WITHOUT ROWID
-    """,
-    f"""
-    INSERT INTO job_totals ({", ".join((*_GROUP, *_TOTALS_COLUMNS))})
-    SELECT {", ".join(_GROUP)}, COUNT(*), {", ".join(f"SUM({c})" for c in _SUMMED)},
-           SUM(MAX(0, output_tokens - document_tokens))
-    FROM jobs GROUP BY {", ".join(_GROUP)}
-    """,
-    f"CREATE TRIGGER job_totals_insert AFTER INSERT ON jobs BEGIN {_add_totals('NEW', '+')} END",
-    f"CREATE TRIGGER job_totals_delete AFTER DELETE ON jobs BEGIN {_add_totals('OLD', '-')} END",
-    f"""
-    CREATE TRIGGER job_totals_move AFTER UPDATE OF {", ".join((*_GROUP, *_SUMMED))} ON jobs
-    WHEN {_SAME_GROUP}
-    BEGIN {_same_group_update()} END
-    """,
-    f"""
-    CREATE TRIGGER job_totals_regroup AFTER UPDATE OF {", ".join((*_GROUP, *_SUMMED))} ON jobs
-    WHEN NOT ({_SAME_GROUP})
-    BEGIN {_add_totals("OLD", "-")} {_add_totals("NEW", "+")} END
-    """,
+MIGRATION_TOTALS = _totals(_GROUP_V4)
+
+#: Version 8: ``job_totals`` grouped by the job's mode too, so ``status`` prices batch jobs at
+#: the batch price (``jobs.costs.totals_spend``): rebuilt from the jobs, in the migration's
+#: transaction.
+MIGRATION_TOTALS_BY_MODE = (
+    *(f"DROP TRIGGER job_totals_{name}" for name in ("insert", "delete", "move", "regroup")),
+    "DROP TABLE job_totals",
+    *_totals(_GROUP),
 )
 
 #: Version 5, Message Batches (``worker.batches``): a job's mode (``stream`` or ``batch``), the
@@ -339,6 +353,28 @@ SELECT_BATCH_ENTRIES = """
 SELECT id, custom_id, lease_token, attempts FROM jobs
 WHERE batch_key = :key AND state = 'running' AND lease_token IS NOT NULL
 ORDER BY id
+"""
+
+#: A batch not yet submitted stops counting its jobs switched to streaming (``:ids``, a JSON
+#: array, just re-queued): a crashed submitter's reservation still counts what it would have sent.
+UNCOUNT_BATCH_REQUESTS = """
+UPDATE batches
+SET requests = requests - (
+    SELECT count(*) FROM jobs
+    WHERE jobs.batch_key = batches.key AND jobs.state = 'queued' AND jobs.mode = 'batch'
+      AND jobs.id IN (SELECT value FROM json_each(:ids))
+)
+WHERE api_id IS NULL AND closed_at IS NULL AND key IN (
+    SELECT batch_key FROM jobs
+    WHERE state = 'queued' AND mode = 'batch' AND id IN (SELECT value FROM json_each(:ids))
+)
+"""
+
+#: Queued batch jobs (``:ids``) become stream jobs, out of their batch; returns those switched.
+SWITCH_TO_STREAM = """
+UPDATE jobs SET mode = 'stream', batch_key = NULL, custom_id = NULL, updated_at = :now
+WHERE state = 'queued' AND mode = 'batch' AND id IN (SELECT value FROM json_each(:ids))
+RETURNING *
 """
 
 #: Take or renew a named fleet lease: only its owner, or anyone once it has expired.
@@ -622,7 +658,7 @@ ORDER BY a.number
 SELECT_HISTORY = "SELECT * FROM transitions WHERE job_id = :job_id ORDER BY id"
 
 #: A few rows whatever the number of jobs (see ``job_totals``); groups emptied are left out.
-SELECT_TOTALS = "SELECT * FROM job_totals WHERE jobs != 0 ORDER BY state, model, prompt_cache"
+SELECT_TOTALS = "SELECT * FROM job_totals WHERE jobs != 0 ORDER BY state, model, prompt_cache, mode"
 
 #: The queue's health for ``/metrics`` (``jobs.models.QueueStats``): each figure reads one index
 #: range (jobs_due, jobs_claim_order / jobs_lease_expiry on the running rows), never the whole table.

@@ -286,6 +286,10 @@ class SQLiteStore:
             if version == 6:
                 for statement in sql.MIGRATION_RETENTION:
                     conn.execute(statement)
+                version = 7
+            if version == 7:
+                for statement in sql.MIGRATION_TOTALS_BY_MODE:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
@@ -404,6 +408,29 @@ class SQLiteStore:
                 conn.execute(sql.SET_BATCH_ENTRIES, {"key": key, "entries": entries})
                 conn.execute(sql.INSERT_BATCH, {"key": key, "now": now, "requests": len(claims)})
             return claims
+
+    async def settle_to_stream(self, requests: Sequence[SettleRequest], reason: str) -> list[Job | None]:
+        requests = list(requests)
+        rules.check_outcomes(r.result for r in requests)
+        if not requests:
+            return []
+        return await self._run(self._settle_to_stream, requests, reason)
+
+    def _settle_to_stream(
+        self, conn: sqlite3.Connection, requests: list[SettleRequest], reason: str
+    ) -> list[Job | None]:
+        """Settle, then (uncount before the switch clears ``batch_key``) switch: one transaction."""
+        with _transaction(conn):
+            settled = self._settle_many_in(conn, requests)
+            now = self._now()
+            ids = json.dumps([job.id for job in settled if job is not None])
+            conn.execute(sql.UNCOUNT_BATCH_REQUESTS, {"ids": ids})
+            switched: dict[str, Job] = {}
+            for row in conn.execute(sql.SWITCH_TO_STREAM, {"ids": ids, "now": now}).fetchall():
+                switched[row["id"]] = rows.job(row)
+            for job_id in switched:
+                _transition(conn, job_id, now, State.QUEUED, State.QUEUED, reason, None)
+        return [None if job is None else switched.get(job.id, job) for job in settled]
 
     async def mark_batch_submitted(self, key: str, api_id: str) -> None:
         await self._run(self._write, sql.SET_BATCH_API_ID, {"key": key, "api_id": api_id})
@@ -536,20 +563,22 @@ class SQLiteStore:
 
     def _settle_many(self, conn: sqlite3.Connection, requests: list[SettleRequest]) -> list[Job | None]:
         """Every request in one transaction; a refused one is None and writes nothing."""
-        settled: list[Job | None] = []
         with _transaction(conn):
-            now = self._now()
-            for request in requests:
-                row = conn.execute(sql.SELECT_JOB, {"id": request.job_id}).fetchone()
-                try:
-                    job = (
-                        self._settle_one(conn, now, rows.job(row), request.token, request.result)
-                        if row
-                        else None
-                    )
-                except LeaseLostError:
-                    job = None
-                settled.append(job)
+            return self._settle_many_in(conn, requests)
+
+    def _settle_many_in(self, conn: sqlite3.Connection, requests: list[SettleRequest]) -> list[Job | None]:
+        """``settle_many`` inside the caller's transaction."""
+        settled: list[Job | None] = []
+        now = self._now()
+        for request in requests:
+            row = conn.execute(sql.SELECT_JOB, {"id": request.job_id}).fetchone()
+            try:
+                job = (
+                    self._settle_one(conn, now, rows.job(row), request.token, request.result) if row else None
+                )
+            except LeaseLostError:
+                job = None
+            settled.append(job)
         return settled
 
     def _settle_one(

@@ -128,6 +128,7 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 poll_min=min(1.0, w.batch_poll_max),
                 poll_max=w.batch_poll_max,
                 lease_seconds=3 * config.queue.lease_seconds,
+                horizon=config.queue.batch_horizon,
             )
             tg.start_soon(Submitter(runtime.store, runtime.client, pool.worker_id, settings).run)
             retention = retention_settings(config)
