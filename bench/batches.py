@@ -11,6 +11,11 @@ continuation model with a price. Measured:
 * **batch end to every document exported**: from the moment the simulator's batch has ended
   (polled by the benchmark, not the submitter) to ``export_jobs`` having written every file.
 
+Both sides run on a runtime built as ``run`` builds it (``worker.runtime.open_runtime`` on a
+config from :func:`bench.common.bench_config`, aiohttp transport as before), each with its own
+queue and client: the streamed side's pool from ``Runtime.pool()``, the batch side's submitter on
+the runtime's store and client, stepped by hand so each step can be timed.
+
 ``python -m bench.batches --docs 1000 --tokens 300``
 """
 
@@ -23,23 +28,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import anyio
 
-from bench.common import Row, poll_until
+from bench.common import Row, Setting, bench_config, poll_until
 from jobs.costs import job_spend, load_prices
 from jobs.export import export_jobs
 from jobs.models import JobSpec, Message, State
-from jobs.sqlite import SQLiteStore
+from jobs.store import Store
 from worker.batches import BatchSettings, Submitter
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import open_runtime
 from worker.simulator import BatchConfig, SimulatorConfig, expected_document, run_simulator
 
 __all__ = ("run", "rows", "suite_rows", "main", "MODEL")
 
 MODEL = "claude-opus-4-6"
 PROCESSING_SECONDS = 2.0
+#: The streamed side's former PoolSettings(concurrency=32, lease_seconds=30, poll_seconds=0.05) as
+#: config keys, on the aiohttp transport the shared client used.
+SETTINGS: dict[str, Setting] = {
+    "worker.concurrency": 32,
+    "queue.lease_seconds": 30,
+    "worker.poll_seconds": 0.05,
+    "anthropic.http_transport": "aiohttp",
+}
 
 
 def _specs(docs: int, tokens: int, mode: str) -> list[JobSpec]:
@@ -57,7 +69,7 @@ def _specs(docs: int, tokens: int, mode: str) -> list[JobSpec]:
     ]
 
 
-async def _check_and_cost(store: SQLiteStore, specs: list[JobSpec]) -> float:
+async def _check_and_cost(store: Store, specs: list[JobSpec]) -> float:
     prices = load_prices()
     total = 0.0
     for spec in specs:
@@ -71,15 +83,11 @@ async def _check_and_cost(store: SQLiteStore, specs: list[JobSpec]) -> float:
     return total
 
 
-async def _streamed(folder: Path, client: anthropic.AsyncAnthropic, specs: list[JobSpec]) -> float:
-    store = SQLiteStore(folder / "stream.db")
-    try:
-        await store.enqueue(specs)
-        settings = PoolSettings(concurrency=32, lease_seconds=30, poll_seconds=0.05)
-        await Pool(store, client, settings).run(until_empty=True, handle_signals=False)
-        return await _check_and_cost(store, specs)
-    finally:
-        await store.close()
+async def _streamed(folder: Path, base_url: str, specs: list[JobSpec]) -> float:
+    async with open_runtime(bench_config(folder, "stream", base_url, SETTINGS)) as runtime:
+        await runtime.store.enqueue(specs)
+        await runtime.pool().run(until_empty=True, handle_signals=False)
+        return await _check_and_cost(runtime.store, specs)
 
 
 def _rows(path: Path) -> dict[str, int]:
@@ -90,10 +98,11 @@ def _rows(path: Path) -> dict[str, int]:
         }
 
 
-async def _batched(folder: Path, client: anthropic.AsyncAnthropic, specs: list[JobSpec]) -> dict[str, Any]:
-    path = folder / "batch.db"
-    store = SQLiteStore(path)
-    try:
+async def _batched(folder: Path, base_url: str, specs: list[JobSpec]) -> dict[str, Any]:
+    path = folder / "batch.db"  # the queue bench_config(folder, "batch", ...) names
+    async with open_runtime(bench_config(folder, "batch", base_url, SETTINGS)) as runtime:
+        store, client = runtime.store, runtime.client
+        assert client is not None
         await store.enqueue(specs)
         submitter = Submitter(store, client, "bench", BatchSettings(max_requests=len(specs) + 1))
         assert await submitter.step()
@@ -114,34 +123,23 @@ async def _batched(folder: Path, client: anthropic.AsyncAnthropic, specs: list[J
         exported = time.perf_counter()
         assert len(list((folder / "out").glob("doc*"))) == len(specs), report
         cost = await _check_and_cost(store, specs)
-        inserted = {table: after[table] - before[table] for table in after}
-        return {
-            "cost": cost,
-            "collect_seconds": collected - ended,
-            "export_seconds": exported - ended,
-            "inserted": inserted,
-            "jobs_updated": len(specs),
-        }
-    finally:
-        await store.close()
+    inserted = {table: after[table] - before[table] for table in after}
+    return {
+        "cost": cost,
+        "collect_seconds": collected - ended,
+        "export_seconds": exported - ended,
+        "inserted": inserted,
+        "jobs_updated": len(specs),
+    }
 
 
 async def run(docs: int, tokens: int) -> dict[str, Any]:
     config = SimulatorConfig(batches=BatchConfig(processing_seconds=PROCESSING_SECONDS))
     async with run_simulator(config) as sim:
-        client = anthropic.AsyncAnthropic(
-            api_key="bench",
-            base_url=sim.base_url,
-            max_retries=0,
-            http_client=anthropic.DefaultAioHttpClient(),
-        )
-        try:
-            with tempfile.TemporaryDirectory() as name:
-                folder = Path(name)
-                stream_cost = await _streamed(folder, client, _specs(docs, tokens, "stream"))
-                batch = await _batched(folder, client, _specs(docs, tokens, "batch"))
-        finally:
-            await client.close()
+        with tempfile.TemporaryDirectory() as name:
+            folder = Path(name)
+            stream_cost = await _streamed(folder, sim.base_url, _specs(docs, tokens, "stream"))
+            batch = await _batched(folder, sim.base_url, _specs(docs, tokens, "batch"))
     return {"docs": docs, "tokens": tokens, "stream_cost": stream_cost, **batch}
 
 

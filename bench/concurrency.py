@@ -6,6 +6,10 @@ the pool's process: the aggregate token rate achieved as a share of N × 50 over
 all N streams are running, CPU use (process time ÷ wall time, 1.0 = one core), peak RSS, and
 checkpoint lag p99 (time from a delta's arrival to its durable commit).
 
+The pool is built as ``run`` builds it (``worker.runtime.open_runtime`` on a config from
+:func:`bench.common.bench_config`; ``--transport`` is ``[anthropic] http_transport``), with
+checkpoint lags recorded (``Runtime.pool(record_lags=True)``).
+
 ``python -m bench.concurrency --streams 250 500 1000``
 """
 
@@ -17,16 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import anthropic
 import anyio
-import httpx2
 
-from bench.common import Row, cpu_seconds, simulator_process
+from bench.common import Row, Setting, bench_config, cpu_seconds, simulator_process
 from jobs.models import JobSpec, Message
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.pool import Pool
+from worker.runtime import open_runtime
 from worker.simulator import count_tokens, expected_document
 
 __all__ = ("run", "main")
@@ -44,18 +45,16 @@ def _percentile(values: list[float], share: float) -> float:
 
 async def _one(base_url: str, streams: int, seconds: float, folder: Path, transport: str) -> dict[str, float]:
     tokens = int(RATE * seconds)
-    store = SQLiteStore(folder / f"conc-{streams}.db")
-    limits = httpx2.Limits(max_connections=streams * 2, max_keepalive_connections=streams)
-    client = anthropic.AsyncAnthropic(
-        api_key="bench",
-        base_url=base_url,
-        max_retries=0,
-        http_client=(
-            anthropic.DefaultAioHttpClient if transport == "aiohttp" else anthropic.DefaultAsyncHttpxClient
-        )(limits=limits, timeout=httpx2.Timeout(120, connect=30)),
-    )
-    try:
-        await store.enqueue(
+    settings: dict[str, Setting] = {
+        "worker.concurrency": streams,
+        "worker.poll_seconds": 0.05,
+        "queue.lease_seconds": 60,
+        "worker.idle_timeout": 60,
+        "anthropic.connect_timeout": 30,
+        "anthropic.http_transport": transport,
+    }
+    async with open_runtime(bench_config(folder, f"conc-{streams}", base_url, settings)) as runtime:
+        await runtime.store.enqueue(
             [
                 JobSpec(
                     f"c{i}",
@@ -68,10 +67,7 @@ async def _one(base_url: str, streams: int, seconds: float, folder: Path, transp
                 for i in range(streams)
             ]
         )
-        settings = PoolSettings(
-            concurrency=streams, poll_seconds=0.05, lease_seconds=60, attempt=AttemptSettings(idle_timeout=60)
-        )
-        pool = Pool(store, client, settings, record_lags=True)
+        pool = runtime.pool(record_lags=True)
         window: dict[str, float] = {}
 
         async def sample() -> None:
@@ -86,21 +82,18 @@ async def _one(base_url: str, streams: int, seconds: float, folder: Path, transp
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample)
             await pool.run(until_empty=True, handle_signals=False)
-        lags = pool.writer.stats.lags or []
-        wall = window["t1"] - window["t0"]
-        sample_doc = expected_document(None, f"Stream 0. [sim:tokens={tokens}]")
-        chars_per_token = len(sample_doc) / count_tokens(sample_doc)
-        achieved = (window["chars1"] - window["chars0"]) / chars_per_token / wall
-        return {
-            "succeeded": pool.stats.succeeded,
-            "rate_share": achieved / (streams * RATE),
-            "cpu": (window["c1"] - window["c0"]) / wall,
-            "lag_p99": _percentile(lags, 0.99),
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }
-    finally:
-        await client.close()
-        await store.close()
+    lags = pool.writer.stats.lags or []
+    wall = window["t1"] - window["t0"]
+    sample_doc = expected_document(None, f"Stream 0. [sim:tokens={tokens}]")
+    chars_per_token = len(sample_doc) / count_tokens(sample_doc)
+    achieved = (window["chars1"] - window["chars0"]) / chars_per_token / wall
+    return {
+        "succeeded": pool.stats.succeeded,
+        "rate_share": achieved / (streams * RATE),
+        "cpu": (window["c1"] - window["c0"]) / wall,
+        "lag_p99": _percentile(lags, 0.99),
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _chars(pool: Pool) -> float:
@@ -127,7 +120,8 @@ async def run(stream_counts: list[int], seconds: float, transport: str = "aiohtt
                     baseline=f"{streams * RATE:,} tokens/s offered",
                     ratio=f"{result['rate_share']:.2f}",
                     method=(
-                        f"{streams} jobs of {int(RATE * seconds)} tokens; pool concurrency {streams}; "
+                        f"{streams} jobs of {int(RATE * seconds)} tokens; pool concurrency {streams} "
+                        f"(built by open_runtime, {transport} transport); "
                         "simulator in its own process; rate measured over the steady window (all streams "
                         "running); checkpoints every 1 s coalesced into one SQLite transaction"
                     ),

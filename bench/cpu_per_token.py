@@ -8,6 +8,11 @@ Side by side in one run, alternating, against one simulator process streaming un
 
 Reported: CPU seconds of this process per 1,000 tokens, median of the repetitions, and the ratio
 pool ÷ raw SDK. ``python -m bench.cpu_per_token --tokens 10000 100000``
+
+The pool is built as ``run`` builds it: one runtime (``worker.runtime.open_runtime`` on a config
+from :func:`bench.common.bench_config`, httpx transport like the raw client's) for the whole run,
+a new pool from it per repetition on the same queue, so its client and connections are reused
+across repetitions as the raw client's are. Only the pool's ``run`` is timed.
 """
 
 from __future__ import annotations
@@ -20,12 +25,10 @@ from typing import Any
 import anthropic
 import anyio
 
-from bench.common import Row, cpu_seconds, median, simulator_process
+from bench.common import Row, Setting, bench_config, cpu_seconds, median, simulator_process
 from jobs.models import JobSpec, Message
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import Runtime, open_runtime
 
 __all__ = ("run", "main")
 
@@ -63,70 +66,80 @@ async def _helper(client: anthropic.AsyncAnthropic, tokens: int, rep: int) -> fl
     return cpu_seconds() - start
 
 
-async def _pool(client: anthropic.AsyncAnthropic, tokens: int, rep: int, folder: Path) -> float:
-    store = SQLiteStore(folder / f"cpu-{tokens}-{rep}.db")
-    try:
-        spec = JobSpec(
-            id=f"cpu-{rep}",
-            messages=(Message("user", _prompt(tokens, rep)),),
-            model=MODEL,
-            max_tokens=tokens + 10,
-            output_budget=tokens * 2,
-            max_attempts=3,
-        )
-        await store.enqueue([spec])
-        settings = PoolSettings(concurrency=1, poll_seconds=0.01, attempt=AttemptSettings(idle_timeout=60))
-        start = cpu_seconds()
-        stats = await Pool(store, client, settings).run(until_empty=True, handle_signals=False)
-        elapsed = cpu_seconds() - start
-        assert stats.succeeded == 1
-        return elapsed
-    finally:
-        await store.close()
+async def _pool(runtime: Runtime, tokens: int, rep: int) -> float:
+    spec = JobSpec(
+        id=f"cpu-{tokens}-{rep}",
+        messages=(Message("user", _prompt(tokens, rep)),),
+        model=MODEL,
+        max_tokens=tokens + 10,
+        output_budget=tokens * 2,
+        max_attempts=3,
+    )
+    await runtime.store.enqueue([spec])
+    pool = runtime.pool()
+    start = cpu_seconds()
+    stats = await pool.run(until_empty=True, handle_signals=False)
+    elapsed = cpu_seconds() - start
+    assert stats.succeeded == 1
+    return elapsed
+
+
+#: The pool's former ``PoolSettings(concurrency=1, poll_seconds=0.01, idle_timeout=60)`` as
+#: config keys, on the raw client's transport (the SDK's default httpx client).
+SETTINGS: dict[str, Setting] = {
+    "worker.concurrency": 1,
+    "worker.poll_seconds": 0.01,
+    "worker.idle_timeout": 60,
+    "anthropic.http_transport": "httpx",
+}
 
 
 async def run(sizes: list[int], reps: int, with_helper: bool = True) -> list[Row]:
-    rows: list[Row] = []
     with simulator_process("--tokens-per-delta", "1-4") as sim, tempfile.TemporaryDirectory() as tmp:
+        config = bench_config(Path(tmp), "cpu", sim.base_url, SETTINGS)
         client = anthropic.AsyncAnthropic(api_key="bench", base_url=sim.base_url, max_retries=0)
         try:
-            for tokens in sizes:
-                raw: list[float] = []
-                pool: list[float] = []
-                helper: list[float] = []
-                for rep in range(reps):
-                    raw.append(await _raw(client, tokens, rep))
-                    pool.append(await _pool(client, tokens, rep, Path(tmp)))
-                    if with_helper and (tokens <= 20_000 or rep == 0):
-                        helper.append(await _helper(client, tokens, rep))
-                per_k: dict[str, Any] = {
-                    "raw": median(raw) / tokens * 1000,
-                    "pool": median(pool) / tokens * 1000,
-                }
-                helper_note = ""
-                if helper:
-                    per_k["helper"] = median(helper) / tokens * 1000
-                    helper_note = (
-                        f"; SDK messages.stream() helper: {per_k['helper'] * 1000:.2f} ms/1k tokens "
-                        f"({per_k['helper'] / per_k['raw']:.1f}× raw)"
-                    )
-                rows.append(
-                    Row(
-                        name=f"CPU per streamed token, {tokens:,}-token document",
-                        ours=f"{per_k['pool'] * 1000:.2f} ms/1k tokens",
-                        baseline=f"{per_k['raw'] * 1000:.2f} ms/1k tokens (raw SDK)",
-                        ratio=f"{per_k['pool'] / per_k['raw']:.2f}× raw SDK",
-                        method=(
-                            f"pool (claim, stream, SQLite checkpoints every 2000 chars / 1 s, settle) vs "
-                            f"create(stream=True) keeping deltas; same simulator process, unpaced, "
-                            f"1-4 tokens/delta; CPU of the client process, median of {reps} alternating "
-                            f"runs{helper_note}"
-                        ),
-                    )
-                )
+            async with open_runtime(config) as runtime:
+                return [await _size(client, runtime, tokens, reps, with_helper) for tokens in sizes]
         finally:
             await client.close()
-    return rows
+
+
+async def _size(
+    client: anthropic.AsyncAnthropic, runtime: Runtime, tokens: int, reps: int, with_helper: bool
+) -> Row:
+    """One document size: raw SDK, pool and (where cheap enough) the helper, alternating."""
+    raw: list[float] = []
+    pool: list[float] = []
+    helper: list[float] = []
+    for rep in range(reps):
+        raw.append(await _raw(client, tokens, rep))
+        pool.append(await _pool(runtime, tokens, rep))
+        if with_helper and (tokens <= 20_000 or rep == 0):
+            helper.append(await _helper(client, tokens, rep))
+    per_k: dict[str, Any] = {
+        "raw": median(raw) / tokens * 1000,
+        "pool": median(pool) / tokens * 1000,
+    }
+    helper_note = ""
+    if helper:
+        per_k["helper"] = median(helper) / tokens * 1000
+        helper_note = (
+            f"; SDK messages.stream() helper: {per_k['helper'] * 1000:.2f} ms/1k tokens "
+            f"({per_k['helper'] / per_k['raw']:.1f}× raw)"
+        )
+    return Row(
+        name=f"CPU per streamed token, {tokens:,}-token document",
+        ours=f"{per_k['pool'] * 1000:.2f} ms/1k tokens",
+        baseline=f"{per_k['raw'] * 1000:.2f} ms/1k tokens (raw SDK)",
+        ratio=f"{per_k['pool'] / per_k['raw']:.2f}× raw SDK",
+        method=(
+            f"pool (built by open_runtime; claim, stream, SQLite checkpoints every 2000 chars / 1 s, "
+            f"settle) vs create(stream=True) keeping deltas; same simulator process, unpaced, "
+            f"1-4 tokens/delta; CPU of the client process, median of {reps} alternating "
+            f"runs{helper_note}"
+        ),
+    )
 
 
 def main() -> None:

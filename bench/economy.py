@@ -17,6 +17,10 @@ Reported, from the simulator's own accounting unless said otherwise:
 * output tokens wasted (emitted but not in the final documents) ÷ tokens in the documents;
 * the cost the store recorded ÷ the cost of the simulator's bill (the same price table).
 
+Each variant's pool is built as ``run`` builds it (``worker.runtime.open_runtime`` on a config
+from :func:`bench.common.bench_config`: ``[costs] cache_checkpoint`` on for the third, httpx
+transport as before), with its own queue and client.
+
 ``python -m bench.economy --docs 100 --tokens 4000 --system 3000``
 """
 
@@ -27,17 +31,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import anyio
 
-from bench.common import Row, SimulatorProcess, simulator_process
+from bench.common import Row, Setting, SimulatorProcess, bench_config, simulator_process
 from jobs.costs import PriceTable, load_prices
 from jobs.models import JobSpec, Message, State, Usage
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
-from worker.economy import Economy
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import open_runtime
 from worker.simulator import count_tokens, expected_document
 
 __all__ = ("run", "main", "FAULTS", "MODEL")
@@ -88,28 +88,26 @@ def _cost(prices: PriceTable, counts: dict[str, int], *, input_only: bool = Fals
 
 async def _one(sim: SimulatorProcess, tmp: Path, variant: str, specs: list[JobSpec]) -> dict[str, Any]:
     sim.reset()
-    store = SQLiteStore(tmp / f"{variant.replace('+', '_')}.db")
-    client = anthropic.AsyncAnthropic(api_key="bench", base_url=sim.base_url, max_retries=0)
-    economy = Economy(cache_checkpoint=variant == "prefix+checkpoint")
-    try:
+    settings: dict[str, Setting] = {
+        "worker.concurrency": len(specs),
+        "worker.poll_seconds": 0.02,
+        "worker.backoff_base": 0.01,
+        "worker.backoff_max": 0.05,
+        "worker.idle_timeout": 30,
+        "costs.cache_checkpoint": "on" if variant == "prefix+checkpoint" else "off",
+        "anthropic.http_transport": "httpx",
+    }
+    config = bench_config(tmp, variant.replace("+", "_"), sim.base_url, settings)
+    async with open_runtime(config) as runtime:
+        store = runtime.store
         await store.enqueue(specs)
-        settings = PoolSettings(
-            concurrency=len(specs),
-            poll_seconds=0.02,
-            attempt=AttemptSettings(backoff_base=0.01, backoff_max=0.05, idle_timeout=30),
-        )
-        stats = await Pool(store, client, settings, economy=economy).run(
-            until_empty=True, handle_signals=False
-        )
+        stats = await runtime.pool().run(until_empty=True, handle_signals=False)
         recorded = Usage()
         for spec in specs:
             job = await store.get(spec.id)
             assert job.state is State.SUCCEEDED, (spec.id, job.state, job.last_error)
             assert await store.read_text(spec.id) == expected_document(spec.system, spec.messages[0].text)
             recorded += job.usage
-    finally:
-        await client.close()
-        await store.close()
     return {"accounting": sim.accounting(), "recorded": recorded, "retries": stats.retries}
 
 

@@ -11,6 +11,13 @@ unpaced, the way ``bench.cpu_per_token`` measures the pool:
 CPU seconds of this process per 1,000 tokens, median of the repetitions, the ratio on ÷ off, and
 the CPU of one scrape, timed apart after the run (a fixed cost every scrape interval, not per
 token).
+
+Each run's pool is built as ``run`` builds it (``worker.runtime.open_runtime`` on a config from
+:func:`bench.common.bench_config`, httpx transport as before): "on" sets ``[worker] metrics_port``
+to a free port, so the runtime's recorder is a PrometheusRecorder, served there as ``run`` serves
+it. Every run has its own runtime, so its own queue and a new client: both sides open their
+connections inside the timed run alike. Only the pool's ``run`` is timed.
+
 ``python -m bench.metrics_overhead --reps 5``
 """
 
@@ -25,14 +32,12 @@ import anthropic
 import anyio
 import httpx2
 
-from bench.common import Row, cpu_seconds, median, simulator_process
+from bench.common import Row, Setting, bench_config, cpu_seconds, free_port, median, simulator_process
 from jobs.models import JobSpec, Message, Usage
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
 from worker.logs import configure_logging
 from worker.metrics import PrometheusRecorder, serve_metrics
-from worker.pool import Pool, PoolSettings
-from worker.recorder import Recorder, RequestFacts
+from worker.recorder import RequestFacts
+from worker.runtime import open_runtime
 
 __all__ = ("run", "main")
 
@@ -62,19 +67,24 @@ async def _scrape(port: int) -> int:
 
 
 async def _pool(
-    client: anthropic.AsyncAnthropic, docs: int, tokens: int, rep: int, folder: Path, *, on: bool
+    base_url: str, docs: int, tokens: int, rep: int, folder: Path, *, on: bool
 ) -> tuple[float, int, float]:
     """CPU seconds of one run, the output tokens it produced, and the CPU seconds of one scrape of
     its /metrics afterwards (0 when off; client and server are both this process)."""
-    store = SQLiteStore(folder / f"metrics-{docs}-{tokens}-{rep}-{int(on)}.db")
-    recorder: Recorder = PrometheusRecorder() if on else Recorder()
-    try:
-        await store.enqueue(_specs(docs, tokens, rep, on))
-        settings = PoolSettings(
-            concurrency=min(docs, 50), poll_seconds=0.01, attempt=AttemptSettings(idle_timeout=60)
-        )
-        pool = Pool(store, client, settings, recorder=recorder)
-        async with serve_metrics(recorder, "127.0.0.1", 0) as port:  # set up once per process
+    settings: dict[str, Setting] = {
+        "worker.concurrency": min(docs, 50),
+        "worker.poll_seconds": 0.01,
+        "worker.idle_timeout": 60,
+        "worker.metrics_port": free_port() if on else 0,
+        "anthropic.http_transport": "httpx",
+    }
+    config = bench_config(folder, f"metrics-{docs}-{tokens}-{rep}-{int(on)}", base_url, settings)
+    async with open_runtime(config) as runtime:
+        assert isinstance(runtime.recorder, PrometheusRecorder) is on
+        await runtime.store.enqueue(_specs(docs, tokens, rep, on))
+        pool = runtime.pool()
+        w = config.worker
+        async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port) as port:
             start = cpu_seconds()
             stats = await pool.run(until_empty=True, handle_signals=False)
             elapsed = cpu_seconds() - start
@@ -83,10 +93,8 @@ async def _pool(
                 start = cpu_seconds()
                 assert await _scrape(port) > 0
                 scraped = cpu_seconds() - start
-        assert stats.succeeded == docs, stats
-        return elapsed, stats.output_tokens, scraped
-    finally:
-        await store.close()
+    assert stats.succeeded == docs, stats
+    return elapsed, stats.output_tokens, scraped
 
 
 def _recording_cost(calls: int = 20_000) -> tuple[float, float]:
@@ -117,44 +125,45 @@ def _recording_cost(calls: int = 20_000) -> tuple[float, float]:
     return per_request, (cpu_seconds() - start) / calls
 
 
+async def _case(base_url: str, folder: Path, docs: int, tokens: int, reps: int) -> tuple[Row, float]:
+    """One workload, on and off alternating; its row and the median CPU per token with it off."""
+    per_k: dict[bool, list[float]] = {False: [], True: []}
+    scrapes: list[float] = []
+    for rep in range(reps):
+        for on in (rep % 2 == 0, rep % 2 == 1):  # alternate which goes first
+            cpu, produced, scrape = await _pool(base_url, docs, tokens, rep, folder, on=on)
+            per_k[on].append(cpu / produced * 1000)
+            if on:
+                scrapes.append(scrape)
+    off, on_ = median(per_k[False]), median(per_k[True])
+    row = Row(
+        name=f"Worker metrics on vs off, {docs:,} × {tokens:,}-token documents",
+        ours=f"{on_ * 1000:.2f} ms/1k tokens (metrics on); one scrape {median(scrapes) * 1000:.1f} ms CPU",
+        baseline=f"{off * 1000:.2f} ms/1k tokens (metrics off)",
+        ratio=f"{on_ / off:.3f}× off",
+        method=(
+            f"pool of concurrency {min(docs, 50)} built by open_runtime, SQLite checkpoints; on = "
+            f"[worker] metrics_port set (PrometheusRecorder behind a live /metrics); same simulator, "
+            f"unpaced, 1-4 tokens/delta; CPU of the client process per output token, median of "
+            f"{reps} runs each, alternating which goes first, after a warm-up run; each run a new "
+            f"runtime and client; the scrape (client and server in this process) is timed apart, "
+            f"after the run"
+        ),
+    )
+    return row, off
+
+
 async def run(cases: list[tuple[int, int]], reps: int) -> list[Row]:
     rows: list[Row] = []
     per_request, per_flush = _recording_cost()
     cpu_off_short = 0.0
     with simulator_process("--tokens-per-delta", "1-4") as sim, tempfile.TemporaryDirectory() as tmp:
-        client = anthropic.AsyncAnthropic(api_key="bench", base_url=sim.base_url, max_retries=0)
-        try:
-            await _pool(client, 5, 200, -1, Path(tmp), on=True)  # warm-up: imports, connections
-            for docs, tokens in cases:
-                per_k: dict[bool, list[float]] = {False: [], True: []}
-                scrapes: list[float] = []
-                for rep in range(reps):
-                    for on in (rep % 2 == 0, rep % 2 == 1):  # alternate which goes first
-                        cpu, produced, scrape = await _pool(client, docs, tokens, rep, Path(tmp), on=on)
-                        per_k[on].append(cpu / produced * 1000)
-                        if on:
-                            scrapes.append(scrape)
-                off, on_ = median(per_k[False]), median(per_k[True])
-                if docs > 1:
-                    cpu_off_short = off / 1000 * tokens  # CPU of one short request, metrics off
-                rows.append(
-                    Row(
-                        name=f"Worker metrics on vs off, {docs:,} × {tokens:,}-token documents",
-                        ours=f"{on_ * 1000:.2f} ms/1k tokens (metrics on); one scrape "
-                        f"{median(scrapes) * 1000:.1f} ms CPU",
-                        baseline=f"{off * 1000:.2f} ms/1k tokens (metrics off)",
-                        ratio=f"{on_ / off:.3f}× off",
-                        method=(
-                            f"pool of concurrency {min(docs, 50)}, SQLite checkpoints; on = "
-                            f"PrometheusRecorder behind a live /metrics; same simulator, unpaced, "
-                            f"1-4 tokens/delta; CPU of the client process per output token, median of "
-                            f"{reps} runs each, alternating which goes first, after a warm-up run; the "
-                            f"scrape (client and server in this process) is timed apart, after the run"
-                        ),
-                    )
-                )
-        finally:
-            await client.close()
+        await _pool(sim.base_url, 5, 200, -1, Path(tmp), on=True)  # warm-up: imports, the simulator
+        for docs, tokens in cases:
+            row, off = await _case(sim.base_url, Path(tmp), docs, tokens, reps)
+            rows.append(row)
+            if docs > 1:
+                cpu_off_short = off / 1000 * tokens  # CPU of one short request, metrics off
     share = f"{per_request / cpu_off_short * 100:.2f} % of one short request's CPU" if cpu_off_short else ""
     rows.append(
         Row(

@@ -21,31 +21,33 @@ apart (``--rate-class``), and one queue of both, interleaved.
 
 Each class's share of its own OTPM is measured in steady state, as above.
 
+Every pool is built as ``run`` builds it (``worker.runtime.open_runtime`` on a config from
+:func:`bench.common.bench_config`): the limits are ``[rate_limits]`` settings, the Opus class a
+``[rate_limits.classes.opus]`` table in the config file; the never-refunding baseline swaps the
+runtime's limiter for a ``FleetLimiter(refund=False)`` on the same limits.
+
 ``python -m bench.rate_limits --seconds 150``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import anyio
 import anyio.to_thread
 
-from bench.common import Row, SimulatorProcess, simulator_process
-from jobs.buckets import Limits
-from jobs.classes import DEFAULT_CLASS, ModelClass, RateClasses
+from bench.common import Row, Setting, SimulatorProcess, bench_config, simulator_process
+from jobs.classes import DEFAULT_CLASS
 from jobs.models import JobSpec, Message
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
-from worker.class_limits import ClassLimiter
+from worker.config import Config
 from worker.limits import FleetLimiter
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import Runtime, make_limits, open_runtime
 
 __all__ = ("run", "main")
 
@@ -59,6 +61,26 @@ OPUS_MODEL = "claude-opus-4-6"
 OPUS_RPM = 60
 OPUS_OTPM = 15_000
 CLASS_FLAGS = ("--rate-class", f"opus=claude-opus-*:rpm={OPUS_RPM}:otpm={OPUS_OTPM}")
+#: The Opus class of the two-class run, as a user writes it in config.toml.
+CLASSES_TOML = f"""
+[rate_limits.classes.opus]
+match = "claude-opus-*"
+requests_per_minute = {OPUS_RPM}
+output_tokens_per_minute = {OPUS_OTPM}
+"""
+#: The pools' former PoolSettings(concurrency=16, grace_seconds=0, poll_seconds=0.05,
+#: typical_max_tokens=MAX_TOKENS, backoff 0.5-5 s, idle_timeout=30) as config keys, on the SDK's
+#: default httpx transport as before.
+SETTINGS: dict[str, Setting] = {
+    "worker.concurrency": 16,
+    "worker.grace_seconds": 0,
+    "worker.poll_seconds": 0.05,
+    "anthropic.max_tokens": MAX_TOKENS,
+    "worker.backoff_base": 0.5,
+    "worker.backoff_max": 5,
+    "worker.idle_timeout": 30,
+    "anthropic.http_transport": "httpx",
+}
 #: The last minute of the run: by then the initial full bucket is spent and only the refill counts.
 STEADY_SECONDS = 60.0
 
@@ -88,24 +110,13 @@ async def _side(
 ) -> dict[str, Any]:
     """One pool for ``seconds``. ``classed`` None: the one-class run (``refund`` or not); True or
     False: the two-class run, with a limiter per class or one for the fleet."""
-    store = SQLiteStore(folder / f"{name}.db")
-    client = anthropic.AsyncAnthropic(api_key="bench", base_url=sim.base_url, max_retries=0)
-    try:
-        limiter: FleetLimiter | ClassLimiter
+    config = _config(sim, folder, name, classed)
+    async with open_runtime(config) as runtime:
         if classed is None:
-            await store.enqueue(_jobs(1000))
-            limiter = FleetLimiter(store, Limits(requests=RPM, output_tokens=OTPM), refund=refund)
+            await runtime.store.enqueue(_jobs(1000))
         else:
-            await store.enqueue(_jobs(2000, (MODEL, OPUS_MODEL)))
-            limiter = _two_class_limiter(store, classed)
-        settings = PoolSettings(
-            concurrency=16,
-            grace_seconds=0,
-            poll_seconds=0.05,
-            typical_max_tokens=MAX_TOKENS,
-            attempt=AttemptSettings(backoff_base=0.5, backoff_max=5, idle_timeout=30),
-        )
-        pool = Pool(store, client, settings, limiter=limiter)
+            await runtime.store.enqueue(_jobs(2000, (MODEL, OPUS_MODEL)))
+        pool = (runtime if refund else _never_refunds(runtime)).pool()
         async with anyio.create_task_group() as tg:
             tg.start_soon(pool.run)
             await anyio.sleep(seconds - STEADY_SECONDS)
@@ -113,27 +124,41 @@ async def _side(
             await anyio.sleep(STEADY_SECONDS)
             accounting = await anyio.to_thread.run_sync(sim.accounting)  # the window ends here
             pool.request_stop()
-        requests = accounting["requests"]["total"]
-        if classed is not None:
-            return _per_class(halfway, accounting, seconds)
-        return {
-            "tokens": accounting["output_tokens"]["total"],
-            "second_half": accounting["output_tokens"]["total"] - halfway["output_tokens"]["total"],
-            "requests": requests,
-            "rate_limited": accounting["requests"]["by_status"].get("429", 0),
-            "succeeded": pool.stats.succeeded,
-        }
-    finally:
-        await client.close()
-        await store.close()
+    requests = accounting["requests"]["total"]
+    if classed is not None:
+        return _per_class(halfway, accounting, seconds)
+    return {
+        "tokens": accounting["output_tokens"]["total"],
+        "second_half": accounting["output_tokens"]["total"] - halfway["output_tokens"]["total"],
+        "requests": requests,
+        "rate_limited": accounting["requests"]["by_status"].get("429", 0),
+        "succeeded": pool.stats.succeeded,
+    }
 
 
-def _two_class_limiter(store: SQLiteStore, classed: bool) -> FleetLimiter | ClassLimiter:
-    opus = Limits(requests=OPUS_RPM, output_tokens=OPUS_OTPM)
-    if not classed:
-        return FleetLimiter(store, opus)  # one bucket set, at the tighter class's limits
-    classes = (ModelClass("opus", ("claude-opus-*",), opus),)
-    return ClassLimiter(store, RateClasses(Limits(requests=RPM, output_tokens=OTPM), classes))
+def _config(sim: SimulatorProcess, folder: Path, name: str, classed: bool | None) -> Config:
+    """``[rate_limits]`` of one side: RPM/OTPM (the default class), plus the Opus class when
+    ``classed``; the one-bucket baseline (``classed`` False) has only Opus's, tighter limits."""
+    rpm, otpm = (OPUS_RPM, OPUS_OTPM) if classed is False else (RPM, OTPM)
+    limits: dict[str, Setting] = {
+        "rate_limits.requests_per_minute": rpm,
+        "rate_limits.output_tokens_per_minute": otpm,
+    }
+    toml = CLASSES_TOML if classed else ""
+    return bench_config(folder, name, sim.base_url, {**SETTINGS, **limits}, toml=toml)
+
+
+def _never_refunds(runtime: Runtime) -> Runtime:
+    """The runtime with the usual hand-written limiter: reserve ``max_tokens``, never refund."""
+    config = runtime.config
+    limiter = FleetLimiter(
+        runtime.store,
+        make_limits(config),
+        refund=False,
+        retry_after_max=config.worker.retry_after_max,
+        guard=runtime.guard,
+    )
+    return dataclasses.replace(runtime, limiter=limiter)
 
 
 def _per_class(halfway: dict[str, Any], end: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -13,6 +13,10 @@ Measured in the serve process (from /proc): CPU (process time ÷ wall time, 1.0 
 peak RSS; and commit → client latency at that load (a chunk's commit time from the store, its
 arrival at each viewer; same machine, same wall clock).
 
+The latency run's pool is built as ``serve --workers`` builds it (``worker.runtime.open_runtime``
+on a config from :func:`bench.common.bench_config`, aiohttp transport as before, watched jobs at
+the given live interval), and its server is given that runtime's config and store.
+
 ``python -m bench.relay`` (``--quick`` for a small run)
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -33,19 +38,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import anthropic
 import anyio
 from aiohttp import web
 
-from bench.common import Row, cpu_seconds, simulator_process
+from bench.common import Row, Setting, bench_config, cpu_seconds, simulator_process
 from jobs.models import JobSpec, Message
 from jobs.sqlite import SQLiteStore
 from jobs.store import Store
-from worker.attempt import AttemptSettings
 from worker.checkpoint import JobText
-from worker.config import Config, ServerSettings
+from worker.config import Config
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import open_runtime, pool_settings
 from worker.server import Relay, build_app
 
 __all__ = ("run", "main")
@@ -140,8 +143,7 @@ async def _raw_view(url: str, path: str, into: list[tuple[int, float]]) -> None:
 
 
 @asynccontextmanager
-async def _server(store: Store, watched: set[str]) -> AsyncIterator[str]:
-    config = Config(server=ServerSettings(token=TOKEN, port=0))
+async def _server(config: Config, store: Store, watched: set[str]) -> AsyncIterator[str]:
     relay = Relay(store, watched=watched, heartbeat_seconds=config.server.heartbeat_seconds)
     runner = web.AppRunner(
         build_app(config, store, relay, TOKEN), handler_cancellation=True, shutdown_timeout=1
@@ -163,32 +165,32 @@ async def _server(store: Store, watched: set[str]) -> AsyncIterator[str]:
 
 async def _latency(base_url: str, folder: Path, live: float | None, jobs: int, tokens: int) -> list[float]:
     """Emission → client latencies (seconds) for ``jobs`` jobs, two viewers each."""
-    store = SQLiteStore(folder / f"latency-{live}.db")
-    client = anthropic.AsyncAnthropic(
-        api_key="bench", base_url=base_url, max_retries=0, http_client=anthropic.DefaultAioHttpClient()
-    )
-    settings = PoolSettings(
-        concurrency=jobs,
-        poll_seconds=0.05,
-        lease_seconds=60,
-        live_checkpoint_seconds=live,
-        attempt=AttemptSettings(idle_timeout=60),
-    )
-    pool = Pool(store, client, settings)
+    settings: dict[str, Setting] = {
+        "worker.concurrency": jobs,
+        "worker.poll_seconds": 0.05,
+        "queue.lease_seconds": 60,
+        "worker.idle_timeout": 60,
+        "anthropic.http_transport": "aiohttp",
+        "server.token": TOKEN,
+        "server.port": 0,
+    }
+    config = bench_config(folder, f"latency-{live}", base_url, settings)
     emitted: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    add = pool.writer.add
-
-    def recording_add(job: JobText, text: str) -> None:
-        add(job, text)
-        if text:
-            emitted[job.job_id].append((job.length(), anyio.current_time()))
-
-    pool.writer.add = recording_add  # type: ignore[method-assign]
     receipts: Receipts = defaultdict(list)
-    try:
-        await store.enqueue(_specs(jobs, tokens))
+    async with open_runtime(config) as runtime:
+        # As serve --workers does: watched jobs checkpoint at the live interval (None: off).
+        pool = runtime.pool(dataclasses.replace(pool_settings(config), live_checkpoint_seconds=live))
+        add = pool.writer.add
+
+        def recording_add(job: JobText, text: str) -> None:
+            add(job, text)
+            if text:
+                emitted[job.job_id].append((job.length(), anyio.current_time()))
+
+        pool.writer.add = recording_add  # type: ignore[method-assign]
+        await runtime.store.enqueue(_specs(jobs, tokens))
         async with (
-            _server(store, pool.writer.watched) as url,
+            _server(config, runtime.store, pool.writer.watched) as url,
             aiohttp.ClientSession() as session,
             anyio.create_task_group() as viewers,
         ):
@@ -197,9 +199,6 @@ async def _latency(base_url: str, folder: Path, live: float | None, jobs: int, t
                     stream = f"{url}/v1/jobs/r{n}/events"
                     viewers.start_soon(_view, session, stream, receipts[(viewer, f"r{n}")], "loop")
             await pool.run(until_empty=True, handle_signals=False)
-    finally:
-        await client.close()
-        await store.close()
     samples: list[float] = []
     for (_, job_id), got in receipts.items():
         ends = [end for end, _ in got]

@@ -5,6 +5,9 @@ malformed event), the same documents and the same seeded fault draws for both cl
 accounting is reset in between, which also resets the per-document request numbers the draws
 depend on). Reported: output tokens the simulator emitted ÷ tokens in the final documents.
 
+The pool is built as ``run`` builds it (``worker.runtime.open_runtime`` on a config from
+:func:`bench.common.bench_config`), on the SDK's httpx transport like the restart loop's client.
+
 ``python -m bench.waste --docs 60 --tokens 2000``
 """
 
@@ -20,12 +23,10 @@ import anthropic
 import anyio
 import httpx2
 
-from bench.common import Row, SimulatorProcess, simulator_process
+from bench.common import Row, Setting, SimulatorProcess, bench_config, simulator_process
 from jobs.models import JobSpec, Message, State
-from jobs.sqlite import SQLiteStore
-from worker.attempt import AttemptSettings
 from worker.logs import configure_logging
-from worker.pool import Pool, PoolSettings
+from worker.runtime import open_runtime
 from worker.simulator import count_tokens, expected_document
 
 __all__ = ("run", "main", "FAULTS")
@@ -62,6 +63,31 @@ async def _restart_loop(client: anthropic.AsyncAnthropic, prompt: str, max_token
             continue
 
 
+async def _pool(sim: SimulatorProcess, folder: Path, prompts: list[str], tokens: int) -> int:
+    """Ours: the documents as jobs through the pool; every text checked; the retries it took."""
+    settings: dict[str, Setting] = {
+        "worker.concurrency": len(prompts),
+        "worker.poll_seconds": 0.02,
+        "worker.backoff_base": 0.01,
+        "worker.backoff_max": 0.05,
+        "worker.idle_timeout": 30,
+        "anthropic.http_transport": "httpx",
+    }
+    async with open_runtime(bench_config(folder, "waste", sim.base_url, settings)) as runtime:
+        store = runtime.store
+        await store.enqueue(
+            [
+                JobSpec(f"w{i}", (Message("user", p),), MODEL, tokens + 10, tokens * 3, 50)
+                for i, p in enumerate(prompts)
+            ]
+        )
+        stats = await runtime.pool().run(until_empty=True, handle_signals=False)
+        for i, p in enumerate(prompts):
+            assert (await store.get(f"w{i}")).state is State.SUCCEEDED
+            assert await store.read_text(f"w{i}") == expected_document(None, p)
+    return stats.retries
+
+
 def _emitted(sim: SimulatorProcess) -> int:
     total: int = sim.accounting()["output_tokens"]["total"]
     return total
@@ -87,27 +113,8 @@ async def run(docs: int, tokens: int) -> list[Row]:
             results["restart"] = _emitted(sim)
 
             sim.reset()
-            store = SQLiteStore(Path(tmp) / "waste.db")
-            try:
-                await store.enqueue(
-                    [
-                        JobSpec(f"w{i}", (Message("user", p),), MODEL, tokens + 10, tokens * 3, 50)
-                        for i, p in enumerate(prompts)
-                    ]
-                )
-                settings = PoolSettings(
-                    concurrency=docs,
-                    poll_seconds=0.02,
-                    attempt=AttemptSettings(backoff_base=0.01, backoff_max=0.05, idle_timeout=30),
-                )
-                stats = await Pool(store, client, settings).run(until_empty=True, handle_signals=False)
-                for i, p in enumerate(prompts):
-                    assert (await store.get(f"w{i}")).state is State.SUCCEEDED
-                    assert await store.read_text(f"w{i}") == expected_document(None, p)
-            finally:
-                await store.close()
+            results["retries"] = await _pool(sim, Path(tmp), prompts, tokens)
             results["pool"] = _emitted(sim)
-            results["retries"] = stats.retries
         finally:
             await client.close()
     pool_ratio = results["pool"] / final_tokens

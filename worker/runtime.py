@@ -1,9 +1,10 @@
 """The composition root: the one place that builds the store, the SDK client, the limiter and the
 pool from a :class:`~worker.config.Config`.
 
-Commands (``run``, ``demo``, ``serve``) ask this module for their parts instead of building them by
-hand, so a setting means the same thing everywhere and nothing is built at import time (a limiter
-binds to the running event loop; a client owns connections that must be closed on that loop).
+Commands (``run``, ``demo``, ``serve``) and the benchmarks (``bench/``) ask this module for their
+parts instead of building them by hand, so a setting means the same thing everywhere and nothing
+is built at import time (a limiter binds to the running event loop; a client owns connections
+that must be closed on that loop).
 """
 
 from __future__ import annotations
@@ -188,9 +189,17 @@ class Runtime:
     #: What the pool reports for ``/metrics`` (``worker.metrics``); records nothing by default.
     recorder: Recorder = field(default_factory=Recorder)
 
-    def pool(self, settings: PoolSettings | None = None, *, economy: Economy | None = None) -> Pool:
+    def pool(
+        self,
+        settings: PoolSettings | None = None,
+        *,
+        economy: Economy | None = None,
+        record_lags: bool = False,
+    ) -> Pool:
         """A pool on this runtime's store, client, limiter and daily cap; ``economy`` defaults
-        to the config's prices and run budget."""
+        to the config's prices and run budget. ``record_lags`` keeps every checkpoint's lag
+        (delta received to durable commit) for ``bench.concurrency``'s p99: a list that grows
+        with the run, so no command sets it."""
         if self.client is None:
             raise ConfigError("this command was started without an API client: it cannot run workers")
         return Pool(
@@ -202,6 +211,7 @@ class Runtime:
             daily_cap=self.daily_cap,
             guard=self.guard,
             recorder=self.recorder,
+            record_lags=record_lags,
         )
 
 
