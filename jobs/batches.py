@@ -17,7 +17,15 @@ import hashlib
 import re
 from typing import Literal
 
-__all__ = ("CUSTOM_ID", "DEADLINE_NEAR", "Route", "custom_id_for", "route")
+__all__ = (
+    "CUSTOM_ID",
+    "DEADLINE_NEAR",
+    "OUTPUT_300K_BETA",
+    "Route",
+    "custom_id_for",
+    "route",
+    "has_output_300k",
+)
 
 Route = Literal["stream", "batch"]
 
@@ -25,6 +33,18 @@ Route = Literal["stream", "batch"]
 DEADLINE_NEAR = "deadline_near"
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+#: The Batch API beta that lets a request ask up to 300K output tokens (../shared/SERVICE.md §1:
+#: Opus 5/5.5, Sonnet 5/5.5, Haiku 5.5), sent as ``anthropic-beta`` on the batch's creation.
+OUTPUT_300K_BETA = "output-300k-2026-03-24"
+_OUTPUT_300K_MODELS = re.compile(r"claude-(?:opus-5(?:-5)?|sonnet-5(?:-5)?|haiku-5-5)(?:-\d{8})?")
+
+
+def has_output_300k(model: str) -> bool:
+    """True for the models whose batch requests the 300K output beta covers."""
+    return _OUTPUT_300K_MODELS.fullmatch(model) is not None
+
+
 #: Aliases start with this prefix; a job id that itself starts with it is aliased too, so an id
 #: can never equal another job's alias.
 _ALIAS_PREFIX = "job_"

@@ -51,7 +51,7 @@ import anthropic
 import anyio
 import structlog
 
-from jobs.batches import DEADLINE_NEAR, route
+from jobs.batches import DEADLINE_NEAR, OUTPUT_300K_BETA, has_output_300k, route
 from jobs.errors import JobNotFoundError, LeaseLostError, StoreError
 from jobs.models import (
     TRUNCATED,
@@ -102,6 +102,9 @@ class BatchSettings:
     #: How long a batch may take (``[queue] batch_horizon``): a job whose deadline is nearer is
     #: streamed instead (``jobs.batches.route``).
     horizon: float = 86400.0
+    #: Create batches with the 300K output beta when a request's model has it
+    #: (``[anthropic] batch_output_300k``; ``jobs.batches.OUTPUT_300K_BETA``).
+    output_300k: bool = False
 
 
 def _continues(model: str) -> bool:
@@ -184,6 +187,14 @@ class Submitter:
 
     # -- submitting ----------------------------------------------------------------------------
 
+    async def _create(self, requests: list[Any]) -> Any:
+        """Create the batch: through the beta endpoint, with the 300K output beta, when it is on
+        and a request's model has it, so those requests may ask up to 300K output tokens (the
+        others in the batch keep their cap); else the GA endpoint."""
+        if self.settings.output_300k and any(has_output_300k(r["params"]["model"]) for r in requests):
+            return await self.client.beta.messages.batches.create(requests=requests, betas=[OUTPUT_300K_BETA])
+        return await self.client.messages.batches.create(requests=requests)
+
     async def _submit(self) -> bool:
         key = uuid.uuid4().hex
         s = self.settings
@@ -206,7 +217,7 @@ class Submitter:
                 continue
             requests.append(item)
         try:
-            batch = await self.client.messages.batches.create(requests=requests)
+            batch = await self._create(requests)
         except anthropic.APIError as exc:
             log.warning("batch_create_failed", error=str(exc), requests=len(requests))
             await self._release_all(key, claims, f"batch create failed: {exc}")

@@ -70,6 +70,9 @@ class AnthropicSettings:
     request_timeout: float = 0.0
     #: The SDK's HTTP transport: aiohttp (less CPU per streamed event) or httpx.
     http_transport: str = "aiohttp"
+    #: Batch-mode jobs of the models that have it may ask up to 300K output tokens per request
+    #: (the Batch API's beta ``output-300k-2026-03-24``; streaming stays at the model's 128K).
+    batch_output_300k: bool = False
 
 
 @dataclass(frozen=True, slots=True)

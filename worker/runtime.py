@@ -111,6 +111,7 @@ def batch_settings(config: Config) -> BatchSettings:
         poll_max=w.batch_poll_max,
         lease_seconds=3 * config.queue.lease_seconds,
         horizon=config.queue.batch_horizon,
+        output_300k=config.anthropic.batch_output_300k,
     )
 
 

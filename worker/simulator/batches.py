@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.simulator.protocol import ApiError, new_id
+from worker.simulator.protocol import ApiError, betas_of, new_id
 
 __all__ = ("BatchConfig", "Batches")
 
@@ -66,6 +66,8 @@ class _Batch:
     finish_at: list[float]
     #: The n-th batch this simulator created (seeds the error draws).
     number: int = 0
+    #: The ``anthropic-beta`` names the batch was created with.
+    betas: frozenset[str] = frozenset()
     cancel_at: float | None = None
     ended_at: float | None = None
     #: custom_id -> result, filled in when processing ends.
@@ -73,13 +75,13 @@ class _Batch:
 
 
 class Batches:
-    """The batch endpoints of one simulator. ``result_for(params)`` makes one request's result."""
+    """The batch endpoints of one simulator. ``result_for(params, betas)`` makes one request's result."""
 
     def __init__(
         self,
         config: BatchConfig,
         clock: Callable[[], float],
-        result_for: Callable[[dict[str, Any]], dict[str, Any]],
+        result_for: Callable[[dict[str, Any], frozenset[str]], dict[str, Any]],
     ) -> None:
         self.config = config
         self._clock = clock
@@ -120,10 +122,11 @@ class Batches:
         raw = await request.read()
         if len(raw) > MAX_BYTES:
             raise ApiError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
-        return self.create(raw)
+        return self.create(raw, betas_of(request.headers.get("anthropic-beta")))
 
-    def create(self, raw: bytes) -> dict[str, Any]:
-        """Validate the envelope and start a batch; returns the MessageBatch object."""
+    def create(self, raw: bytes, betas: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Validate the envelope and start a batch; returns the MessageBatch object. ``betas``
+        (the ``anthropic-beta`` header) apply to every request in it, e.g. the 300K output cap."""
         requests = _parse_requests(raw)
         now = self._clock()
         order = list(range(len(requests)))
@@ -132,7 +135,7 @@ class Batches:
         for rank, index in enumerate(order):
             finish_at[index] = now + self.config.processing_seconds * (rank + 1) / len(requests)
         self._created += 1
-        batch = _Batch(new_id("msgbatch_"), now, requests, finish_at, number=self._created)
+        batch = _Batch(new_id("msgbatch_"), now, requests, finish_at, number=self._created, betas=betas)
         self._batches[batch.id] = batch
         return self._describe(batch)
 
@@ -233,7 +236,7 @@ class Batches:
                 "request_id": new_id("req_"),
             }
             return {"type": "errored", "error": error}
-        return self._result_for(params)
+        return self._result_for(params, batch.betas)
 
     def _describe(self, batch: _Batch) -> dict[str, Any]:
         self._advance(batch)

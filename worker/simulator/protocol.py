@@ -23,6 +23,10 @@ from worker.simulator.text import count_tokens
 
 __all__ = (
     "REQUEST_ID",
+    "OUTPUT_300K_BETA",
+    "max_output_tokens",
+    "check_output_cap",
+    "betas_of",
     "PREFILL_UNSUPPORTED",
     "TRAILING_WHITESPACE",
     "ApiError",
@@ -64,6 +68,47 @@ _RETIRED_MODEL_RE = re.compile(
     r"claude-(?:[23](?:\.\d)?(?:-[0-9a-z.]+)*|instant-[0-9a-z.-]+|(?:opus|sonnet)-4(?:-[01])?(?:-\d{8})?"
     r"|sonnet-4-5(?:-\d{8})?|mythos-preview)"
 )
+
+
+#: The Batch API's beta that raises the output cap of the 5.x models to 300K (SERVICE.md §1).
+OUTPUT_300K_BETA = "output-300k-2026-03-24"
+# Output caps the models overview states (ANTHROPIC.md): 128K for the 5.x models, 64K for Haiku
+# 4.5; 300K on the Batch API with the beta for Opus 5/5.5, Sonnet 5/5.5 and Haiku 5.5. Models
+# whose cap is unverified are not capped here.
+_CAP_128K_RE = re.compile(r"claude-(?:fable-5-1|opus-5(?:-5)?|sonnet-5(?:-5)?|haiku-5-5)(?:-\d{8})?")
+_CAP_64K_RE = re.compile(r"claude-haiku-4-5(?:-\d{8})?")
+_BETA_300K_RE = re.compile(r"claude-(?:opus-5(?:-5)?|sonnet-5(?:-5)?|haiku-5-5)(?:-\d{8})?")
+
+
+def max_output_tokens(model: str, betas: frozenset[str] = frozenset(), *, batch: bool = False) -> int | None:
+    """The largest ``max_tokens`` the API accepts for ``model``: None where it is not known here.
+    The 300K beta counts only on the Batch API, as the API documents it."""
+    if batch and OUTPUT_300K_BETA in betas and _BETA_300K_RE.fullmatch(model):
+        return 300_000
+    if _CAP_128K_RE.fullmatch(model):
+        return 128_000
+    if _CAP_64K_RE.fullmatch(model):
+        return 64_000
+    return None
+
+
+def check_output_cap(
+    model: str, max_tokens: int, betas: frozenset[str] = frozenset(), *, batch: bool = False
+) -> None:
+    """Raise the API's 400 when ``max_tokens`` exceeds the model's output cap."""
+    cap = max_output_tokens(model, betas, batch=batch)
+    if cap is not None and max_tokens > cap:
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            f"max_tokens: {max_tokens} > {cap}, which is the maximum allowed number of output tokens "
+            f"for {model}",
+        )
+
+
+def betas_of(header: str | None) -> frozenset[str]:
+    """The ``anthropic-beta`` header's comma-separated names."""
+    return frozenset(name.strip() for name in (header or "").split(",") if name.strip())
 
 
 def model_retired(model: str) -> bool:

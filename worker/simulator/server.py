@@ -36,6 +36,8 @@ from worker.simulator.protocol import (
     ApiError,
     MessagesRequest,
     SseWriter,
+    betas_of,
+    check_output_cap,
     error_response,
     message_body,
     model_retired,
@@ -288,7 +290,8 @@ class Simulator:
                 self._accounting.fault_injected("overload_storm")
                 raise ApiError(529, "overloaded_error", "Overloaded")
             raw = await request.read()
-            parsed, document, directives, faults = self._validate(raw)
+            betas = betas_of(request.headers.get("anthropic-beta"))
+            parsed, document, directives, faults = self._validate(raw, betas)
         except ApiError as error:
             return self._answer_error(request, error)
 
@@ -320,12 +323,15 @@ class Simulator:
         finally:
             progress.settle()
 
-    def _validate(self, raw: bytes) -> tuple[MessagesRequest, Document, Directives, FaultConfig]:
+    def _validate(
+        self, raw: bytes, betas: frozenset[str] = frozenset(), *, batch: bool = False
+    ) -> tuple[MessagesRequest, Document, Directives, FaultConfig]:
         """Parse and check one Messages request body as the API does; raises ``ApiError``."""
         parsed = parse_messages_request(raw)
         supports_prefill = model_supports_prefill(parsed.model)
         if supports_prefill is None or model_retired(parsed.model):
             raise ApiError(404, "not_found_error", f"model: {parsed.model}")
+        check_output_cap(parsed.model, parsed.max_tokens, betas, batch=batch)
 
         if parsed.ends_with_assistant and not supports_prefill:
             raise ApiError(400, "invalid_request_error", PREFILL_UNSUPPORTED)
@@ -341,7 +347,7 @@ class Simulator:
             raise ApiError(400, "invalid_request_error", str(exc)) from exc
         return parsed, document, directives, faults
 
-    def batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
+    def batch_result(self, params: dict[str, Any], betas: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The ``result`` of one batch request: ``succeeded`` with a full Message, or ``errored``.
 
         Validation errors inside ``params`` surface here, when the batch ends, as they do from the
@@ -351,7 +357,7 @@ class Simulator:
         try:
             if params.get("stream"):
                 raise ApiError(400, "invalid_request_error", "stream: streaming is not supported in batches")
-            parsed, document, directives, _ = self._validate(json.dumps(params).encode())
+            parsed, document, directives, _ = self._validate(json.dumps(params).encode(), betas, batch=True)
         except ApiError as error:
             request_id = new_id("req_")
             body = {"type": "error", "error": {"type": error.error_type, "message": error.message}}
