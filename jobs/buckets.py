@@ -14,6 +14,7 @@ and delays the next requests, as it does at the API.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = ("Limits", "Amounts", "BucketState", "refill", "try_take", "give_back", "calibrate", "pause")
 
@@ -47,6 +48,8 @@ class BucketState:
     output_tokens: float
     updated_at: float
     paused_until: float = 0.0
+    #: Why the fleet is paused (e.g. ``429 rate_limit_error``), kept with ``paused_until``.
+    pause_reason: str = ""
 
     @classmethod
     def full(cls, limits: Limits, now: float) -> BucketState:
@@ -59,7 +62,7 @@ _DIMENSIONS = ("requests", "input_tokens", "output_tokens")
 def refill(state: BucketState, limits: Limits, now: float) -> BucketState:
     """The levels at ``now``: each bucket refills at limit/60 per second, up to its limit."""
     elapsed = max(0.0, now - state.updated_at)
-    levels = {}
+    levels: dict[str, Any] = {}  # the three levels only (Any: replace() cannot tell them apart)
     for name in _DIMENSIONS:
         limit = getattr(limits, name)
         level = getattr(state, name)
@@ -93,7 +96,7 @@ def try_take(
             wait = max(wait, (need - level) * 60.0 / limit)
     if wait > 0:
         return state, wait
-    taken = {
+    taken: dict[str, Any] = {
         name: min(getattr(state, name), getattr(limits, name) * (1 - margin_seconds / 60.0))
         - getattr(amounts, name)
         if getattr(limits, name)
@@ -106,7 +109,7 @@ def try_take(
 def give_back(state: BucketState, limits: Limits, amounts: Amounts, now: float) -> BucketState:
     """Return unused reservations (negative amounts charge a shortfall); never above the limit."""
     state = refill(state, limits, now)
-    levels = {
+    levels: dict[str, Any] = {
         name: min(float(getattr(limits, name)), getattr(state, name) + getattr(amounts, name))
         if getattr(limits, name)
         else 0.0
@@ -139,6 +142,9 @@ def calibrate(
     return replace(state, **levels) if levels else state
 
 
-def pause(state: BucketState, until: float) -> BucketState:
-    """Stop every request of the fleet until ``until`` (a 429 or 529 told us to back off)."""
-    return replace(state, paused_until=max(state.paused_until, until))
+def pause(state: BucketState, until: float, reason: str = "") -> BucketState:
+    """Stop every request of the fleet until ``until`` (a 429 or 529 told us to back off). The
+    reason kept is the one of the pause that ends last: what the fleet is waiting out."""
+    if until <= state.paused_until:
+        return state
+    return replace(state, paused_until=until, pause_reason=reason)

@@ -503,6 +503,8 @@ class QueueStats:
     expired_leases: int
     #: Rate-limit bucket key -> ``paused_until``, for keys paused now (a 429/529 paused the fleet).
     pauses: Mapping[str, float]
+    #: The same keys -> why they are paused (``429 rate_limit_error``; empty if not recorded).
+    pause_reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

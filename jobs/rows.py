@@ -177,7 +177,12 @@ def thinking(row: Row) -> Thinking:
 
 def bucket_state(row: Row) -> BucketState:
     return BucketState(
-        row["requests"], row["input_tokens"], row["output_tokens"], row["updated_at"], row["paused_until"]
+        row["requests"],
+        row["input_tokens"],
+        row["output_tokens"],
+        row["updated_at"],
+        row["paused_until"],
+        row["pause_reason"],
     )
 
 

@@ -60,6 +60,13 @@ def test_a_pause_holds_every_request() -> None:
     assert wait == 0
 
 
+def test_a_pause_keeps_the_reason_of_the_one_that_ends_last() -> None:
+    state = pause(BucketState.full(LIMITS, 0.0), 30.0, "429 rate_limit_error")
+    assert pause(state, 10.0, "529 overloaded_error").pause_reason == "429 rate_limit_error"
+    longer = pause(state, 40.0, "529 overloaded_error")
+    assert (longer.paused_until, longer.pause_reason) == (40.0, "529 overloaded_error")
+
+
 def test_calibration_only_lowers_and_ignores_rounding_and_missing_headers() -> None:
     state = BucketState.full(LIMITS, 0.0)
     lowered = calibrate(state, LIMITS, Amounts(-1, 2000, 11500), 0.0, EXACT)

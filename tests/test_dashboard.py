@@ -199,7 +199,10 @@ async def test_job_timeline_and_fleet_show_attempts_workers_and_pauses(tmp_path:
         await store.update_buckets(
             "fleet",
             Limits(requests=50),
-            lambda state, now: (dataclasses.replace(state, paused_until=now + 30), None),
+            lambda state, now: (
+                dataclasses.replace(state, paused_until=now + 30, pause_reason="429 rate_limit_error"),
+                None,
+            ),
         )
         await login(session)
         async with session.get("/ui/jobs/job-1/panel") as response:
@@ -213,4 +216,5 @@ async def test_job_timeline_and_fleet_show_attempts_workers_and_pauses(tmp_path:
             fleet = (await response.json())["fleet"]
         assert "host-b:2:def" in fleet and "host-a:1:abc" in fleet
         assert "the fleet is paused for" in fleet and "retry 1" in fleet
+        assert "(rate limited: 429 rate_limit_error)" in fleet
         assert again.attempt == 2

@@ -118,6 +118,10 @@ async def test_a_429_pauses_every_process_sharing_the_store(fake: Fake, tmp_path
         await second.acquire(10, 100)
         assert fake.clock() - start == pytest.approx(7.0)
         assert first.stats.pauses == 1
+        reason = await other.update_buckets(
+            "anthropic", LIMITS, lambda state, now: (state, state.pause_reason)
+        )
+        assert reason == "429 rate_limit_error"  # kept for the dashboard's fleet view
     finally:
         await other.close()
 

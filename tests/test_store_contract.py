@@ -828,7 +828,9 @@ async def test_queue_stats_read_the_queue_at_one_moment(make_store: StoreFactory
     clock.advance(20)
     limits = Limits(requests=10)
     await store.update_buckets(
-        "fleet", limits, lambda state, now: (replace(state, paused_until=now + 7), None)
+        "fleet",
+        limits,
+        lambda state, now: (replace(state, paused_until=now + 7, pause_reason="529 overloaded_error"), None),
     )
     stats = await store.queue_stats()
     assert stats.counts == await store.counts()
@@ -837,12 +839,13 @@ async def test_queue_stats_read_the_queue_at_one_moment(make_store: StoreFactory
     assert stats.oldest_checkpoint_at == start + 10
     assert stats.expired_leases == 0
     assert dict(stats.pauses) == {"fleet": clock.now + 7}
+    assert dict(stats.pause_reasons) == {"fleet": "529 overloaded_error"}
     await write(store, claim, 0, "text")
     clock.advance(LEASE + 1)
     later = await store.queue_stats()
     assert later.oldest_checkpoint_at == start + 30
     assert later.expired_leases == 1
-    assert dict(later.pauses) == {}
+    assert dict(later.pauses) == {} and dict(later.pause_reasons) == {}
 
 
 async def test_list_jobs_pages_by_id_and_filters_states(make_store: StoreFactory) -> None:

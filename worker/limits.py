@@ -198,11 +198,12 @@ class FleetLimiter:
         if not self.refund:
             refund = Amounts(0.0, 0.0, 0.0)
         pause_until = self._pause_until(error)
+        reason = _pause_reason(error)
 
         def settle(state: BucketState, now: float) -> tuple[BucketState, None]:
             state = give_back(state, limits, refund, now)
             if pause_until is not None:
-                state = pause(state, pause_until)
+                state = pause(state, pause_until, reason)
             return state, None
 
         if refund.input_tokens or refund.output_tokens or pause_until is not None:
@@ -232,6 +233,17 @@ class FleetLimiter:
         self.stats.pauses += 1
         log.info("fleet_paused", status=error.status_code, seconds=round(delay, 3), bucket=self.key)
         return self.clock() + delay
+
+
+def _pause_reason(error: BaseException | None) -> str:
+    """What the dashboard says the fleet waits out: the status and the API's error type, e.g.
+    ``429 rate_limit_error`` or ``529 overloaded_error`` (never the message: it may quote input)."""
+    if not isinstance(error, anthropic.APIStatusError):
+        return ""
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("error") if isinstance(body.get("error"), dict) else {}
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return f"{error.status_code} {kind}" if isinstance(kind, str) and kind else str(error.status_code)
 
 
 def _remaining(headers: Mapping[str, str]) -> Amounts | None:

@@ -188,11 +188,12 @@ def settle_params(job: Job, result: AttemptResult, now: float) -> dict[str, Any]
     }
 
 
-def bucket_params(state: BucketState) -> dict[str, float]:
+def bucket_params(state: BucketState) -> dict[str, float | str]:
     return {
         "requests": state.requests,
         "input_tokens": state.input_tokens,
         "output_tokens": state.output_tokens,
         "updated_at": state.updated_at,
         "paused_until": state.paused_until,
+        "pause_reason": state.pause_reason,
     }

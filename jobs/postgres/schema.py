@@ -423,6 +423,10 @@ _RETENTION_MIGRATION = (
     """,
 )
 
+#: Why the fleet is paused (the dashboard's fleet view), kept beside ``paused_until``. Adding a
+#: column with a constant default rewrites nothing (PostgreSQL 11+), so it is automatic.
+_PAUSE_REASON_MIGRATION = ("ALTER TABLE buckets ADD COLUMN pause_reason text NOT NULL DEFAULT ''",)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -440,6 +444,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         8, "retention: finished jobs by end time; chunks compacted when a job ends", _RETENTION_MIGRATION
     ),
     Migration(9, "job_totals grouped by job mode: batch jobs at the batch price", _TOTALS_BY_MODE_MIGRATION),
+    Migration(10, "why the fleet is paused, beside paused_until", _PAUSE_REASON_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -628,7 +628,9 @@ SELECT
     (SELECT MIN(updated_at) FROM jobs WHERE state = 'running') AS oldest_checkpoint_at,
     (SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires_at < %(now)s) AS expired_leases
 """
-SELECT_PAUSES = "SELECT key, paused_until FROM buckets WHERE paused_until > %(now)s ORDER BY key"
+SELECT_PAUSES = """
+SELECT key, paused_until, pause_reason FROM buckets WHERE paused_until > %(now)s ORDER BY key
+"""
 
 SELECT_NEXT_DUE = """
 SELECT LEAST(
@@ -716,15 +718,16 @@ LOCK_BUCKETS = "SELECT * FROM buckets WHERE key = %(key)s FOR UPDATE"
 
 #: The first user of a key creates its row; a concurrent first user finds it and locks it.
 INSERT_BUCKETS = """
-INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until)
-VALUES (%(key)s, %(requests)s, %(input_tokens)s, %(output_tokens)s, %(updated_at)s, %(paused_until)s)
+INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until, pause_reason)
+VALUES (%(key)s, %(requests)s, %(input_tokens)s, %(output_tokens)s, %(updated_at)s, %(paused_until)s,
+        %(pause_reason)s)
 ON CONFLICT (key) DO NOTHING
 """
 
 UPDATE_BUCKETS = """
 UPDATE buckets
 SET requests = %(requests)s, input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
-    updated_at = %(updated_at)s, paused_until = %(paused_until)s
+    updated_at = %(updated_at)s, paused_until = %(paused_until)s, pause_reason = %(pause_reason)s
 WHERE key = %(key)s
 """
 

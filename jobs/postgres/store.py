@@ -470,6 +470,7 @@ class PostgresStore:
                 else float(row["oldest_checkpoint_at"]),
                 expired_leases=int(row["expired_leases"]),
                 pauses={str(r["key"]): float(r["paused_until"]) for r in paused},
+                pause_reasons={str(r["key"]): str(r["pause_reason"]) for r in paused},
             )
 
         return await self._db.run(read, transaction=False)

@@ -36,10 +36,11 @@ __all__ = (
     "MIGRATION_BATCHES",
     "MIGRATION_RETENTION",
     "MIGRATION_TOTALS_BY_MODE",
+    "MIGRATION_PAUSE_REASON",
 )
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -292,6 +293,9 @@ MIGRATION_RETENTION = (
     WHERE state IN ('succeeded', 'failed', 'cancelled')
     """,
 )
+
+#: Version 9: why the fleet is paused, kept beside ``paused_until`` (the dashboard's fleet view).
+MIGRATION_PAUSE_REASON = ("ALTER TABLE buckets ADD COLUMN pause_reason TEXT NOT NULL DEFAULT ''",)
 
 # -- producers ---------------------------------------------------------------------------------
 
@@ -668,7 +672,7 @@ SELECT
     (SELECT MIN(updated_at) FROM jobs WHERE state = 'running') AS oldest_checkpoint_at,
     (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_expires_at < :now) AS expired_leases
 """
-SELECT_PAUSES = "SELECT key, paused_until FROM buckets WHERE paused_until > :now ORDER BY key"
+SELECT_PAUSES = "SELECT key, paused_until, pause_reason FROM buckets WHERE paused_until > :now ORDER BY key"
 
 SELECT_NEXT_DUE = """
 SELECT MIN(due) FROM (
@@ -753,12 +757,12 @@ GROUP BY minute, outcome ORDER BY minute, outcome
 SELECT_BUCKETS = "SELECT * FROM buckets WHERE key = :key"
 
 UPSERT_BUCKETS = """
-INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until)
-VALUES (:key, :requests, :input_tokens, :output_tokens, :updated_at, :paused_until)
+INSERT INTO buckets (key, requests, input_tokens, output_tokens, updated_at, paused_until, pause_reason)
+VALUES (:key, :requests, :input_tokens, :output_tokens, :updated_at, :paused_until, :pause_reason)
 ON CONFLICT (key) DO UPDATE SET
     requests = excluded.requests, input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens, updated_at = excluded.updated_at,
-    paused_until = excluded.paused_until
+    paused_until = excluded.paused_until, pause_reason = excluded.pause_reason
 """
 
 #: Characters of thinking a job keeps already (what the bound counts).

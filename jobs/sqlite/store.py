@@ -290,6 +290,10 @@ class SQLiteStore:
             if version == 7:
                 for statement in sql.MIGRATION_TOTALS_BY_MODE:
                     conn.execute(statement)
+                version = 8
+            if version == 8:
+                for statement in sql.MIGRATION_PAUSE_REASON:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
@@ -731,7 +735,7 @@ class SQLiteStore:
                 sql.UPSERT_BUCKETS,
                 {"key": key, "requests": state.requests, "input_tokens": state.input_tokens}
                 | {"output_tokens": state.output_tokens, "updated_at": state.updated_at}
-                | {"paused_until": state.paused_until},
+                | {"paused_until": state.paused_until, "pause_reason": state.pause_reason},
             )
             return result
 
@@ -926,9 +930,9 @@ def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
         conn.execute("BEGIN")
         found = rules.counts(rows.totals(row) for row in conn.execute(sql.SELECT_TOTALS))
         row = conn.execute(sql.SELECT_QUEUE_STATS, {"now": now}).fetchone()
-        pauses = {
-            str(r["key"]): float(r["paused_until"]) for r in conn.execute(sql.SELECT_PAUSES, {"now": now})
-        }
+        paused = conn.execute(sql.SELECT_PAUSES, {"now": now}).fetchall()
+        pauses = {str(r["key"]): float(r["paused_until"]) for r in paused}
+        reasons = {str(r["key"]): str(r["pause_reason"]) for r in paused}
     return QueueStats(
         now=now,
         counts=found,
@@ -936,6 +940,7 @@ def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
         oldest_checkpoint_at=_maybe_float(row["oldest_checkpoint_at"]),
         expired_leases=int(row["expired_leases"]),
         pauses=pauses,
+        pause_reasons=reasons,
     )
 
 

@@ -209,7 +209,7 @@ async def _fleet_html(request: web.Request) -> str:
     store = request.app[STORE]
     stats = await store.queue_stats()
     view = await store.fleet(stats.now - FLEET_WINDOW_SECONDS)
-    return pages.fleet_panel(view, stats.pauses)
+    return pages.fleet_panel(view, stats.pauses, stats.pause_reasons)
 
 
 async def fleet_view(request: web.Request) -> web.Response:

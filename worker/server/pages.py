@@ -227,7 +227,8 @@ def job_page(job: Job, panel: tuple[str, str], csrf: str) -> str:
 def _bucket_rows(buckets: Mapping[str, BucketState], now: float) -> str:
     rows = []
     for key, b in buckets.items():
-        pause = f"paused, {b.paused_until - now:.0f} s left" if b.paused_until > now else "not paused"
+        why = f" ({_e(b.pause_reason)})" if b.pause_reason else ""
+        pause = f"paused, {b.paused_until - now:.0f} s left{why}" if b.paused_until > now else "not paused"
         rows.append(
             f"<tr><td>{_e(key)}</td><td class=num>{b.requests:,.0f}</td>"
             f"<td class=num>{b.input_tokens:,.0f}</td>"
@@ -290,7 +291,16 @@ def chart_svg(view: FleetView, minutes: int = 60) -> str:
     )
 
 
-def fleet_panel(view: FleetView, pauses: Mapping[str, float]) -> str:
+def _reason_text(reason: str) -> str:
+    """A stored pause reason in words (``429 rate_limit_error`` → rate limited, 429 …)."""
+    if not reason:
+        return "a 429 or 529 from the API"
+    status = reason.split(" ", 1)[0]
+    meaning = {"429": "rate limited", "529": "the API is overloaded"}.get(status, "the API asked to back off")
+    return f"{meaning}: {reason}"
+
+
+def fleet_panel(view: FleetView, pauses: Mapping[str, float], reasons: Mapping[str, str]) -> str:
     workers = (
         "".join(
             f"<tr><td><code>{_e(w.worker)}</code></td><td>{_e(w.worker.split(':')[0])}</td>"
@@ -303,7 +313,7 @@ def fleet_panel(view: FleetView, pauses: Mapping[str, float]) -> str:
     paused = (
         "".join(
             f"<li>{_e(key)}: the fleet is paused for {until - view.now:.0f} s more "
-            "(a 429 or 529 from the API)</li>"
+            f"({_e(_reason_text(reasons.get(key, '')))})</li>"
             for key, until in pauses.items()
         )
         or "<li>No fleet pause.</li>"
