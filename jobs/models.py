@@ -567,8 +567,12 @@ class JobQuery:
     model: str | None = None
     search: str | None = None
     descending: bool = False
+    #: ``id``, or ``created``: by enqueue time (then id), walking the ``(created_at, id)`` index.
+    order: str = "id"
     #: The last id of the previous page (exclusive); None for the first page.
     after_id: str | None = None
+    #: With ``order="created"``, the previous page's last ``created_at`` (beside ``after_id``).
+    after_created: float | None = None
     limit: int = 50
 
 

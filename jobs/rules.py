@@ -217,7 +217,14 @@ def find_jobs_statement(query: JobQuery) -> tuple[str, dict[str, object]]:
         "after_id": query.after_id or "",
         "limit": query.limit,
     }
-    name = "FIND_JOBS"
+    if query.order not in ("id", "created"):
+        raise ValueError(f"unknown job order {query.order!r}: expected id or created")
+    base = "FIND_JOBS" if query.order == "id" else "FIND_JOBS_CREATED"
+    if query.order == "created":
+        after = query.after_id is not None and query.after_created is not None
+        params["after_created"] = query.after_created if after else -1.0
+        params["after_id"] = query.after_id if after else ""
+    name = base
     if query.descending:
-        name = "FIND_JOBS_DESC_AFTER" if query.after_id else "FIND_JOBS_DESC"
+        name = f"{base}_DESC_AFTER" if query.after_id else f"{base}_DESC"
     return name, params

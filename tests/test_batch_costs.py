@@ -73,6 +73,7 @@ async def test_a_version_7_sqlite_file_regroups_its_totals_by_mode(tmp_path: Pat
     for statement in sqlite_sql.MIGRATION_TOTALS:
         conn.execute(statement)
     conn.execute("ALTER TABLE buckets DROP COLUMN pause_reason")  # version 9's column
+    conn.execute("DROP INDEX jobs_created")  # version 10's index
     conn.execute("PRAGMA user_version = 7")
     conn.commit()
     conn.close()
@@ -106,6 +107,7 @@ async def test_a_version_8_postgres_queue_regroups_its_totals_by_mode(postgres_u
         for statement in v5.statements:
             await conn.execute(statement.encode())
         await conn.execute(b"ALTER TABLE buckets DROP COLUMN pause_reason")  # migration 10's column
+        await conn.execute(b"DROP INDEX jobs_created")  # migration 11's index
         await conn.execute(b"DELETE FROM schema_version WHERE version >= 9")
     store = PostgresStore(postgres_url)
     try:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -146,6 +147,30 @@ async def test_jobs_view_filters_pages_and_escapes(tmp_path: Path) -> None:
         async with session.get("/jobs/%3Cscript%3E") as response:
             assert response.status == 404 and response.content_type == "text/html"
             assert "&lt;script&gt;" in await response.text()
+
+
+async def test_jobs_view_sorts_newest_first_and_pages_by_enqueue_time(tmp_path: Path) -> None:
+    async with browser(tmp_path) as (live, session):
+        for i in range(60):  # one enqueue each: created_at grows with i (ids sort the other way)
+            await live.store.enqueue([spec(f"job-{99 - i:03}")])
+        await login(session)
+        async with session.get("/ui/jobs", params={"sort": "-created"}) as response:
+            data = await response.json()
+        ids = re.findall(r'<tr data-job="([^"]+)"', data["rows"])
+        newest = [f"job-{99 - i:03}" for i in range(59, -1, -1)]
+        assert ids == newest[:50]
+        after = re.search(r"after=([^&\"]+)", data["pager"])
+        assert after is not None
+        async with session.get(
+            "/ui/jobs", params={"sort": "-created", "after": unquote(after[1])}
+        ) as response:
+            rest = re.findall(r'<tr data-job="([^"]+)"', (await response.json())["rows"])
+        assert rest == newest[50:]
+        async with session.get("/", params={"sort": "-created"}) as response:
+            assert 'value="-created" selected' in await response.text()
+        for bad in ({"sort": "updated"}, {"sort": "created", "after": "job-001"}):
+            async with session.get("/ui/jobs", params=bad) as response:
+                assert response.status == 400, bad
 
 
 async def test_the_list_stream_says_changed_after_a_change(tmp_path: Path) -> None:

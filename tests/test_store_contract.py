@@ -28,6 +28,7 @@ from jobs.models import (
     AttemptResult,
     CheckpointWrite,
     Claim,
+    Job,
     JobQuery,
     Message,
     Outcome,
@@ -896,6 +897,37 @@ async def test_find_jobs_filters_searches_and_pages_both_ways(make_store: StoreF
     assert await walk(JobQuery(search="job-1")) == [f"job-1{i}" for i in range(10)]
     assert await walk(JobQuery(search='"t2"', limit=2)) == [f"job-{i:02}" for i in range(2, 20, 3)]
     assert await walk(JobQuery(search="no-such-text")) == []
+
+
+async def test_find_jobs_by_enqueue_time_pages_both_ways(make_store: StoreFactory) -> None:
+    """Ordered by ``created_at`` then id (ids that sort the other way, and ties in time): keyset
+    pages from the last ``(created_at, id)`` add up to every match once, in either direction."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    expected: list[str] = []
+    for second in range(6):
+        batch = [f"z{9 - second}-{k}" for k in range(3)]  # later jobs get ids that sort first
+        await store.enqueue(
+            [make_spec(job_id, model="claude-a" if k else "claude-b") for k, job_id in enumerate(batch)]
+        )
+        expected.extend(sorted(batch))  # same created_at: by id
+        clock.advance(1)
+
+    async def walk(query: JobQuery) -> list[str]:
+        seen: list[Job] = []
+        while page := await store.find_jobs(
+            replace(query, after_id=seen[-1].id, after_created=seen[-1].created_at) if seen else query
+        ):
+            seen.extend(page)
+        return [job.id for job in seen]
+
+    assert await walk(JobQuery(order="created", limit=4)) == expected
+    assert await walk(JobQuery(order="created", descending=True, limit=5)) == expected[::-1]
+    assert await walk(JobQuery(order="created", model="claude-b", limit=2)) == [
+        j for j in expected if j.endswith("-0")
+    ]
+    with pytest.raises(ValueError, match="unknown job order"):
+        await store.find_jobs(JobQuery(order="updated"))
 
 
 async def test_fleet_shows_workers_buckets_and_attempts_per_minute(make_store: StoreFactory) -> None:

@@ -427,6 +427,10 @@ _RETENTION_MIGRATION = (
 #: column with a constant default rewrites nothing (PostgreSQL 11+), so it is automatic.
 _PAUSE_REASON_MIGRATION = ("ALTER TABLE buckets ADD COLUMN pause_reason text NOT NULL DEFAULT ''",)
 
+#: The dashboard's job list by enqueue time, page by page (``FIND_JOBS_CREATED*``). ``created_at``
+#: never changes, so the index costs an insert per job and nothing per heartbeat.
+_CREATED_ORDER_MIGRATION = ("CREATE INDEX jobs_created ON jobs (created_at, id)",)
+
 #: Every migration, in order; versions are 1, 2, 3, ...
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, chunks, attempts, transitions, buckets; NOTIFY on new work", _V1),
@@ -445,6 +449,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "job_totals grouped by job mode: batch jobs at the batch price", _TOTALS_BY_MODE_MIGRATION),
     Migration(10, "why the fleet is paused, beside paused_until", _PAUSE_REASON_MIGRATION),
+    Migration(11, "the dashboard's list by enqueue time: jobs (created_at, id)", _CREATED_ORDER_MIGRATION),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -47,6 +47,9 @@ __all__ = (
     "FIND_JOBS",
     "FIND_JOBS_DESC",
     "FIND_JOBS_DESC_AFTER",
+    "FIND_JOBS_CREATED",
+    "FIND_JOBS_CREATED_DESC",
+    "FIND_JOBS_CREATED_DESC_AFTER",
     "SELECT_RUNNING_WORKERS",
     "SELECT_RECENT_WORKERS",
     "SELECT_ALL_BUCKETS",
@@ -686,6 +689,41 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
        OR strpos(metadata, %(search)s::text) > 0)
   AND id < %(after_id)s::text
 ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+#: The same pages by enqueue time (oldest first), then id: a row-value bound walks the
+#: ``jobs_created`` index from the previous page's last ``(created_at, id)``.
+FIND_JOBS_CREATED = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+ORDER BY created_at, id
+LIMIT %(limit)s
+"""
+
+#: Newest first.
+FIND_JOBS_CREATED_DESC = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+FIND_JOBS_CREATED_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)
+  AND (created_at, id) < (%(after_created)s::float8, %(after_id)s::text)
+ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 

@@ -37,10 +37,11 @@ __all__ = (
     "MIGRATION_RETENTION",
     "MIGRATION_TOTALS_BY_MODE",
     "MIGRATION_PAUSE_REASON",
+    "MIGRATION_CREATED_ORDER",
 )
 
 #: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
 #: readers run beside one writer, and is a property of the file, kept once set.
@@ -296,6 +297,9 @@ MIGRATION_RETENTION = (
 
 #: Version 9: why the fleet is paused, kept beside ``paused_until`` (the dashboard's fleet view).
 MIGRATION_PAUSE_REASON = ("ALTER TABLE buckets ADD COLUMN pause_reason TEXT NOT NULL DEFAULT ''",)
+
+#: Version 10: the dashboard's list by enqueue time, page by page (``FIND_JOBS_CREATED*``).
+MIGRATION_CREATED_ORDER = ("CREATE INDEX jobs_created ON jobs (created_at, id)",)
 
 # -- producers ---------------------------------------------------------------------------------
 
@@ -726,6 +730,38 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
   AND id < :after_id
 ORDER BY id DESC
+LIMIT :limit
+"""
+
+#: The same pages by enqueue time (oldest first), then id: a row-value bound walks the
+#: ``jobs_created`` index from the previous page's last ``(created_at, id)``.
+FIND_JOBS_CREATED = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+  AND (created_at, id) > (:after_created, :after_id)
+ORDER BY created_at, id
+LIMIT :limit
+"""
+
+#: Newest first.
+FIND_JOBS_CREATED_DESC = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+"""
+
+FIND_JOBS_CREATED_DESC_AFTER = """
+SELECT * FROM jobs
+WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+  AND (created_at, id) < (:after_created, :after_id)
+ORDER BY created_at DESC, id DESC
 LIMIT :limit
 """
 

@@ -294,6 +294,10 @@ class SQLiteStore:
             if version == 8:
                 for statement in sql.MIGRATION_PAUSE_REASON:
                     conn.execute(statement)
+                version = 9
+            if version == 9:
+                for statement in sql.MIGRATION_CREATED_ORDER:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:

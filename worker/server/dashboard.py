@@ -16,6 +16,7 @@ rows whatever the number of jobs; counts come from the store's aggregate rows (:
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from importlib import resources
 from typing import Any
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from jobs.costs import PriceTable, job_spend, load_prices
 from jobs.errors import JobNotFoundError
-from jobs.models import JobQuery, State
+from jobs.models import Job, JobQuery, State
 from worker.server import pages
 from worker.server.events import encode_event
 from worker.server.routes import CONFIG, STORE
@@ -122,19 +123,47 @@ def _query(request: web.Request) -> tuple[JobQuery, dict[str, str]]:
         try:
             states = (State(params["state"]),)
         except ValueError:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"state: unknown state {params['state']!r}"}),
-                content_type="application/json",
-            ) from None
+            raise _bad_request(f"state: unknown state {params['state']!r}") from None
+    sort = params["sort"] or "id"
+    if sort not in pages.SORT_KEYS:
+        raise _bad_request(f"sort: unknown order {sort!r} (one of {', '.join(sorted(pages.SORT_KEYS))})")
+    order = sort.removeprefix("-")
+    after_id, after_created = _cursor(params["after"], order)
     query = JobQuery(
         states=states,
         model=params["model"] or None,
         search=params["q"] or None,
-        descending=params["sort"] == "-id",
-        after_id=params["after"] or None,
+        descending=sort.startswith("-"),
+        order=order,
+        after_id=after_id,
+        after_created=after_created,
         limit=PAGE_SIZE + 1,
     )
     return query, params
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _cursor(after: str, order: str) -> tuple[str | None, float | None]:
+    """The page's keyset position: an id, or (by creation) ``<created_at>~<id>``."""
+    if not after:
+        return None, None
+    if order == "id":
+        return after, None
+    created, sep, job_id = after.partition("~")
+    try:
+        at = float(created)
+    except ValueError:
+        at = math.nan
+    if not sep or not math.isfinite(at):
+        raise _bad_request(f"after: not a position in this order: {after!r}")
+    return job_id, at
+
+
+def _next_cursor(job: Job, order: str) -> str:
+    return job.id if order == "id" else f"{job.created_at!r}~{job.id}"
 
 
 async def _jobs_parts(request: web.Request) -> tuple[str, str, str, dict[str, str]]:
@@ -142,7 +171,7 @@ async def _jobs_parts(request: web.Request) -> tuple[str, str, str, dict[str, st
     query, params = _query(request)
     found = await store.find_jobs(query)
     page = found[:PAGE_SIZE]
-    next_after = page[-1].id if len(found) > PAGE_SIZE else None
+    next_after = _next_cursor(page[-1], query.order) if len(found) > PAGE_SIZE else None
     rows = pages.jobs_rows(page, {job.id: job_spend(prices, job) for job in page})
     return pages.counts_html(await store.counts()), rows, pages.pager(params, next_after), params
 

@@ -104,7 +104,13 @@ def _select(name: str, label: str, options: Sequence[tuple[str, str]], chosen: s
     return f'<label>{label} <select name="{name}" id="f-{name}">{opts}</select></label>'
 
 
-_SORTS = [("id", "id ascending"), ("-id", "id descending")]
+_SORTS = [
+    ("id", "id ascending"),
+    ("-id", "id descending"),
+    ("-created", "newest first"),
+    ("created", "oldest first"),
+]
+SORT_KEYS = frozenset(key for key, _ in _SORTS)
 
 
 def _filters(params: Mapping[str, str]) -> str:
