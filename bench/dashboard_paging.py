@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anyio
 
+from jobs import rules
 from jobs.models import JobQuery, State
 from jobs.sqlite import SQLiteStore
 from jobs.sqlite import sql as sqlite_sql
@@ -49,20 +50,20 @@ def _queries(jobs: int) -> dict[str, JobQuery]:
         "descending, middle": JobQuery(descending=True, after_id=middle, limit=51),
         "state=failed": JobQuery(states=(State.FAILED,), after_id=middle, limit=51),
         "metadata search": JobQuery(search='"t3"', after_id=middle, limit=51),
+        # created_at = i in the fill, so the middle job's position is (jobs // 2, its id).
+        "newest first, middle": JobQuery(
+            order="created", descending=True, after_id=middle, after_created=float(jobs // 2), limit=51
+        ),
+        "oldest first, middle": JobQuery(
+            order="created", after_id=middle, after_created=float(jobs // 2), limit=51
+        ),
     }
 
 
 def _steps(path: Path, query: JobQuery) -> int:
-    statement = sqlite_sql.FIND_JOBS
-    if query.descending:
-        statement = sqlite_sql.FIND_JOBS_DESC_AFTER if query.after_id else sqlite_sql.FIND_JOBS_DESC
-    params = {
-        "states": None if query.states is None else json.dumps([s.value for s in query.states]),
-        "model": query.model,
-        "search": query.search,
-        "after_id": query.after_id or "",
-        "limit": query.limit,
-    }
+    name, params = rules.find_jobs_statement(query)  # the statement the store runs
+    statement = getattr(sqlite_sql, name)
+    params["states"] = None if params["states"] is None else json.dumps(params["states"])
     counted = [0]
 
     def tick() -> int:
