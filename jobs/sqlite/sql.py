@@ -38,9 +38,10 @@ __all__ = (
     "MIGRATION_TOTALS_BY_MODE",
     "MIGRATION_PAUSE_REASON",
     "MIGRATION_CREATED_ORDER",
+    "MIGRATIONS",
 )
 
-#: Bump this and add a migration step in ``SQLiteStore._migrate`` when the schema changes.
+#: Bump this and add the step to :data:`MIGRATIONS` when the schema changes.
 SCHEMA_VERSION = 10
 
 #: Run first on every connection (with retries: see ``SQLiteStore._enable_wal``). WAL lets
@@ -300,6 +301,22 @@ MIGRATION_PAUSE_REASON = ("ALTER TABLE buckets ADD COLUMN pause_reason TEXT NOT 
 
 #: Version 10: the dashboard's list by enqueue time, page by page (``FIND_JOBS_CREATED*``).
 MIGRATION_CREATED_ORDER = ("CREATE INDEX jobs_created ON jobs (created_at, id)",)
+
+#: The schema's versions in order, each with what brings the version before it up to it
+#: (version 1 creates the tables); ``SQLiteStore._migrate`` applies those above the file's.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, SCHEMA),
+    (2, MIGRATION_ECONOMY),
+    (3, MIGRATION_JOINS),
+    (4, MIGRATION_TOTALS),
+    (5, MIGRATION_BATCHES),
+    (6, MIGRATION_THINKING),
+    (7, MIGRATION_RETENTION),
+    (8, MIGRATION_TOTALS_BY_MODE),
+    (9, MIGRATION_PAUSE_REASON),
+    (10, MIGRATION_CREATED_ORDER),
+)
+assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 # -- producers ---------------------------------------------------------------------------------
 

@@ -259,45 +259,11 @@ class SQLiteStore:
                 raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
             if version == sql.SCHEMA_VERSION:
                 return
-            if version == 0:
-                for statement in sql.SCHEMA:
-                    conn.execute(statement)
-                version = 1
-            if version == 1:
-                for statement in sql.MIGRATION_ECONOMY:
-                    conn.execute(statement)
-                version = 2
-            if version == 2:
-                for statement in sql.MIGRATION_JOINS:
-                    conn.execute(statement)
-                version = 3
-            if version == 3:
-                for statement in sql.MIGRATION_TOTALS:
-                    conn.execute(statement)
-                version = 4
-            if version == 4:
-                for statement in sql.MIGRATION_BATCHES:
-                    conn.execute(statement)
-                version = 5
-            if version == 5:
-                for statement in sql.MIGRATION_THINKING:
-                    conn.execute(statement)
-                version = 6
-            if version == 6:
-                for statement in sql.MIGRATION_RETENTION:
-                    conn.execute(statement)
-                version = 7
-            if version == 7:
-                for statement in sql.MIGRATION_TOTALS_BY_MODE:
-                    conn.execute(statement)
-                version = 8
-            if version == 8:
-                for statement in sql.MIGRATION_PAUSE_REASON:
-                    conn.execute(statement)
-                version = 9
-            if version == 9:
-                for statement in sql.MIGRATION_CREATED_ORDER:
-                    conn.execute(statement)
+            for target, statements in sql.MIGRATIONS:
+                if version < target:
+                    for statement in statements:
+                        conn.execute(statement)
+                    version = target
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
     def _now(self) -> float:
