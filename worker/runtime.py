@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import anthropic
 import anyio
 import httpx2
+from anyio.abc import TaskGroup
 
 from jobs.backends import open_store
 from jobs.buckets import Limits
@@ -48,6 +49,7 @@ __all__ = (
     "make_recorder",
     "url_source",
     "retention_settings",
+    "start_fleet_tasks",
 )
 
 
@@ -122,6 +124,21 @@ def url_source(config: Config) -> str:
     if os.environ.get("ANTHROPIC_BASE_URL"):
         return "ANTHROPIC_BASE_URL"
     return "the API's default base URL"
+
+
+def start_fleet_tasks(tg: TaskGroup, runtime: Runtime, worker_id: str) -> None:
+    """Start, beside a pool, the tasks one process of the fleet runs at a time (each takes its
+    store lease first): the batch submitter, and the automatic prune when ``[queue] retention``
+    is set. ``run`` and ``serve --workers`` both call this, so they run the same fleet."""
+    from worker.batches import Submitter
+    from worker.retention import run_retention
+
+    if runtime.client is not None:
+        submitter = Submitter(runtime.store, runtime.client, worker_id, batch_settings(runtime.config))
+        tg.start_soon(submitter.run)
+    retention = retention_settings(runtime.config)
+    if retention is not None:
+        tg.start_soon(run_retention, runtime.store, worker_id, retention)
 
 
 def retention_settings(config: Config) -> RetentionSettings | None:

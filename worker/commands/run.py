@@ -91,19 +91,10 @@ def exit_code(stats: PoolStats, *, until_empty: bool) -> int:
 
 
 async def run_pool(args: argparse.Namespace, config: Config) -> int:
-    from worker.batches import Submitter
     from worker.metrics import serve_metrics
     from worker.preflight import preflight
     from worker.progress import ProgressDisplay
-    from worker.retention import run_retention
-    from worker.runtime import (
-        batch_settings,
-        make_economy,
-        make_limits,
-        open_runtime,
-        retention_settings,
-        url_source,
-    )
+    from worker.runtime import make_economy, make_limits, open_runtime, start_fleet_tasks, url_source
     from worker.schedules import load_schedules, run_scheduler
 
     make_limits(config)  # bad limits stop here, before the schedules are read
@@ -131,11 +122,7 @@ async def run_pool(args: argparse.Namespace, config: Config) -> int:
                 tg.start_soon(ProgressDisplay(pool, runtime.store).run)
             if schedules:
                 tg.start_soon(run_scheduler, schedules, runtime.store, config)
-            submitter = Submitter(runtime.store, runtime.client, pool.worker_id, batch_settings(config))
-            tg.start_soon(submitter.run)
-            retention = retention_settings(config)
-            if retention is not None:
-                tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)
+            start_fleet_tasks(tg, runtime, pool.worker_id)
             try:
                 stats = await pool.run(until_empty=args.until_empty)
             except (AccountError, OutageLimitError) as exc:

@@ -134,21 +134,14 @@ async def _start_site(runner: web.AppRunner, config: Config, workers: int) -> No
 
 async def _run_until_stopped(relay: Relay, pool: Pool | None, runtime: Runtime, config: Config) -> None:
     """The relay beside the in-process pool (and its metrics), or beside a wait for a signal."""
-    from worker.batches import Submitter
     from worker.metrics import serve_metrics
-    from worker.retention import run_retention
-    from worker.runtime import batch_settings, retention_settings
+    from worker.runtime import start_fleet_tasks
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(relay.run)
-        retention = retention_settings(config)
-        if pool is not None and retention is not None:
-            tg.start_soon(run_retention, runtime.store, pool.worker_id, retention)
-        if pool is not None and runtime.client is not None:
-            # In-process workers take batch-mode jobs too: the fleet's one submitter may be here.
-            submitter = Submitter(runtime.store, runtime.client, pool.worker_id, batch_settings(config))
-            tg.start_soon(submitter.run)
         if pool is not None:
+            # In-process workers are part of the fleet: its one submitter or pruner may be here.
+            start_fleet_tasks(tg, runtime, pool.worker_id)
             w = config.worker
             async with serve_metrics(runtime.recorder, w.metrics_host, w.metrics_port):
                 await pool.run()
