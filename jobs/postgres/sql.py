@@ -494,6 +494,9 @@ DELETE_JOB = "DELETE FROM jobs WHERE id = %(id)s"
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = %(id)s"
 
+#: The jobs of a list of ids (unknown ids left out).
+SELECT_JOBS_BY_ID = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[])"
+
 #: No row: no such job. A NULL text: no chunks yet.
 SELECT_TEXT = """
 SELECT (SELECT string_agg(c.text, ''::bytea ORDER BY c.char_offset) FROM chunks AS c WHERE c.job_id = j.id)

@@ -280,6 +280,18 @@ INSERT INTO jobs (
 ON CONFLICT (id) DO NOTHING
 """
 
+#: The ids of a batch (a JSON array) that are jobs already.
+SELECT_EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+
+#: The jobs of a JSON array of ids (unknown ids left out).
+SELECT_JOBS_BY_ID = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+
+#: The ``enqueued`` history rows of a batch's new jobs (a JSON array of ids), in one statement.
+INSERT_ENQUEUED_TRANSITIONS = """
+INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+SELECT value, :at, NULL, 'queued', 'enqueued', NULL FROM json_each(:ids) ORDER BY key
+"""
+
 INSERT_TRANSITION = """
 INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
 VALUES (:job_id, :at, :from_state, :to_state, :reason, :attempt)
