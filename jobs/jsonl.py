@@ -116,6 +116,8 @@ _FIELD_SET = frozenset(FIELDS)
 #: ``mode`` as a file may give it: a stored job is ``stream`` or ``batch``.
 _MODES = (*JOB_MODES, "auto")
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
+#: What ``_check_fields`` returns, each None unless given and valid.
+_CHECKED = ("system", "model", *_POSITIVE_INTS, "priority", "run_at", "max_cost_usd", "prompt_cache")
 #: The store keeps integers in 64 bits.
 _INT_MAX = 2**63 - 1
 
@@ -145,7 +147,7 @@ class _Line:
         return self.data.get(name)
 
     def string(self, name: str, *, empty: bool = False) -> str | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if not isinstance(value, str):
@@ -160,7 +162,7 @@ class _Line:
         return value
 
     def integer(self, name: str, *, positive: bool) -> int | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
@@ -175,7 +177,7 @@ class _Line:
 
     def cost(self, name: str) -> float | None:
         """A positive, finite number of US dollars."""
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -187,7 +189,7 @@ class _Line:
         return None
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if value not in choices:
@@ -197,7 +199,7 @@ class _Line:
 
     def run_at(self, name: str = "run_at") -> float | None:
         """A time: epoch seconds, or an ISO 8601 / RFC 3339 string with an offset."""
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -311,7 +313,7 @@ def _final_text(content: str | tuple[dict[str, Any], ...]) -> str:
 def _load(raw: str) -> tuple[Any, str | None]:
     """The line's value, or why it is not JSON we accept."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant), None
+        return _DECODER.decode(raw), None
     except json.JSONDecodeError as exc:
         return None, f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
     except RecursionError:
@@ -329,6 +331,10 @@ class _NotJSON(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise _NotJSON(f"{name} is not allowed")
+
+
+#: One decoder for every line (``json.loads`` with an argument builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _kind(value: object) -> str:
@@ -408,24 +414,33 @@ def _job_id(line: _Line) -> str:
 
 
 def _check_fields(line: _Line, defaults: JobDefaults) -> dict[str, Any]:
-    """Every field but the id and the messages, checked (``None`` where absent or wrong)."""
-    fields: dict[str, Any] = {"system": line.string("system", empty=True), "model": line.string("model")}
-    fields.update((name, line.integer(name, positive=True)) for name in _POSITIVE_INTS)
-    fields["priority"] = line.integer("priority", positive=False)
-    fields["run_at"] = line.run_at()
-    fields["max_cost_usd"] = line.cost("max_cost_usd")
-    fields["prompt_cache"] = line.choice("prompt_cache", PROMPT_CACHE_MODES)
-    deadline = line.run_at("deadline")
+    """Every field but the id and the messages, checked (``None`` where absent or wrong). A field
+    absent from the line is not looked at (most lines give few of them)."""
+    data = line.data
+    fields: dict[str, Any] = dict.fromkeys(_CHECKED)
+    if "system" in data:
+        fields["system"] = line.string("system", empty=True)
+    if "model" in data:
+        fields["model"] = line.string("model")
+    for name in _POSITIVE_INTS:
+        if name in data:
+            fields[name] = line.integer(name, positive=True)
+    if "priority" in data:
+        fields["priority"] = line.integer("priority", positive=False)
+    if "run_at" in data:
+        fields["run_at"] = line.run_at()
+    if "max_cost_usd" in data:
+        fields["max_cost_usd"] = line.cost("max_cost_usd")
+    if "prompt_cache" in data:
+        fields["prompt_cache"] = line.choice("prompt_cache", PROMPT_CACHE_MODES)
+    deadline = line.run_at("deadline") if "deadline" in data else None
     fields["mode"] = line.mode(defaults.mode, defaults.batch_horizon, deadline)
-    metadata = line.get("metadata")
+    metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
     fields["metadata"] = metadata
     fields["options"] = check_options(
-        line.data,
-        line.problem,
-        max_tokens=fields["max_tokens"] or defaults.max_tokens,
-        deadline=deadline,
+        data, line.problem, max_tokens=fields["max_tokens"] or defaults.max_tokens, deadline=deadline
     )
     return fields
 

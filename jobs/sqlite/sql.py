@@ -280,6 +280,21 @@ INSERT INTO jobs (
 ON CONFLICT (id) DO NOTHING
 """
 
+#: An enqueue session (``jobs.sqlite.intake``) lifts the per-row totals trigger for its bulk
+#: insert and adds its jobs to ``job_totals`` with this one statement before it commits.
+SELECT_TRIGGER_SQL = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name"
+TOTALS_INSERT_TRIGGER = "job_totals_insert"
+DROP_TOTALS_INSERT_TRIGGER = f"DROP TRIGGER {TOTALS_INSERT_TRIGGER}"
+MAX_JOB_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM jobs"
+ADD_TOTALS_AFTER_ROWID = f"""
+INSERT INTO job_totals ({", ".join((*_GROUP, *_TOTALS_COLUMNS))})
+SELECT {", ".join(_GROUP)}, COUNT(*), {", ".join(f"SUM({c})" for c in _SUMMED)},
+       SUM(MAX(0, output_tokens - document_tokens))
+FROM jobs WHERE rowid > :after GROUP BY {", ".join(_GROUP)}
+ON CONFLICT ({", ".join(_GROUP)}) DO UPDATE SET
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in _TOTALS_COLUMNS)}
+"""
+
 #: The ids of a batch (a JSON array) that are jobs already.
 SELECT_EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
 
