@@ -60,6 +60,11 @@ def add_batch(conn: sqlite3.Connection, params: Sequence[dict[str, Any]], now: f
     return EnqueueResult(tuple(inserted), tuple(existing))
 
 
+def _add_specs(conn: sqlite3.Connection, specs: Sequence[JobSpec], now: float) -> EnqueueResult:
+    """:func:`add_batch` of specs, their columns built in the worker thread, off the event loop."""
+    return add_batch(conn, [rows.spec_params(spec) for spec in specs], now)
+
+
 def _existing(conn: sqlite3.Connection, job_ids: Sequence[str]) -> list[Job]:
     found = conn.execute(sql.SELECT_JOBS_BY_ID, {"ids": json.dumps(list(job_ids))}).fetchall()
     return [rows.job(row) for row in found]
@@ -106,8 +111,7 @@ class SQLiteEnqueueSession:
         self._now = now
 
     async def add(self, specs: Sequence[JobSpec]) -> EnqueueResult:
-        params = [rows.spec_params(spec) for spec in specs]
-        result: EnqueueResult = await self._call(add_batch, params, self._now)
+        result: EnqueueResult = await self._call(_add_specs, specs, self._now)
         return result
 
     async def existing(self, job_ids: Sequence[str]) -> list[Job]:

@@ -180,13 +180,42 @@ async def _enqueue(jobs: JobFile, tally: _Tally, config: Config, *, replace: boo
     async with opened_store(config) as store:
         if batch is not None:
             async with store.enqueue_session() as session:
-                while batch is not None:
-                    result = await session.add(batch.specs)
-                    tally.inserted += len(result.inserted)
-                    tally.existing += len(result.existing)
-                    tally.conflicts.extend(await _changed(session, batch.specs, result.existing))
-                    batch = await _next(jobs, tally)
+                await _pipe(jobs, tally, session, batch)
         return await _replace(store, tally.conflicts) if replace else 0
+
+
+async def _pipe(jobs: JobFile, tally: _Tally, session: EnqueueSession, first: Batch) -> None:
+    """Add batches to ``session`` while the next one is read and validated in another thread
+    (the store's inserts run in C, outside the GIL): at most three batches are in memory, the
+    one being added, one waiting and one being read. A bad line stops both and raises ``_Invalid``."""
+    send, receive = anyio.create_memory_object_stream[Batch](1)
+    refused = False
+
+    async def produce() -> None:
+        nonlocal refused
+        async with send:
+            try:
+                while (batch := await _next(jobs, tally)) is not None:
+                    await send.send(batch)
+            except _Invalid:
+                refused = True
+
+    async with anyio.create_task_group() as group, receive:
+        group.start_soon(produce)
+        await _add(session, first, tally)
+        async for batch in receive:
+            if refused:
+                break
+            await _add(session, batch, tally)
+    if refused:
+        raise _Invalid
+
+
+async def _add(session: EnqueueSession, batch: Batch, tally: _Tally) -> None:
+    result = await session.add(batch.specs)
+    tally.inserted += len(result.inserted)
+    tally.existing += len(result.existing)
+    tally.conflicts.extend(await _changed(session, batch.specs, result.existing))
 
 
 def _summary(tally: _Tally, source: str, replaced: int, *, replace: bool) -> int:
