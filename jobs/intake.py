@@ -83,11 +83,11 @@ class JobFile:
     """
 
     def __init__(
-        self, stream: BinaryIO, source: str, defaults: JobDefaults, *, batch_lines: int = BATCH_LINES
+        self, stream: BinaryIO, source: str, defaults: JobDefaults, *, batch_lines: int | None = None
     ) -> None:
         self.source = source
         self._defaults = defaults
-        self._batch_lines = batch_lines
+        self._batch_lines = batch_lines or BATCH_LINES
         self._lines = _split(stream)
         self._next = 1
         self._seen = SeenIds()
