@@ -104,6 +104,8 @@ async def test_an_enqueue_session_adds_its_batches_in_one_transaction(make_store
     assert {job.created_at for job in jobs} == {clock() - 5}
     assert (await store.counts())[State.QUEUED] == 3
     assert [t.reason for t in await store.history("b")] == ["enqueued"]
+    await store.enqueue([make_spec("after")])  # the totals still follow a plain enqueue
+    assert (await store.counts())[State.QUEUED] == 4
 
 
 async def test_an_enqueue_session_that_raises_or_is_cancelled_adds_nothing(make_store: StoreFactory) -> None:

@@ -75,8 +75,8 @@ class _Begun:
     now: float
     #: The largest rowid before the session: its jobs are the rows above it.
     after: int
-    #: The totals trigger's SQL, to put back before the commit.
-    trigger: str
+    #: The totals trigger's SQL, to put back before the commit (None: the file has none).
+    trigger: str | None
 
 
 def _begin(conn: sqlite3.Connection, clock: Clock) -> _Begun:
@@ -86,15 +86,17 @@ def _begin(conn: sqlite3.Connection, clock: Clock) -> _Begun:
     connections never see the trigger missing: it is put back in the same transaction."""
     conn.execute("BEGIN IMMEDIATE")
     after = int(conn.execute(sql.MAX_JOB_ROWID).fetchone()[0])
-    trigger = str(conn.execute(sql.SELECT_TRIGGER_SQL, {"name": sql.TOTALS_INSERT_TRIGGER}).fetchone()[0])
-    conn.execute(sql.DROP_TOTALS_INSERT_TRIGGER)
-    return _Begun(float(clock()), after, trigger)
+    found = conn.execute(sql.SELECT_TRIGGER_SQL, {"name": sql.TOTALS_INSERT_TRIGGER}).fetchone()
+    if found is not None:
+        conn.execute(sql.DROP_TOTALS_INSERT_TRIGGER)
+    return _Begun(float(clock()), after, None if found is None else str(found[0]))
 
 
 def _commit(conn: sqlite3.Connection, begun: _Begun) -> None:
     """Add the session's jobs to the totals in one statement, restore the trigger, commit."""
-    conn.execute(sql.ADD_TOTALS_AFTER_ROWID, {"after": begun.after})
-    conn.execute(begun.trigger)
+    if begun.trigger is not None:
+        conn.execute(sql.ADD_TOTALS_AFTER_ROWID, {"after": begun.after})
+        conn.execute(begun.trigger)
     conn.execute("COMMIT")
 
 

@@ -135,21 +135,22 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
     dry_run = bool(getattr(args, "dry_run", False))
     with _input(args.file) as stream, tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         jobs = JobFile(stream, source, config.job_defaults())
+        replaced, refused = 0, False
         try:
             if dry_run:
-                replaced = await _dry_run(jobs, tally, DryRun(load_prices(config.prices_path())), spool)
+                await _dry_run(jobs, tally, DryRun(load_prices(config.prices_path())), spool)
             else:
                 replaced = await _enqueue(jobs, tally, config, replace=args.replace)
-        except _Invalid:
+        except _Invalid:  # rolled back: report the problems of the rest of the file too
+            refused = True
             while (batch := await _read(jobs)) is not None:
                 tally.report(batch)
-            replaced = -1
         finally:
             jobs.close()
         if not jobs.any_job:
             print(f"error: {source}: no jobs (the input is empty): nothing enqueued", file=sys.stderr)
             return 1
-        if replaced < 0:
+        if refused:
             print(
                 f"nothing enqueued: {tally.errors} problem(s) in {source} "
                 "(fix them, or use --skip-invalid to enqueue the valid lines)",
@@ -164,12 +165,12 @@ async def enqueue_command(args: argparse.Namespace, config: Config) -> int:
     return _summary(tally, source, replaced, replace=args.replace)
 
 
-async def _dry_run(jobs: JobFile, tally: _Tally, run: DryRun, spool: IO[str]) -> int:
-    """Validate the whole file, writing each job's line to ``spool`` (printed once all is valid)."""
+async def _dry_run(jobs: JobFile, tally: _Tally, run: DryRun, spool: IO[str]) -> None:
+    """Validate the whole file, writing each job's line to ``spool`` (a temporary file, printed
+    once the whole file proved valid, so memory stays flat here too)."""
     while (batch := await _next(jobs, tally)) is not None:
         spool.writelines(run.line(spec) + "\n" for spec in batch.specs)
     spool.write(run.summary() + "\n")
-    return 0
 
 
 async def _enqueue(jobs: JobFile, tally: _Tally, config: Config, *, replace: bool) -> int:
