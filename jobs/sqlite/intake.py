@@ -2,11 +2,12 @@
 
 ``Store.enqueue`` and ``Store.enqueue_session`` both come here. A batch costs three statements
 whatever its size, instead of two per job: the ids that exist already are read with one query
-(``json_each`` over the batch's ids), the new rows go in with one ``executemany`` of the named
-``INSERT_JOB``, and their ``enqueued`` history rows with one ``INSERT … SELECT`` over
-``json_each``. The write connection is held by the session for its whole life (the store's
-``CapacityLimiter``), so nothing else writes between the read of existing ids and the insert; other
-processes wait on SQLite's write lock, taken up front by ``BEGIN IMMEDIATE``.
+(``json_each`` over the batch's ids), the new rows go in with one ``executemany`` of
+``INSERT_JOB_ROW`` (``INSERT_JOB`` with positional parameters), and their ``enqueued`` history
+rows with one ``INSERT … SELECT`` over ``json_each``. The write connection is held by the
+session for its whole life (the store's ``CapacityLimiter``), so nothing else writes between the
+read of existing ids and the insert; other processes wait on SQLite's write lock, taken up front
+by ``BEGIN IMMEDIATE``.
 
 A session also lifts the per-row ``job_totals`` trigger for its inserts (SQLite has no
 statement-level triggers, and a table with a trigger pays a full index seek per row and index),
@@ -45,7 +46,7 @@ def add_batch(conn: sqlite3.Connection, params: Sequence[dict[str, Any]], now: f
     found = {str(row[0]) for row in conn.execute(sql.SELECT_EXISTING_IDS, {"ids": ids})}
     inserted: list[str] = []
     existing: list[str] = []
-    new_rows: list[dict[str, Any]] = []
+    new_rows: list[tuple[Any, ...]] = []
     for row in params:
         job_id = row["id"]
         if job_id in found:
@@ -53,8 +54,9 @@ def add_batch(conn: sqlite3.Connection, params: Sequence[dict[str, Any]], now: f
             continue
         found.add(job_id)
         inserted.append(job_id)
-        new_rows.append({**row, "run_at": row["requested_run_at"] or now, "now": now})
-    conn.executemany(sql.INSERT_JOB, new_rows)
+        values = {**row, "run_at": row["requested_run_at"] or now}
+        new_rows.append((*(values[c] for c in sql.INSERT_JOB_COLUMNS), now, now))
+    conn.executemany(sql.INSERT_JOB_ROW, new_rows)
     if inserted:
         conn.execute(sql.INSERT_ENQUEUED_TRANSITIONS, {"ids": json.dumps(inserted), "at": now})
     return EnqueueResult(tuple(inserted), tuple(existing))

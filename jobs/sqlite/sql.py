@@ -307,6 +307,30 @@ INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
 SELECT value, :at, NULL, 'queued', 'enqueued', NULL FROM json_each(:ids) ORDER BY key
 """
 
+#: ``INSERT_JOB`` with positional parameters, in :data:`INSERT_JOB_COLUMNS` order: what a batch
+#: binds (tuples bind in C at half the cost of the named parameters' dictionaries).
+INSERT_JOB_COLUMNS = (
+    "id",
+    "messages",
+    "system",
+    "model",
+    "max_tokens",
+    "output_budget",
+    "max_attempts",
+    "priority",
+    "requested_run_at",
+    "metadata",
+    "run_at",
+    "max_cost_usd",
+    "prompt_cache",
+    "mode",
+)
+INSERT_JOB_ROW = f"""
+INSERT INTO jobs ({", ".join(INSERT_JOB_COLUMNS)}, state, created_at, updated_at)
+VALUES ({", ".join("?" for _ in INSERT_JOB_COLUMNS)}, 'queued', ?, ?)
+ON CONFLICT (id) DO NOTHING
+"""
+
 INSERT_TRANSITION = """
 INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
 VALUES (:job_id, :at, :from_state, :to_state, :reason, :attempt)
