@@ -3,7 +3,7 @@
 ``Store.enqueue`` and ``Store.enqueue_session`` both come here. A batch costs three statements
 whatever its size, instead of two per job: the ids that exist already are read with one query
 (``json_each`` over the batch's ids), the new rows go in with one ``executemany`` of
-``INSERT_JOB_ROW`` (``INSERT_JOB`` with positional parameters), and their ``enqueued`` history
+``INSERT_JOB_ROW`` (positional parameters), and their ``enqueued`` history
 rows with one ``INSERT … SELECT`` over ``json_each``. The write connection is held by the
 session for its whole life (the store's ``CapacityLimiter``), so nothing else writes between the
 read of existing ids and the insert; other processes wait on SQLite's write lock, taken up front

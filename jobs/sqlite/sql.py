@@ -269,17 +269,6 @@ MIGRATION_BATCHES = (
 
 # -- producers ---------------------------------------------------------------------------------
 
-INSERT_JOB = """
-INSERT INTO jobs (
-    id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-    requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache, mode
-) VALUES (
-    :id, :messages, :system, :model, :max_tokens, :output_budget, :max_attempts, :priority,
-    :requested_run_at, :metadata, 'queued', :run_at, :now, :now, :max_cost_usd, :prompt_cache, :mode
-)
-ON CONFLICT (id) DO NOTHING
-"""
-
 #: An enqueue session (``jobs.sqlite.intake``) lifts the per-row totals trigger for its bulk
 #: insert and adds its jobs to ``job_totals`` with this one statement before it commits.
 SELECT_TRIGGER_SQL = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name"
@@ -307,8 +296,8 @@ INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
 SELECT value, :at, NULL, 'queued', 'enqueued', NULL FROM json_each(:ids) ORDER BY key
 """
 
-#: ``INSERT_JOB`` with positional parameters, in :data:`INSERT_JOB_COLUMNS` order: what a batch
-#: binds (tuples bind in C at half the cost of the named parameters' dictionaries).
+#: A new job, with positional parameters in :data:`INSERT_JOB_COLUMNS` order, then ``created_at``
+#: and ``updated_at``: what a batch binds (tuples bind at half the cost of named parameters).
 INSERT_JOB_COLUMNS = (
     "id",
     "messages",
