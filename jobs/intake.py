@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from jobs.errors import InvalidJobError
 from jobs.jsonl import JobDefaults, read_jobs
 from jobs.models import JobSpec
 
@@ -96,7 +97,10 @@ class JobFile:
 
     def read_batch(self) -> Batch | None:
         """The next batch, or None at the end of the input. Blocking: run it in a thread."""
-        raw = list(itertools.islice(self._lines, self._batch_lines))
+        try:
+            raw = list(itertools.islice(self._lines, self._batch_lines))
+        except OSError as exc:  # a file that fails midway (EIO, a pipe closed): say which
+            raise InvalidJobError(f"{self.source}: cannot read: {exc.strerror or exc}") from None
         if not raw:
             return None
         start, self._next = self._next, self._next + len(raw)

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs import intake
+from jobs.errors import InvalidJobError
 from jobs.intake import Batch, JobFile, _split
 from jobs.jsonl import JobDefaults
 from jobs.models import EnqueueResult, Job, JobSpec
@@ -202,3 +203,17 @@ def test_lines_split_as_splitlines_splits_a_whole_file(data: bytes) -> None:
 def test_string_messages_are_written_as_json_dumps_writes_them(messages: list[tuple[str, str]]) -> None:
     value = [{"role": role, "content": content} for role, content in messages]
     assert dump_messages(value, {}) == json.dumps(value)
+
+
+def test_a_file_that_fails_midway_is_named() -> None:
+    class Failing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            raise OSError(5, "Input/output error")
+
+    jobs = JobFile(io.BufferedReader(Failing()), "f.jsonl", DEFAULTS)
+    with pytest.raises(InvalidJobError, match=r"^f\.jsonl: cannot read: Input/output error$"):
+        jobs.read_batch()
+    jobs.close()
