@@ -31,10 +31,11 @@ Manifest lines (one per job, ordered by id)::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ import anyio.to_thread
 
 from jobs.costs import PriceTable, job_spend, load_prices, token_accounting
 from jobs.errors import JobNotFoundError, OutputError
+from jobs.intake import SeenIds
 from jobs.jsonl import is_valid_job_id
 from jobs.models import Job, State, is_truncated
 from jobs.store import Store
@@ -51,6 +53,8 @@ from jobs.store import Store
 __all__ = ("ExportReport", "export_jobs", "manifest_entry", "MANIFEST_NAME")
 
 MANIFEST_NAME = "manifest.jsonl"
+#: Folder entries looked up at a time when looking for stale files.
+_SCAN_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,23 +143,29 @@ def _prepare(out: Path) -> Path:
     return out.resolve()
 
 
-def _candidates(folder: Path, written: set[str]) -> list[str]:
-    """``<id>.md`` files in ``folder`` that this export did not write."""
-    names = (p.name for p in folder.iterdir() if p.suffix == ".md" and p.name not in written)
-    return sorted(n for n in names if is_valid_job_id(n.removesuffix(".md")))
+def _candidates(folder: Path, written: SeenIds) -> Iterator[list[str]]:
+    """``<id>.md`` files in ``folder`` that this export did not write, a few hundred names at a
+    time (the folder is not listed into memory at once)."""
+    with os.scandir(folder) as entries:
+        while names := [e.name for e in itertools.islice(entries, _SCAN_BATCH)]:
+            ours = [n for n in names if n.endswith(".md") and is_valid_job_id(n.removesuffix(".md"))]
+            done = written.earlier(ours)
+            yield sorted(n for n in ours if n not in done)
 
 
-async def _stale(store: Store, folder: Path, written: set[str]) -> tuple[str, ...]:
+async def _stale(store: Store, folder: Path, written: SeenIds) -> tuple[str, ...]:
     """Files named after a job of this queue that this export does not include (an earlier,
     wider export wrote them); files of other names are the user's and are never touched."""
     stale: list[str] = []
-    for name in await anyio.to_thread.run_sync(_candidates, folder, written):
-        try:
-            await store.get(name.removesuffix(".md"))
-        except JobNotFoundError:
-            continue
-        stale.append(name)
-    return tuple(stale)
+    batches = _candidates(folder, written)
+    while (names := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+        for name in names:
+            try:
+                await store.get(name.removesuffix(".md"))
+            except JobNotFoundError:
+                continue
+            stale.append(name)
+    return tuple(sorted(stale))
 
 
 def _os_problem(out: Path, exc: OSError) -> OutputError:
@@ -179,42 +189,92 @@ async def export_jobs(
 ) -> ExportReport:
     """Write the text of every job in ``states`` to ``out`` and list them in the manifest.
 
-    Jobs are read page by page (``list_jobs(after_id=…)``), so memory holds one page, one
-    document and the manifest lines. A job not succeeded with no committed text gets no file.
+    Streams with constant memory: jobs are read page by page (``list_jobs(after_id=…)``), each
+    document is read, written and dropped, the manifest is written line by line (to a temporary
+    file renamed into place), and the names written are kept on disk (``jobs.intake.SeenIds``)
+    for the stale-file check. A job not succeeded with no committed text gets no file.
     """
     page = await store.list_jobs(states, limit=page_size)  # a store that fails leaves no folder
     prices = prices or load_prices()
     mode = file_mode()
     try:
         folder = await anyio.to_thread.run_sync(_prepare, out)
-        lines: list[str] = []
-        problems: list[str] = []
-        written: set[str] = set()
-        while page:
-            for job in page:
-                path = safe_path(folder, job.id)
-                if path is None:
-                    problems.append(f"{job.id!r}: not a safe file name: skipped")
-                elif job.state == State.SUCCEEDED or job.committed_chars:
-                    data = (await store.read_text(job.id)).encode("utf-8")
-                    await anyio.to_thread.run_sync(write_atomically, path, data, mode)
-                    written.add(path.name)
-                else:
-                    path = None
-                file = None if path is None else path.name
-                entry = manifest_entry(job, file, prices)
-                if thinking and path is not None:
-                    entry["thinking_file"] = await _export_thinking(store, folder, job.id, mode)
-                lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-            page = await store.list_jobs(states, after_id=page[-1].id, limit=page_size)
         manifest = folder / MANIFEST_NAME
-        await anyio.to_thread.run_sync(write_atomically, manifest, "".join(lines).encode("utf-8"), mode)
-        stale = await _stale(store, folder, written)
+        with _Manifest(manifest, mode) as lines, _Run(store, folder, mode, prices, thinking) as run:
+            while page:
+                for job in page:
+                    lines.write(await run.export(job))
+                page = await store.list_jobs(states, after_id=page[-1].id, limit=page_size)
+            lines.commit()
+            stale = await _stale(store, folder, run.written)
         if clean:
             await anyio.to_thread.run_sync(_remove, folder, stale)
     except OSError as exc:
         raise _os_problem(out, exc) from None
-    return ExportReport(len(lines), len(written), tuple(problems), manifest, stale, clean)
+    return ExportReport(lines.count, run.files, tuple(run.problems), manifest, stale, clean)
+
+
+class _Run:
+    """One export's writing of documents: what it wrote (on disk, in :class:`SeenIds`, for the
+    stale files) and the ids it skipped."""
+
+    def __init__(self, store: Store, folder: Path, mode: int, prices: PriceTable, thinking: bool) -> None:
+        self.store, self.folder, self.mode, self.prices, self.thinking = store, folder, mode, prices, thinking
+        self.written = SeenIds()
+        self.files = 0
+        self.problems: list[str] = []
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.written.close()
+
+    async def export(self, job: Job) -> str:
+        """Write the job's document (read, written and dropped: one in memory at a time), and
+        return its manifest line."""
+        path = safe_path(self.folder, job.id)
+        if path is None:
+            self.problems.append(f"{job.id!r}: not a safe file name: skipped")
+        elif job.state == State.SUCCEEDED or job.committed_chars:
+            data = (await self.store.read_text(job.id)).encode("utf-8")
+            await anyio.to_thread.run_sync(write_atomically, path, data, self.mode)
+            self.written.record({path.name: 0})
+            self.files += 1
+        else:
+            path = None
+        entry = manifest_entry(job, None if path is None else path.name, self.prices)
+        if self.thinking and path is not None:
+            entry["thinking_file"] = await _export_thinking(self.store, self.folder, job.id, self.mode)
+        return json.dumps(entry, ensure_ascii=False) + "\n"
+
+
+class _Manifest:
+    """``manifest.jsonl`` written line by line to a temporary file beside it, renamed into place
+    by :meth:`commit` (a reader never sees half a manifest), removed if the export fails."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        self.path = path
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".tmp")
+        os.fchmod(fd, mode)
+        self._temp = Path(temp)
+        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        self.count = 0
+
+    def __enter__(self) -> _Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+    def write(self, line: str) -> None:
+        self._file.write(line)
+        self.count += 1
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self._temp, self.path)
 
 
 async def _export_thinking(store: Store, folder: Path, job_id: str, mode: int) -> str | None:

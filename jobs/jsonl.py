@@ -48,7 +48,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,6 +62,7 @@ from jobs.prefill import supports_prefill
 __all__ = (
     "JobDefaults",
     "parse_jobs",
+    "read_jobs",
     "check_job",
     "parse_object",
     "Problem",
@@ -114,9 +115,12 @@ FIELDS = (
     *OPTION_FIELDS,
     *REFUSED_SAMPLING,
 )
+_FIELD_SET = frozenset(FIELDS)
 #: ``mode`` as a file may give it: a stored job is ``stream`` or ``batch``.
 _MODES = (*JOB_MODES, "auto")
 _POSITIVE_INTS = ("max_tokens", "output_budget", "max_attempts")
+#: What ``_check_fields`` returns, each None unless given and valid.
+_CHECKED = ("system", "model", *_POSITIVE_INTS, "priority", "run_at", "max_cost_usd", "prompt_cache")
 #: The store keeps integers in 64 bits.
 _INT_MAX = 2**63 - 1
 
@@ -146,7 +150,7 @@ class _Line:
         return self.data.get(name)
 
     def string(self, name: str, *, empty: bool = False) -> str | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if not isinstance(value, str):
@@ -161,7 +165,7 @@ class _Line:
         return value
 
     def integer(self, name: str, *, positive: bool) -> int | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
@@ -176,7 +180,7 @@ class _Line:
 
     def cost(self, name: str) -> float | None:
         """A positive, finite number of US dollars."""
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -188,7 +192,7 @@ class _Line:
         return None
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if value not in choices:
@@ -198,7 +202,7 @@ class _Line:
 
     def run_at(self, name: str = "run_at") -> float | None:
         """A time: epoch seconds, or an ISO 8601 / RFC 3339 string with an offset."""
-        value = self.get(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -318,7 +322,7 @@ def _final_text(content: str | tuple[dict[str, Any], ...]) -> str:
 def _load(raw: str) -> tuple[Any, str | None]:
     """The line's value, or why it is not JSON we accept."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant), None
+        return _DECODER.decode(raw), None
     except json.JSONDecodeError as exc:
         return None, f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
     except RecursionError:
@@ -336,6 +340,10 @@ class _NotJSON(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise _NotJSON(f"{name} is not allowed")
+
+
+#: One decoder for every line (``json.loads`` with an argument builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _kind(value: object) -> str:
@@ -376,65 +384,107 @@ def check_job(data: object, defaults: JobDefaults) -> JobSpec | list[Problem]:
     Returns the spec, with ``defaults`` filled in, or every problem found as
     (field, problem) pairs; the field is ``line`` when the object itself is wrong.
     """
+    return _check_job(data, defaults, scan_surrogates=True)
+
+
+def _check_job(data: object, defaults: JobDefaults, *, scan_surrogates: bool) -> JobSpec | list[Problem]:
+    """:func:`check_job`; ``scan_surrogates`` False skips the walk for lone surrogates, for a line
+    whose JSON text has no ``\\u`` escape (decoded UTF-8 cannot hold one otherwise)."""
     if not isinstance(data, dict):
         return [("line", f"must be a JSON object, got {_kind(data)}")]
     line = _Line(data)
-    for name in sorted(set(data) - set(FIELDS)):
-        line.problem(name, f"unknown field (known: {', '.join(FIELDS)})")
-    job_id = data.get("id")
+    if not _FIELD_SET.issuperset(data):
+        for name in sorted(set(data) - _FIELD_SET):
+            line.problem(name, f"unknown field (known: {', '.join(FIELDS)})")
+    job_id = _job_id(line)
+    messages = line.messages()
+    fields = _check_fields(line, defaults)
+    if messages is not None:
+        _check_last_turn(line, messages, fields["model"] or defaults.model, fields["options"])
+    if scan_surrogates:
+        for name in sorted(data):
+            line.errors.extend(_surrogates(data[name], name))
+    if line.errors or messages is None:
+        return line.errors
+    return _spec(job_id, messages, fields, defaults)
+
+
+def _job_id(line: _Line) -> str:
+    """The line's id, or the one derived from its content; a bad id is reported."""
+    job_id = line.get("id")
     if job_id is None:
-        job_id = derived_id(data)
-    elif not is_valid_job_id(job_id):
+        return derived_id(line.data)
+    if not is_valid_job_id(job_id):
         shown = json.dumps(job_id, ensure_ascii=False)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         line.problem(
             "id", f"must be 1-200 characters of A-Z a-z 0-9 . _ - and not start with '.', got {shown}"
         )
-    messages = line.messages()
-    system = line.string("system", empty=True)
-    model = line.string("model")
-    ints = {name: line.integer(name, positive=True) for name in _POSITIVE_INTS}
-    priority = line.integer("priority", positive=False)
-    run_at = line.run_at()
-    max_cost = line.cost("max_cost_usd")
-    prompt_cache = line.choice("prompt_cache", PROMPT_CACHE_MODES)
-    deadline = line.run_at("deadline")
+    return str(job_id)
+
+
+def _check_fields(line: _Line, defaults: JobDefaults) -> dict[str, Any]:
+    """Every field but the id and the messages, checked (``None`` where absent or wrong). A field
+    absent from the line is not looked at (most lines give few of them)."""
+    data = line.data
+    fields: dict[str, Any] = dict.fromkeys(_CHECKED)
+    if "system" in data:
+        fields["system"] = line.string("system", empty=True)
+    if "model" in data:
+        fields["model"] = line.string("model")
+    for name in _POSITIVE_INTS:
+        if name in data:
+            fields[name] = line.integer(name, positive=True)
+    if "priority" in data:
+        fields["priority"] = line.integer("priority", positive=False)
+    if "run_at" in data:
+        fields["run_at"] = line.run_at()
+    if "max_cost_usd" in data:
+        fields["max_cost_usd"] = line.cost("max_cost_usd")
+    if "prompt_cache" in data:
+        fields["prompt_cache"] = line.choice("prompt_cache", PROMPT_CACHE_MODES)
+    deadline = line.run_at("deadline") if "deadline" in data else None
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         line.problem("metadata", f"must be an object, got {_kind(metadata)}")
-    options = check_options(
-        data,
-        line.problem,
-        max_tokens=ints["max_tokens"] or defaults.max_tokens,
-        deadline=deadline,
+    fields["metadata"] = metadata
+    fields["options"] = check_options(
+        data, line.problem, max_tokens=fields["max_tokens"] or defaults.max_tokens, deadline=deadline
     )
-    mode = line.mode(defaults.mode, defaults.batch_horizon, options.get("deadline"))
-    if messages is not None:
-        line.prefill(messages, model or defaults.model)
-        if options.get("thinking") and messages[-1].role == "assistant":
-            line.problem(
-                f"messages[{len(messages) - 1}].role",
-                "a final assistant turn (prefill) cannot be combined with thinking: end with a user turn",
-            )
-    for name in sorted(data):
-        line.errors.extend(_surrogates(data[name], name))
-    if line.errors or messages is None:
-        return line.errors
+    # The route takes the deadline the options settled on (``timeout_seconds`` becomes one).
+    fields["mode"] = line.mode(defaults.mode, defaults.batch_horizon, fields["options"].get("deadline"))
+    return fields
+
+
+def _check_last_turn(line: _Line, messages: tuple[Message, ...], model: str, options: dict[str, Any]) -> None:
+    """A final assistant turn must suit the model, and cannot be combined with thinking."""
+    line.prefill(messages, model)
+    if options.get("thinking") and messages[-1].role == "assistant":
+        line.problem(
+            f"messages[{len(messages) - 1}].role",
+            "a final assistant turn (prefill) cannot be combined with thinking: end with a user turn",
+        )
+
+
+def _spec(
+    job_id: str, messages: tuple[Message, ...], fields: dict[str, Any], defaults: JobDefaults
+) -> JobSpec:
+    """The spec of a valid line, with ``defaults`` filled in."""
     return JobSpec(
         id=job_id,
         messages=messages,
-        model=model or defaults.model,
-        max_tokens=ints["max_tokens"] or defaults.max_tokens,
-        output_budget=ints["output_budget"] or defaults.output_budget,
-        max_attempts=ints["max_attempts"] or defaults.max_attempts,
-        system=system or None,
-        priority=priority or 0,
-        run_at=run_at,
-        metadata=metadata or {},
-        max_cost_usd=max_cost or defaults.max_cost_usd or None,
-        prompt_cache=prompt_cache or defaults.prompt_cache,
-        mode=mode or "stream",
-        **options,
+        model=fields["model"] or defaults.model,
+        max_tokens=fields["max_tokens"] or defaults.max_tokens,
+        output_budget=fields["output_budget"] or defaults.output_budget,
+        max_attempts=fields["max_attempts"] or defaults.max_attempts,
+        system=fields["system"] or None,
+        priority=fields["priority"] or 0,
+        run_at=fields["run_at"],
+        metadata=fields["metadata"] or {},
+        max_cost_usd=fields["max_cost_usd"] or defaults.max_cost_usd or None,
+        prompt_cache=fields["prompt_cache"] or defaults.prompt_cache,
+        mode=fields["mode"] or "stream",
+        **fields["options"],
     )
 
 
@@ -449,25 +499,24 @@ def parse_object(data: object, where: str, defaults: JobDefaults) -> tuple[JobSp
     return None, [f"{where}: {field}: {problem}" for field, problem in result]
 
 
-def parse_jobs(
-    lines: Iterable[str | bytes], source_name: str, defaults: JobDefaults
-) -> tuple[list[JobSpec], list[str]]:
-    """Parse and validate every line; returns the valid specs and every problem found.
-
-    ``lines`` may be bytes (decoded as UTF-8 here, so a bad byte is reported with its line) or
-    text. Defaults for model, max_tokens, output_budget, max_attempts, max_cost_usd and
-    prompt_cache come from ``defaults``.
-    """
-    specs: list[JobSpec] = []
-    errors: list[str] = []
-    first_line: dict[str, int] = {}
-    for number, raw in enumerate(lines, start=1):
-        where = f"{source_name}:{number}"
+def read_jobs(
+    lines: Iterable[str | bytes], source_name: str, defaults: JobDefaults, *, start: int = 1
+) -> Iterator[tuple[int, JobSpec | list[str]]]:
+    """Each non-blank line's number and its spec, or its problems as ``FILE:LINE: field: problem``,
+    one line at a time (nothing is held but the current line). Duplicate ids are not looked for
+    here: :func:`parse_jobs` does it in memory, ``jobs.intake`` on disk. ``start`` is the number of
+    the first line given (a reader that feeds a file in batches)."""
+    for number, raw in enumerate(lines, start=start):
+        # Text decoded here from UTF-8 holds a lone surrogate only through a \\u escape.
+        scan = not isinstance(raw, bytes)
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                errors.append(f"{where}: line: not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                yield (
+                    number,
+                    [f"{source_name}:{number}: line: not valid UTF-8 ({exc.reason} at byte {exc.start})"],
+                )
                 continue
         if number == 1:
             raw = raw.removeprefix("\ufeff")
@@ -475,15 +524,35 @@ def parse_jobs(
             continue
         data, problem = _load(raw)
         if problem is not None:
-            errors.append(f"{where}: line: not valid JSON ({problem})")
+            yield number, [f"{source_name}:{number}: line: not valid JSON ({problem})"]
             continue
-        spec = check_job(data, defaults)
+        spec = _check_job(data, defaults, scan_surrogates=scan or "\\u" in raw)
         if isinstance(spec, list):
-            errors.extend(f"{where}: {field}: {message}" for field, message in spec)
-            continue
-        if spec.id in first_line:
-            errors.append(f"{where}: id: duplicate of line {first_line[spec.id]} ({spec.id!r})")
-            continue
-        first_line[spec.id] = number
-        specs.append(spec)
+            yield number, [f"{source_name}:{number}: {field}: {message}" for field, message in spec]
+        else:
+            yield number, spec
+
+
+def parse_jobs(
+    lines: Iterable[str | bytes], source_name: str, defaults: JobDefaults
+) -> tuple[list[JobSpec], list[str]]:
+    """Parse and validate every line; returns the valid specs and every problem found.
+
+    ``lines`` may be bytes (decoded as UTF-8 here, so a bad byte is reported with its line) or
+    text. Defaults for model, max_tokens, output_budget, max_attempts, max_cost_usd and
+    prompt_cache come from ``defaults``. Holds every spec: ``jobs.intake`` streams a file instead.
+    """
+    specs: list[JobSpec] = []
+    errors: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, spec in read_jobs(lines, source_name, defaults):
+        if isinstance(spec, list):
+            errors.extend(spec)
+        elif spec.id in first_line:
+            errors.append(
+                f"{source_name}:{number}: id: duplicate of line {first_line[spec.id]} ({spec.id!r})"
+            )
+        else:
+            first_line[spec.id] = number
+            specs.append(spec)
     return specs, errors

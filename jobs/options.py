@@ -82,6 +82,8 @@ def check_options(
 ) -> dict[str, Any]:
     """The options of one job object as :class:`jobs.models.JobSpec` keyword arguments; every
     problem goes to ``report``. ``deadline`` is the already parsed ``deadline`` field."""
+    if deadline is None and data.keys().isdisjoint(_READ):
+        return {}  # the common line: none of these fields
     for name in REFUSED_SAMPLING:
         if data.get(name) is not None:
             report(name, _WHY_REFUSED)
@@ -117,6 +119,12 @@ def check_options(
     if deadline is not None:
         out["deadline"] = deadline
     return out
+
+
+#: Every field :func:`check_options` reads (besides the parsed ``deadline``).
+_READ = frozenset(
+    (*REFUSED_SAMPLING, "stop_sequences", "user_id", "service_tier", "effort", "thinking", "timeout_seconds")
+)
 
 
 def _stop_sequences(value: object, report: Report) -> tuple[str, ...]:
@@ -193,10 +201,22 @@ def options_kwargs(stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def dump_messages(messages: list[dict[str, Any]], options: Mapping[str, Any]) -> str:
-    """The ``messages`` column: the bare list, or the list and the options (module docstring)."""
+    """The ``messages`` column: the bare list, or the list and the options (module docstring).
+    Messages whose contents are all strings are written without the general encoder (the text
+    ``json.dumps`` would write, byte for byte: a test checks it), as most jobs are one prompt."""
     if not options:
+        if all(type(m["content"]) is str and len(m) == 2 for m in messages):
+            return "[" + ", ".join(_message_json(m["role"], m["content"]) for m in messages) + "]"
         return json.dumps(messages)
     return json.dumps({"messages": messages, "options": dict(options)})
+
+
+#: What ``json.dumps`` writes for a string (ASCII, escaped).
+_encode = json.encoder.encode_basestring_ascii
+
+
+def _message_json(role: str, content: str) -> str:
+    return '{"role": ' + _encode(role) + ', "content": ' + _encode(content) + "}"
 
 
 def load_messages(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

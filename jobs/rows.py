@@ -61,11 +61,15 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+#: One encoder for every job's metadata (``json.dumps`` with arguments builds one per call).
+_METADATA = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def spec_json(spec: JobSpec) -> tuple[str, str]:
     """The spec's messages and metadata as stored (JSON text). Metadata that JSON cannot carry is
     the user's mistake, reported with the job's id."""
     try:
-        metadata = json.dumps(dict(spec.metadata), ensure_ascii=False, allow_nan=False)
+        metadata = _METADATA.encode(dict(spec.metadata)) if spec.metadata else "{}"
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"job {spec.id!r}: metadata is not JSON-serialisable ({exc})") from None
     messages = [{"role": m.role, "content": content_json(m.content)} for m in spec.messages]

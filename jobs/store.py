@@ -20,6 +20,7 @@ test suite. Guarantees every backend gives:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from jobs.buckets import BucketState, Limits
@@ -44,7 +45,7 @@ from jobs.models import (
     WriteStatus,
 )
 
-__all__ = ("Store", "ChangeSignal", "Clock", "Access")
+__all__ = ("Store", "EnqueueSession", "ChangeSignal", "Clock", "Access")
 
 #: Returns the current time as UTC epoch seconds. Injectable so tests never wait for real time.
 Clock = Callable[[], float]
@@ -65,6 +66,21 @@ class ChangeSignal(Protocol):
     async def close(self) -> None: ...
 
 
+class EnqueueSession(Protocol):
+    """Batches of jobs added in ONE transaction (``Store.enqueue_session``): what streams a file
+    into the queue all or nothing, holding one batch at a time."""
+
+    async def add(self, specs: Sequence[JobSpec]) -> EnqueueResult:
+        """Add a batch, as :meth:`Store.enqueue` does (an id that exists is left unchanged, and
+        a repeated id is inserted once), inside the session's transaction."""
+        ...
+
+    async def existing(self, job_ids: Sequence[str]) -> list[Job]:
+        """The stored jobs of ``job_ids`` (unknown ids left out), read in the session's
+        transaction with one query: what compares a re-enqueued line with the job it names."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable jobs, leases and checkpoints."""
@@ -73,6 +89,13 @@ class Store(Protocol):
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
         """Add jobs in one transaction. An id that exists already is left unchanged."""
+        ...
+
+    def enqueue_session(self) -> AbstractAsyncContextManager[EnqueueSession]:
+        """One write transaction for many :meth:`EnqueueSession.add` batches: committed when the
+        block ends, rolled back (nothing added) if it raises or is cancelled. Every job of the
+        session gets the same ``created_at``. Other writers wait for it (SQLite) or never see its
+        jobs before the commit (PostgreSQL)."""
         ...
 
     # -- workers ---------------------------------------------------------------------------

@@ -87,6 +87,54 @@ async def test_enqueue_is_idempotent_and_keeps_the_spec(make_store: StoreFactory
     ]
 
 
+async def test_an_enqueue_session_adds_its_batches_in_one_transaction(make_store: StoreFactory) -> None:
+    """Batches of a session are committed together at its end, with one created_at; existing()
+    reads stored jobs inside it; a repeated id counts as existing, as in one enqueue call."""
+    clock = FakeClock()
+    store = await make_store(clock)
+    await store.enqueue([make_spec("old", prompt="before")])
+    clock.advance(5)
+    async with store.enqueue_session() as session:
+        first = await session.add([make_spec("a"), make_spec("old"), make_spec("a")])
+        second = await session.add([make_spec("b"), make_spec("a")])
+        [stored] = await session.existing(["old", "missing"])
+        clock.advance(5)
+    assert (first.inserted, first.existing) == (("a",), ("old", "a"))
+    assert (second.inserted, second.existing) == (("b",), ("a",))
+    assert stored.spec.messages[0].content == "before"
+    jobs = [await store.get(job_id) for job_id in ("a", "b")]
+    assert {job.created_at for job in jobs} == {clock() - 5}
+    assert (await store.counts())[State.QUEUED] == 3
+    assert [t.reason for t in await store.history("b")] == ["enqueued"]
+    await store.enqueue([make_spec("after")])  # the totals still follow a plain enqueue
+    assert (await store.counts())[State.QUEUED] == 4
+
+
+async def test_an_enqueue_session_that_raises_or_is_cancelled_adds_nothing(make_store: StoreFactory) -> None:
+    """All or nothing: an error (a bad line found after some batches) or a cancellation rolls
+    every batch back, and the store keeps working."""
+    store = await make_store()
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop):
+        async with store.enqueue_session() as session:
+            await session.add([make_spec("a"), make_spec("b")])
+            raise Stop
+    with anyio.CancelScope() as scope:
+        async with store.enqueue_session() as session:
+            await session.add([make_spec("c")])
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert (await store.counts())[State.QUEUED] == 0
+    assert all(t.jobs == 0 for t in await store.totals())
+    with pytest.raises(JobNotFoundError):
+        await store.get("a")
+    assert (await store.enqueue([make_spec("a")])).inserted == ("a",)
+
+
 async def test_content_blocks_read_back_exactly_and_a_string_stays_a_string(make_store: StoreFactory) -> None:
     """Blocks (nested sources, cache_control, non-ASCII) come back equal, from get and from claim."""
     store = await make_store()

@@ -25,7 +25,7 @@ here:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import anyio
@@ -98,6 +98,22 @@ class Connector:
     async def run(self, fn: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """``fn(conn)`` on a pooled connection, in one transaction unless it only reads."""
         return await self._attempt(await self._open(migrate=True), fn, transaction, self._timeout * 3)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One pooled connection in one transaction for a whole block (an enqueue session):
+        committed when the block ends, rolled back if it raises. Not retried: a connection lost
+        midway raises ``StoreError`` and nothing is applied (or, during COMMIT, it is unknown)."""
+        pool = await self._open(migrate=True)
+        try:
+            async with pool.connection(timeout=self._timeout) as conn, conn.transaction():
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreError(f"postgresql ({self.where}): {await self._why_unreachable(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"postgresql ({self.where}): {str(exc).strip()}") from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise StoreError(f"postgresql ({self.where}): cannot store a value: {exc}") from exc
 
     async def migrate(self) -> int:
         """Apply every pending migration, automatic or not, without a time limit (a migration

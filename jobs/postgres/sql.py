@@ -71,14 +71,16 @@ __all__ = (
 
 #: Ids are unique within the arrays (the store keeps the first of duplicates). Rows are inserted
 #: in the given order, so ``seq`` (the tie-break of claim order) follows it.
+#: The batch's columns are sent as binary arrays (``%(name)b``): psycopg's text arrays quote
+#: and escape every element in Python, at twice the cost (measured on 2,000-element arrays).
 ENQUEUE = """
 WITH new AS (
     SELECT *
     FROM unnest(
-        %(ids)s::text[], %(messages)s::text[], %(systems)s::text[], %(models)s::text[],
-        %(max_tokens)s::bigint[], %(output_budgets)s::bigint[], %(max_attempts)s::bigint[],
-        %(priorities)s::bigint[], %(run_ats)s::float8[], %(metadata)s::text[],
-        %(max_costs)s::float8[], %(prompt_caches)s::text[], %(modes)s::text[]
+        %(ids)b::text[], %(messages)b::text[], %(systems)b::text[], %(models)b::text[],
+        %(max_tokens)b::bigint[], %(output_budgets)b::bigint[], %(max_attempts)b::bigint[],
+        %(priorities)b::bigint[], %(run_ats)b::float8[], %(metadata)b::text[],
+        %(max_costs)b::float8[], %(prompt_caches)b::text[], %(modes)b::text[]
     ) WITH ORDINALITY AS n (
         id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
         requested_run_at, metadata, max_cost_usd, prompt_cache, mode, ord
@@ -529,6 +531,9 @@ WHERE b.closed_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.b
 """
 
 SELECT_JOB = "SELECT * FROM jobs WHERE id = %(id)s"
+
+#: The jobs of a list of ids (unknown ids left out).
+SELECT_JOBS_BY_ID = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[])"
 
 #: No row: no such job. A NULL text: no chunks yet.
 SELECT_TEXT = """

@@ -33,8 +33,9 @@ Concurrency and durability, in short:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobs import batches, rows, rules
@@ -71,13 +72,14 @@ from jobs.postgres import rows as convert
 from jobs.postgres import sql
 from jobs.postgres.schema import CHANGES_CHANNEL
 from jobs.rows import fleet_view
-from jobs.store import ChangeSignal, Clock
+from jobs.store import ChangeSignal, Clock, EnqueueSession
 
 try:
     import psycopg
     from psycopg.rows import DictRow
     from psycopg.types.json import Jsonb
 
+    from jobs.postgres import intake
     from jobs.postgres.connector import Connection, Connector
 except ImportError as exc:  # the optional extra is not installed: from_url says so
     _MISSING: ImportError | None = exc
@@ -165,26 +167,22 @@ class PostgresStore:
     # -- producers ---------------------------------------------------------------------------
 
     async def enqueue(self, specs: Sequence[JobSpec]) -> EnqueueResult:
-        columns, order = convert.enqueue_params(specs)
-        if not order:
-            return EnqueueResult((), ())
+        now = self._now()
 
-        async def run(conn: Connection) -> set[str]:
-            cur = await conn.execute(sql.ENQUEUE, {**columns, "now": self._now()})
-            return {row["id"] for row in await cur.fetchall()}
+        async def run(conn: Connection) -> EnqueueResult:
+            return await intake.add_batch(conn, specs, now)
 
-        new = await self._db.run(run)
-        if len(new) >= sql.ANALYZE_AFTER:
+        result = await self._db.run(run)
+        if len(result.inserted) >= sql.ANALYZE_AFTER:
             await self._analyze_if_never()
-        inserted: list[str] = []
-        existing: list[str] = []
-        for job_id in order:
-            if job_id in new:
-                new.discard(job_id)  # a repeated id in one call: the first is inserted
-                inserted.append(job_id)
-            else:
-                existing.append(job_id)
-        return EnqueueResult(tuple(inserted), tuple(existing))
+        return result
+
+    @contextlib.asynccontextmanager
+    async def enqueue_session(self) -> AsyncIterator[EnqueueSession]:
+        async with intake.open_session(self._db, self._now) as session:
+            yield session
+        if session.inserted >= sql.ANALYZE_AFTER:
+            await self._analyze_if_never()
 
     async def _analyze_if_never(self) -> None:
         """``ANALYZE jobs`` after a large enqueue into a table never analysed (see

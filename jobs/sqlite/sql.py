@@ -320,14 +320,54 @@ assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 # -- producers ---------------------------------------------------------------------------------
 
-INSERT_JOB = """
-INSERT INTO jobs (
-    id, messages, system, model, max_tokens, output_budget, max_attempts, priority,
-    requested_run_at, metadata, state, run_at, created_at, updated_at, max_cost_usd, prompt_cache, mode
-) VALUES (
-    :id, :messages, :system, :model, :max_tokens, :output_budget, :max_attempts, :priority,
-    :requested_run_at, :metadata, 'queued', :run_at, :now, :now, :max_cost_usd, :prompt_cache, :mode
+#: An enqueue session (``jobs.sqlite.intake``) lifts the per-row totals trigger for its bulk
+#: insert and adds its jobs to ``job_totals`` with this one statement before it commits.
+SELECT_TRIGGER_SQL = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name"
+TOTALS_INSERT_TRIGGER = "job_totals_insert"
+DROP_TOTALS_INSERT_TRIGGER = f"DROP TRIGGER {TOTALS_INSERT_TRIGGER}"
+MAX_JOB_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM jobs"
+ADD_TOTALS_AFTER_ROWID = f"""
+INSERT INTO job_totals ({", ".join((*_GROUP, *_TOTALS_COLUMNS))})
+SELECT {", ".join(_GROUP)}, COUNT(*), {", ".join(f"SUM({c})" for c in _SUMMED)},
+       SUM(MAX(0, output_tokens - document_tokens))
+FROM jobs WHERE rowid > :after GROUP BY {", ".join(_GROUP)}
+ON CONFLICT ({", ".join(_GROUP)}) DO UPDATE SET
+    {", ".join(f"{c} = {c} + excluded.{c}" for c in _TOTALS_COLUMNS)}
+"""
+
+#: The ids of a batch (a JSON array) that are jobs already.
+SELECT_EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+
+#: The jobs of a JSON array of ids (unknown ids left out).
+SELECT_JOBS_BY_ID = "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+
+#: The ``enqueued`` history rows of a batch's new jobs (a JSON array of ids), in one statement.
+INSERT_ENQUEUED_TRANSITIONS = """
+INSERT INTO transitions (job_id, at, from_state, to_state, reason, attempt)
+SELECT value, :at, NULL, 'queued', 'enqueued', NULL FROM json_each(:ids) ORDER BY key
+"""
+
+#: A new job, with positional parameters in :data:`INSERT_JOB_COLUMNS` order, then ``created_at``
+#: and ``updated_at``: what a batch binds (tuples bind at half the cost of named parameters).
+INSERT_JOB_COLUMNS = (
+    "id",
+    "messages",
+    "system",
+    "model",
+    "max_tokens",
+    "output_budget",
+    "max_attempts",
+    "priority",
+    "requested_run_at",
+    "metadata",
+    "run_at",
+    "max_cost_usd",
+    "prompt_cache",
+    "mode",
 )
+INSERT_JOB_ROW = f"""
+INSERT INTO jobs ({", ".join(INSERT_JOB_COLUMNS)}, state, created_at, updated_at)
+VALUES ({", ".join("?" for _ in INSERT_JOB_COLUMNS)}, 'queued', ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
 

@@ -38,7 +38,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,9 +79,9 @@ from jobs.models import (
     WriteStatus,
     format_joins,
 )
-from jobs.sqlite import sql
+from jobs.sqlite import intake, sql
 from jobs.sqlite.changes import DataVersionSignal
-from jobs.store import Access, Clock
+from jobs.store import Access, Clock, EnqueueSession
 
 __all__ = ("SQLiteStore",)
 
@@ -299,20 +299,16 @@ class SQLiteStore:
         return await self._run(self._enqueue, params)
 
     def _enqueue(self, conn: sqlite3.Connection, params: list[dict[str, Any]]) -> EnqueueResult:
-        inserted: list[str] = []
-        existing: list[str] = []
         with _transaction(conn):
-            now = self._now()
-            for row in params:
-                cursor = conn.execute(
-                    sql.INSERT_JOB, {**row, "run_at": row["requested_run_at"] or now, "now": now}
-                )
-                if cursor.rowcount == 1:
-                    inserted.append(row["id"])
-                    _transition(conn, row["id"], now, None, State.QUEUED, "enqueued", None)
-                else:
-                    existing.append(row["id"])
-        return EnqueueResult(tuple(inserted), tuple(existing))
+            return intake.add_batch(conn, params, self._now())
+
+    def enqueue_session(self) -> AbstractAsyncContextManager[EnqueueSession]:
+        return intake.open_session(self._limiter, self._call_async, self._now)
+
+    async def _call_async(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in a worker thread, for a caller that already holds the write
+        connection's limiter (an enqueue session)."""
+        return await anyio.to_thread.run_sync(self._call, fn, args)
 
     # -- workers -----------------------------------------------------------------------------
 

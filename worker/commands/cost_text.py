@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from jobs.costs import PriceTable, Spend, format_usd, job_spend, worst_case_usd
 from jobs.models import Job, JobSpec
 
-__all__ = ("spend_text", "show_cost_lines", "dry_run_lines")
+__all__ = ("spend_text", "show_cost_lines", "dry_run_lines", "DryRun")
 
 
 def spend_text(spend: Spend) -> str:
@@ -32,20 +32,33 @@ def show_cost_lines(job: Job, prices: PriceTable) -> list[str]:
     ]
 
 
-def dry_run_lines(specs: Sequence[JobSpec], prices: PriceTable) -> list[str]:
-    """One line per job (id, model, sizes, worst-case cost), then the total."""
-    lines: list[str] = []
-    total: float | None = 0.0
-    for spec in specs:
-        worst = worst_case_usd(prices, spec)
-        total = None if total is None or worst is None else total + worst
+class DryRun:
+    """``enqueue --dry-run``'s lines, one job at a time (a file is streamed), then the total."""
+
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
+        self.jobs = 0
+        self.total: float | None = 0.0
+
+    def line(self, spec: JobSpec) -> str:
+        """The job's id, model, sizes and worst-case cost; adds it to the total."""
+        worst = worst_case_usd(self.prices, spec)
+        self.jobs += 1
+        self.total = None if self.total is None or worst is None else self.total + worst
         cap = f" (capped by max_cost_usd {format_usd(spec.max_cost_usd)})" if spec.max_cost_usd else ""
-        lines.append(
+        return (
             f"{spec.id}  {spec.model}  max_tokens {spec.max_tokens:,}  output_budget {spec.output_budget:,}"
             f"  worst case {format_usd(worst)}{cap}"
         )
-    lines.append(
-        f"{len(specs)} jobs, worst case {format_usd(total)} in all (prices of {prices.date}); "
-        "dry run: nothing enqueued"
-    )
-    return lines
+
+    def summary(self) -> str:
+        return (
+            f"{self.jobs} jobs, worst case {format_usd(self.total)} in all (prices of {self.prices.date}); "
+            "dry run: nothing enqueued"
+        )
+
+
+def dry_run_lines(specs: Sequence[JobSpec], prices: PriceTable) -> list[str]:
+    """One line per job (id, model, sizes, worst-case cost), then the total."""
+    run = DryRun(prices)
+    return [*(run.line(spec) for spec in specs), run.summary()]
