@@ -659,39 +659,36 @@ LIMIT %(limit)s
 
 # -- the dashboard (worker.server.dashboard) ---------------------------------------------------
 
+#: The dashboard's filters (state, model, id prefix or metadata text), shared by every page order.
+_FIND_FILTERS = """WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(model)s::text IS NULL OR model = %(model)s::text)
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
+       OR strpos(metadata, %(search)s::text) > 0)"""
+
 #: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
 #: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
 #: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
 #: further, never more than the table.
-FIND_JOBS = """
+FIND_JOBS = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
   AND id > %(after_id)s::text
 ORDER BY id
 LIMIT %(limit)s
 """
 
-FIND_JOBS_DESC = """
+FIND_JOBS_DESC = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
 ORDER BY id DESC
 LIMIT %(limit)s
 """
 
 #: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
 #: it from the planner, which would then walk the key from the end to reach the page).
-FIND_JOBS_DESC_AFTER = """
+FIND_JOBS_DESC_AFTER = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
   AND id < %(after_id)s::text
 ORDER BY id DESC
 LIMIT %(limit)s
@@ -699,34 +696,25 @@ LIMIT %(limit)s
 
 #: The same pages by enqueue time (oldest first), then id: a row-value bound walks the
 #: ``jobs_created`` index from the previous page's last ``(created_at, id)``.
-FIND_JOBS_CREATED = """
+FIND_JOBS_CREATED = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
   AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
 ORDER BY created_at, id
 LIMIT %(limit)s
 """
 
 #: Newest first.
-FIND_JOBS_CREATED_DESC = """
+FIND_JOBS_CREATED_DESC = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-FIND_JOBS_CREATED_DESC_AFTER = """
+FIND_JOBS_CREATED_DESC_AFTER = f"""
 SELECT * FROM jobs
-WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
-  AND (%(model)s::text IS NULL OR model = %(model)s::text)
-  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s::text)
-       OR strpos(metadata, %(search)s::text) > 0)
+{_FIND_FILTERS}
   AND (created_at, id) < (%(after_created)s::float8, %(after_id)s::text)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s

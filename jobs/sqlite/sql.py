@@ -755,36 +755,35 @@ LIMIT :limit
 
 # -- the dashboard (worker.server.dashboard) ---------------------------------------------------
 
+#: The dashboard's filters (state, model, id prefix or metadata text), shared by every page order.
+_FIND_FILTERS = """WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:model IS NULL OR model = :model)
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)"""
+
 #: One page of the job list, walking the primary key from ``after_id`` (``''`` for the first page:
 #: a plain bound, which the planner turns into a range of the key; behind ``OR IS NULL`` it would
 #: not). About ``limit`` rows are read when the filters match most rows; a rare filter reads
 #: further, never more than the table.
-FIND_JOBS = """
+FIND_JOBS = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
   AND id > :after_id
 ORDER BY id
 LIMIT :limit
 """
 
-FIND_JOBS_DESC = """
+FIND_JOBS_DESC = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
 ORDER BY id DESC
 LIMIT :limit
 """
 
 #: The next page in descending order (a separate statement: an ``OR`` with the bound would hide
 #: it from the planner, which would then walk the key from the end to reach the page).
-FIND_JOBS_DESC_AFTER = """
+FIND_JOBS_DESC_AFTER = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
   AND id < :after_id
 ORDER BY id DESC
 LIMIT :limit
@@ -792,31 +791,25 @@ LIMIT :limit
 
 #: The same pages by enqueue time (oldest first), then id: a row-value bound walks the
 #: ``jobs_created`` index from the previous page's last ``(created_at, id)``.
-FIND_JOBS_CREATED = """
+FIND_JOBS_CREATED = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
   AND (created_at, id) > (:after_created, :after_id)
 ORDER BY created_at, id
 LIMIT :limit
 """
 
 #: Newest first.
-FIND_JOBS_CREATED_DESC = """
+FIND_JOBS_CREATED_DESC = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
 """
 
-FIND_JOBS_CREATED_DESC_AFTER = """
+FIND_JOBS_CREATED_DESC_AFTER = f"""
 SELECT * FROM jobs
-WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
-  AND (:model IS NULL OR model = :model)
-  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search OR instr(metadata, :search) > 0)
+{_FIND_FILTERS}
   AND (created_at, id) < (:after_created, :after_id)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
