@@ -14,7 +14,7 @@ import structlog
 
 from jobs.errors import StoreError
 from jobs.sqlite import SQLiteStore
-from jobs.sqlite.store import BUSY_TIMEOUT_SECONDS
+from jobs.sqlite.connection import BUSY_TIMEOUT_SECONDS
 from tests.store_fixtures import make_spec
 from worker.checkpoint import CheckpointWriter, flush_age
 from worker.config import QueueSettings

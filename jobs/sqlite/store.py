@@ -33,12 +33,11 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,10 +48,8 @@ from jobs import batches, rows, rules
 from jobs.buckets import BucketState, Limits
 from jobs.errors import (
     ConfigError,
-    JobNotFoundError,
     JobStateError,
     LeaseLostError,
-    NoQueueError,
     StoreError,
 )
 from jobs.models import (
@@ -75,22 +72,18 @@ from jobs.models import (
     Thinking,
     Totals,
     Transition,
-    Usage,
     WriteStatus,
     format_joins,
 )
-from jobs.sqlite import intake, sql
+from jobs.sqlite import intake, queries, sql
 from jobs.sqlite.changes import DataVersionSignal
+from jobs.sqlite.connection import Connections, transaction
 from jobs.store import Access, Clock, EnqueueSession
 
 __all__ = ("SQLiteStore",)
 
 T = TypeVar("T")
 
-#: How long a writer waits for another process's write transaction before giving up.
-BUSY_TIMEOUT_SECONDS = 1.5
-#: UPDATE … FROM (3.33) and the JSON functions built in (3.38 makes them default; most builds had them).
-MIN_SQLITE = (3, 35, 0)
 #: Expired leases settled per claim call; the rest are picked up by the next calls.
 _EXPIRED_BATCH = 500
 
@@ -112,13 +105,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path, *, clock: Clock | None = None, access: Access = "create") -> None:
         self.path = str(path)
         self.where = self.path
-        self._access: Access = "create" if self.path == ":memory:" else access
         self._clock: Clock = clock or time.time
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._limiter = anyio.CapacityLimiter(1)
-        self._read_conn: sqlite3.Connection | None = None
-        self._read_limiter = anyio.CapacityLimiter(1)
+        self._db = Connections(self.path, "create" if self.path == ":memory:" else access)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, access: Access = "create") -> SQLiteStore:
@@ -131,140 +119,12 @@ class SQLiteStore:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in a worker thread, one call at a time."""
-        return await anyio.to_thread.run_sync(self._call, fn, args, limiter=self._limiter)
+        """Run ``fn(conn, *args)`` on the write connection, in a worker thread, one call at a time."""
+        return await self._db.run(fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the read-only ``fn(conn, *args)`` on the read connection (the write connection for
-        ``:memory:``, which is private to one connection). The write connection opens first, so
-        the schema exists before anything is read."""
-        if self.path == ":memory:":
-            return await self._run(fn, *args)
-        if self._read_conn is None and self._conn is None:
-            await self._run(_no_op)
-        return await anyio.to_thread.run_sync(self._call_read, fn, args, limiter=self._read_limiter)
-
-    def _call_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self._closed:
-            raise StoreError("the job store is closed")
-        try:
-            if self._read_conn is None:
-                conn = sqlite3.connect(
-                    self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-                )
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA query_only = ON")
-                self._read_conn = conn
-            return fn(self._read_conn, *args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite ({self.path}): {exc}") from exc
-
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self._closed:
-            raise StoreError("the job store is closed")
-        try:
-            if self._conn is None:
-                self._conn = self._connect()
-            return fn(self._conn, *args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite ({self.path}): {exc}{_permission_hint(self.path, exc)}") from exc
-        except (UnicodeEncodeError, OverflowError) as exc:
-            # Values SQLite cannot hold (lone surrogates, integers past 64 bits): nothing was written.
-            raise StoreError(f"sqlite ({self.path}): cannot store a value: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise StoreError(
-                f"this Python's SQLite is {sqlite3.sqlite_version}; the job store needs "
-                f"{'.'.join(map(str, MIN_SQLITE))} or newer (UPDATE … FROM and JSON functions)"
-            )
-        if self._access != "create":
-            self._check_exists()
-        if self._access == "read":
-            return self._connect_read_only()
-        if self._access == "create" and self.path != ":memory:":
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder of {self.path}: {exc.strerror}") from exc
-        # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.row_factory = sqlite3.Row
-            self._enable_wal(conn)
-            for pragma in sql.PRAGMAS:
-                conn.execute(pragma)
-            self._migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _check_exists(self) -> None:
-        if not Path(self.path).is_file():
-            what = "a folder, not a database file" if Path(self.path).is_dir() else "no such file"
-            raise NoQueueError(f"no queue at {self.path} ({what}; `enqueue` or `migrate` creates one)")
-
-    def _connect_read_only(self) -> sqlite3.Connection:
-        """An existing queue, read-only: commands that only read never create a file, a folder or
-        a table where a mistyped URL points."""
-        uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.row_factory = sqlite3.Row
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
-            if version != sql.SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, this program reads {sql.SCHEMA_VERSION}: "
-                    + ("upgrade the program" if version > sql.SCHEMA_VERSION else "run `migrate` first")
-                )
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL. Processes opening a new file at once race for this switch, and
-        SQLite answers SQLITE_BUSY at once here instead of calling the busy handler: so retry,
-        with backoff, for as long as ``busy_timeout`` would wait (this runs in a worker thread)."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        delay = 0.002
-        while True:
-            try:
-                mode = str(conn.execute(sql.ENABLE_WAL).fetchone()[0]).lower()
-                break
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        if mode != "wal" and self.path != ":memory:":
-            raise StoreError(f"{self.path}: cannot use write-ahead logging (journal mode is {mode})")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > sql.SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this program's "
-                    f"{sql.SCHEMA_VERSION}: upgrade the program"
-                )
-            if version == 0 and self._access != "create":
-                raise NoQueueError(f"no queue at {self.path} (the file holds no job tables)")
-            if version == sql.SCHEMA_VERSION:
-                return
-            for target, statements in sql.MIGRATIONS:
-                if version < target:
-                    for statement in statements:
-                        conn.execute(statement)
-                    version = target
-            conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
+        """Run the read-only ``fn(conn, *args)`` on the read connection (``Connections.read``)."""
+        return await self._db.read(fn, *args)
 
     def _now(self) -> float:
         return float(self._clock())
@@ -280,17 +140,8 @@ class SQLiteStore:
         return sql.SCHEMA_VERSION
 
     async def close(self) -> None:
-        """Close the connection. Idempotent; later calls raise ``StoreError``."""
-        await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
-
-    def _close(self) -> None:
-        self._closed = True
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._read_conn is not None:
-            self._read_conn.close()
-            self._read_conn = None
+        """Close both connections. Idempotent; later calls raise ``StoreError``."""
+        await self._db.close()
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -299,16 +150,11 @@ class SQLiteStore:
         return await self._run(self._enqueue, params)
 
     def _enqueue(self, conn: sqlite3.Connection, params: list[dict[str, Any]]) -> EnqueueResult:
-        with _transaction(conn):
+        with transaction(conn):
             return intake.add_batch(conn, params, self._now())
 
     def enqueue_session(self) -> AbstractAsyncContextManager[EnqueueSession]:
-        return intake.open_session(self._limiter, self._call_async, self._now)
-
-    async def _call_async(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(conn, *args)`` in a worker thread, for a caller that already holds the write
-        connection's limiter (an enqueue session)."""
-        return await anyio.to_thread.run_sync(self._call, fn, args)
+        return intake.open_session(self._db.limiter, self._db.run_holding, self._now)
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -327,7 +173,7 @@ class SQLiteStore:
         limit: int,
         models: Sequence[str] | None,
     ) -> list[Claim]:
-        with _transaction(conn):
+        with transaction(conn):
             return self._start(conn, worker, self._now(), lease_seconds, limit, "stream", models)
 
     def _start(
@@ -352,12 +198,14 @@ class SQLiteStore:
         for job_id in ids:
             token = secrets.token_hex(16)
             params = {"id": job_id, "worker": worker, "token": token, "now": now}
-            row = _one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
+            row = queries.one(conn, sql.START_ATTEMPT, {**params, "expires_at": now + lease_seconds})
             job = rows.job(row)
             attempt = {"job_id": job_id, "number": job.attempts, "worker": worker, "now": now}
             conn.execute(sql.INSERT_ATTEMPT, {**attempt, "chars": job.committed_chars})
-            _transition(conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts)
-            claims.append(Claim(job, token, job.attempts, _read_text(conn, job_id)))
+            queries.transition(
+                conn, job_id, now, State.QUEUED, State.RUNNING, f"claimed by {worker}", job.attempts
+            )
+            claims.append(Claim(job, token, job.attempts, queries.read_text(conn, job_id)))
         return claims
 
     # -- batches -----------------------------------------------------------------------------
@@ -370,7 +218,7 @@ class SQLiteStore:
     def _reserve_batch(
         self, conn: sqlite3.Connection, worker: str, key: str, limit: int, hold_seconds: float
     ) -> list[Claim]:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
             claims = self._start(conn, worker, now, hold_seconds, limit, "batch")
             if claims:
@@ -390,7 +238,7 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, requests: list[SettleRequest], reason: str
     ) -> list[Job | None]:
         """Settle, then (uncount before the switch clears ``batch_key``) switch: one transaction."""
-        with _transaction(conn):
+        with transaction(conn):
             settled = self._settle_many_in(conn, requests)
             now = self._now()
             ids = json.dumps([job.id for job in settled if job is not None])
@@ -399,7 +247,7 @@ class SQLiteStore:
             for row in conn.execute(sql.SWITCH_TO_STREAM, {"ids": ids, "now": now}).fetchall():
                 switched[row["id"]] = rows.job(row)
             for job_id in switched:
-                _transition(conn, job_id, now, State.QUEUED, State.QUEUED, reason, None)
+                queries.transition(conn, job_id, now, State.QUEUED, State.QUEUED, reason, None)
         return [None if job is None else switched.get(job.id, job) for job in settled]
 
     async def mark_batch_submitted(self, key: str, api_id: str) -> None:
@@ -409,20 +257,20 @@ class SQLiteStore:
         await self._run(self._write, sql.CLOSE_BATCH, {"key": key, "now": self._now()})
 
     async def open_batches(self) -> list[BatchRecord]:
-        return await self._read(_open_batches)
+        return await self._read(queries.open_batches)
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         return await self._run(self._acquire_lease, name, owner, seconds)
 
     def _acquire_lease(self, conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
             params = {"name": name, "owner": owner, "now": now, "expires_at": now + seconds}
             conn.execute(sql.ACQUIRE_LEASE, params)
             return bool(conn.execute(sql.SELECT_LEASE, {"name": name}).fetchone()[0] == owner)
 
     def _write(self, conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> None:
-        with _transaction(conn):
+        with transaction(conn):
             conn.execute(query, params)
 
     def _expire_leases(self, conn: sqlite3.Connection, now: float) -> None:
@@ -445,9 +293,9 @@ class SQLiteStore:
                 sql.REQUEUE_EXPIRED,
                 {"id": job.id, "state": expiry.state, "error": expiry.last_error, "now": now},
             )
-            _transition(conn, job.id, now, State.RUNNING, expiry.state, expiry.reason, job.attempts)
+            queries.transition(conn, job.id, now, State.RUNNING, expiry.state, expiry.reason, job.attempts)
             if expiry.state == State.FAILED:
-                _compact(conn, job.id)
+                queries.compact(conn, job.id)
 
     async def commit(self, writes: Sequence[CheckpointWrite], lease_seconds: float) -> list[WriteStatus]:
         if not writes:
@@ -470,7 +318,7 @@ class SQLiteStore:
             if number == len(rounds):
                 rounds.append([])
             rounds[number].append(position)
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
             for positions in rounds:
                 self._commit_round(conn, writes, positions, statuses, now, now + lease_seconds)
@@ -510,7 +358,7 @@ class SQLiteStore:
         for position, attempt in accepted:
             usage = writes[position].usage
             if usage is not None:
-                _set_attempt_usage(conn, writes[position].job_id, attempt, usage)
+                queries.set_attempt_usage(conn, writes[position].job_id, attempt, usage)
             requests = writes[position].requests
             if requests is not None:
                 key = {"job_id": writes[position].job_id, "number": attempt, "requests": requests}
@@ -521,8 +369,8 @@ class SQLiteStore:
         return await self._run(self._settle, job_id, token, result)
 
     def _settle(self, conn: sqlite3.Connection, job_id: str, token: str, result: AttemptResult) -> Job:
-        with _transaction(conn):
-            return self._settle_one(conn, self._now(), rows.job(_get_row(conn, job_id)), token, result)
+        with transaction(conn):
+            return self._settle_one(conn, self._now(), rows.job(queries.get_row(conn, job_id)), token, result)
 
     async def settle_many(self, requests: Sequence[SettleRequest]) -> list[Job | None]:
         requests = list(requests)
@@ -533,7 +381,7 @@ class SQLiteStore:
 
     def _settle_many(self, conn: sqlite3.Connection, requests: list[SettleRequest]) -> list[Job | None]:
         """Every request in one transaction; a refused one is None and writes nothing."""
-        with _transaction(conn):
+        with transaction(conn):
             return self._settle_many_in(conn, requests)
 
     def _settle_many_in(self, conn: sqlite3.Connection, requests: list[SettleRequest]) -> list[Job | None]:
@@ -560,7 +408,7 @@ class SQLiteStore:
         if job.state != State.RUNNING or job.lease is None or job.lease.token != token:
             raise LeaseLostError(f"job {job_id!r}: this worker's lease is no longer current")
         number = job.attempts
-        _set_attempt_usage(conn, job_id, number, result.usage)
+        queries.set_attempt_usage(conn, job_id, number, result.usage)
         conn.execute(
             sql.CLOSE_ATTEMPT,
             {"job_id": job_id, "number": number, "now": now, "outcome": result.outcome}
@@ -570,42 +418,42 @@ class SQLiteStore:
             | {"chars": job.committed_chars},
         )
         next_ = rules.settle(job, result, now)
-        row = _one(
+        row = queries.one(
             conn,
             sql.SETTLE_JOB,
             {"id": job_id, "state": next_.state, "failures": next_.failures, "run_at": next_.run_at}
             | {"now": now, "last_error": next_.last_error, "stop_reason": result.stop_reason}
             | {"finished_at": next_.finished_at},
         )
-        _transition(conn, job_id, now, State.RUNNING, next_.state, next_.reason, number)
+        queries.transition(conn, job_id, now, State.RUNNING, next_.state, next_.reason, number)
         if next_.state in TERMINAL_STATES:
-            _compact(conn, job_id)
+            queries.compact(conn, job_id)
         return rows.job(row)
 
     async def next_due(self) -> float | None:
-        return await self._read(_next_due)
+        return await self._read(queries.next_due)
 
     # -- reading -----------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job:
-        return rows.job(await self._read(_get_row, job_id))
+        return rows.job(await self._read(queries.get_row, job_id))
 
     async def read_text(self, job_id: str) -> str:
-        return await self._read(_read_text_checked, job_id)
+        return await self._read(queries.read_text_checked, job_id)
 
     async def read_text_from(self, job_id: str, offset: int) -> str:
-        return await self._run(_read_text_from, job_id, max(0, offset))
+        return await self._run(queries.read_text_from, job_id, max(0, offset))
 
     async def read_texts_from(self, positions: Mapping[str, int]) -> dict[str, str]:
         if not positions:
             return {}
         pairs = json.dumps([[job_id, max(0, offset)] for job_id, offset in positions.items()])
-        return rows.texts_from(await self._run(_select, sql.SELECT_TEXTS_FROM, {"positions": pairs}))
+        return rows.texts_from(await self._run(queries.select, sql.SELECT_TEXTS_FROM, {"positions": pairs}))
 
     async def progress(self, job_ids: Sequence[str]) -> dict[str, Progress]:
         if not job_ids:
             return {}
-        found = await self._run(_select, sql.SELECT_PROGRESS, {"ids": json.dumps(list(job_ids))})
+        found = await self._run(queries.select, sql.SELECT_PROGRESS, {"ids": json.dumps(list(job_ids))})
         return {row["id"]: rows.progress(row) for row in found}
 
     def change_signal(self) -> DataVersionSignal:
@@ -615,7 +463,7 @@ class SQLiteStore:
         return DataVersionSignal(self.path)
 
     async def attempts(self, job_id: str) -> list[AttemptRecord]:
-        found = await self._read(_select_for_job, sql.SELECT_ATTEMPTS, job_id)
+        found = await self._read(queries.select_for_job, sql.SELECT_ATTEMPTS, job_id)
         return [rows.attempt(row) for row in found]
 
     async def save_thinking(
@@ -626,7 +474,7 @@ class SQLiteStore:
     def _save_thinking(
         self, conn: sqlite3.Connection, job_id: str, token: str, request: int, text: str, max_chars: int
     ) -> WriteStatus:
-        with _transaction(conn):
+        with transaction(conn):
             row = conn.execute(sql.SELECT_JOB, {"id": job_id}).fetchone()
             job = rows.job(row) if row else None
             if job is None or job.state != State.RUNNING or job.lease is None or job.lease.token != token:
@@ -640,21 +488,21 @@ class SQLiteStore:
             return WriteStatus.OK
 
     async def read_thinking(self, job_id: str) -> list[Thinking]:
-        found = await self._read(_select_for_job, sql.SELECT_THINKING, job_id)
+        found = await self._read(queries.select_for_job, sql.SELECT_THINKING, job_id)
         return [rows.thinking(row) for row in found]
 
     async def history(self, job_id: str) -> list[Transition]:
-        found = await self._read(_select_for_job, sql.SELECT_HISTORY, job_id)
+        found = await self._read(queries.select_for_job, sql.SELECT_HISTORY, job_id)
         return [rows.transition(row) for row in found]
 
     async def totals(self) -> list[Totals]:
-        return [rows.totals(row) for row in await self._read(_select, sql.SELECT_TOTALS, {})]
+        return [rows.totals(row) for row in await self._read(queries.select, sql.SELECT_TOTALS, {})]
 
     async def counts(self) -> dict[State, int]:
         return rules.counts(await self.totals())
 
     async def queue_stats(self) -> QueueStats:
-        return await self._read(_queue_stats, self._now())
+        return await self._read(queries.queue_stats, self._now())
 
     async def model_counts(self) -> dict[str, int]:
         return rules.model_counts(await self.totals())
@@ -667,16 +515,16 @@ class SQLiteStore:
             "after_id": after_id,
             "limit": limit,
         }
-        return [rows.job(row) for row in await self._read(_select, sql.LIST_JOBS, params)]
+        return [rows.job(row) for row in await self._read(queries.select, sql.LIST_JOBS, params)]
 
     async def find_jobs(self, query: JobQuery) -> list[Job]:
         name, params = rules.find_jobs_statement(query)
         params["states"] = json.dumps(params["states"]) if params["states"] is not None else None
         statement = getattr(sql, name)
-        return [rows.job(row) for row in await self._read(_select, statement, params)]
+        return [rows.job(row) for row in await self._read(queries.select, statement, params)]
 
     async def fleet(self, since: float) -> FleetView:
-        return await self._read(_fleet, self._now(), since)
+        return await self._read(queries.fleet, self._now(), since)
 
     # -- rate limits -------------------------------------------------------------------------
 
@@ -692,7 +540,7 @@ class SQLiteStore:
         limits: Limits,
         change: Callable[[BucketState, float], tuple[BucketState, T]],
     ) -> T:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
             row = conn.execute(sql.SELECT_BUCKETS, {"key": key}).fetchone()
             state = BucketState.full(limits, now) if row is None else rows.bucket_state(row)
@@ -711,15 +559,17 @@ class SQLiteStore:
         return await self._run(self._retry, job_id, revised)
 
     def _retry(self, conn: sqlite3.Connection, job_id: str, revised: JobSpec | None) -> Job:
-        with _transaction(conn):
-            return self._requeue(conn, rows.job(_get_row(conn, job_id)), self._now(), revised)
+        with transaction(conn):
+            return self._requeue(conn, rows.job(queries.get_row(conn, job_id)), self._now(), revised)
 
     def _requeue(self, conn: sqlite3.Connection, job: Job, now: float, revised: JobSpec | None = None) -> Job:
         rules.check_retryable(job, revised)
         if revised is not None:
             conn.execute(sql.RESPEC, {**rows.spec_params(revised), "now": now})
-        row = _one(conn, sql.REQUEUE, {"id": job.id, "now": now})
-        _transition(conn, job.id, now, job.state, State.QUEUED, rules.retry_reason(job.spec, revised), None)
+        row = queries.one(conn, sql.REQUEUE, {"id": job.id, "now": now})
+        queries.transition(
+            conn, job.id, now, job.state, State.QUEUED, rules.retry_reason(job.spec, revised), None
+        )
         return rows.job(row)
 
     async def replace(self, spec: JobSpec) -> Job:
@@ -727,31 +577,33 @@ class SQLiteStore:
         return await self._run(self._replace, params)
 
     def _replace(self, conn: sqlite3.Connection, params: dict[str, Any]) -> Job:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
-            rules.check_replaceable(rows.job(_get_row(conn, params["id"])))
-            row = _one(conn, sql.REPLACE_SPEC, {**params, "now": now})
-            _transition(conn, params["id"], now, State.QUEUED, State.QUEUED, "replaced by an operator", None)
+            rules.check_replaceable(rows.job(queries.get_row(conn, params["id"])))
+            row = queries.one(conn, sql.REPLACE_SPEC, {**params, "now": now})
+            queries.transition(
+                conn, params["id"], now, State.QUEUED, State.QUEUED, "replaced by an operator", None
+            )
             return rows.job(row)
 
     async def retry_failed(self) -> int:
         return await self._run(self._retry_failed)
 
     def _retry_failed(self, conn: sqlite3.Connection) -> int:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
             ids = [row["id"] for row in conn.execute(sql.SELECT_FAILED_IDS).fetchall()]
             for job_id in ids:
-                self._requeue(conn, rows.job(_get_row(conn, job_id)), now)
+                self._requeue(conn, rows.job(queries.get_row(conn, job_id)), now)
         return len(ids)
 
     async def cancel(self, job_id: str) -> Job:
         return await self._run(self._cancel, job_id)
 
     def _cancel(self, conn: sqlite3.Connection, job_id: str) -> Job:
-        with _transaction(conn):
+        with transaction(conn):
             now = self._now()
-            job = rows.job(_get_row(conn, job_id))
+            job = rows.job(queries.get_row(conn, job_id))
             if job.state not in (State.QUEUED, State.RUNNING):
                 raise JobStateError(
                     f"job {job_id!r} is {job.state}: only queued or running jobs can be cancelled"
@@ -767,17 +619,19 @@ class SQLiteStore:
                     | {"joins": None}
                     | {"time_to_first_token": None, "chars": job.committed_chars},
                 )
-            row = _one(conn, sql.CANCEL, {"id": job_id, "now": now})
-            _transition(conn, job_id, now, job.state, State.CANCELLED, "cancelled by an operator", attempt)
-            _compact(conn, job_id)
+            row = queries.one(conn, sql.CANCEL, {"id": job_id, "now": now})
+            queries.transition(
+                conn, job_id, now, job.state, State.CANCELLED, "cancelled by an operator", attempt
+            )
+            queries.compact(conn, job_id)
             return rows.job(row)
 
     async def delete(self, job_id: str) -> Job:
         return await self._run(self._delete, job_id)
 
     def _delete(self, conn: sqlite3.Connection, job_id: str) -> Job:
-        with _transaction(conn):
-            job = rows.job(_get_row(conn, job_id))
+        with transaction(conn):
+            job = rows.job(queries.get_row(conn, job_id))
             rules.check_deletable(job)
             conn.execute(sql.DELETE_JOB, {"id": job_id})
             return job
@@ -796,7 +650,7 @@ class SQLiteStore:
         params: dict[str, Any] = {"states": json.dumps([s.value for s in rules.prune_states(states)])}
         params["cutoff"] = self._now() - older_than
         if dry_run:
-            return int((await self._read(_select, sql.COUNT_PRUNABLE, params))[0][0])
+            return int((await self._read(queries.select, sql.COUNT_PRUNABLE, params))[0][0])
         batch, deleted = max(1, batch_size), 0
         while True:
             count = await self._run(self._prune_batch, params | {"limit": batch})
@@ -807,182 +661,5 @@ class SQLiteStore:
         return deleted
 
     def _prune_batch(self, conn: sqlite3.Connection, params: dict[str, Any]) -> int:
-        with _transaction(conn):
+        with transaction(conn):
             return int(conn.execute(sql.PRUNE_JOBS, params).rowcount)
-
-
-# -- helpers (run in the worker thread) ---------------------------------------------------------
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock first (see the module docstring)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _one(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> sqlite3.Row:
-    # fetchall() finishes the statement, so COMMIT never meets one still in progress.
-    fetched = conn.execute(query, params).fetchall()
-    if not fetched:
-        raise StoreError("expected a row, got none")
-    row: sqlite3.Row = fetched[0]
-    return row
-
-
-def _select(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> list[sqlite3.Row]:
-    return conn.execute(query, params).fetchall()
-
-
-def _get_row(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
-    row: sqlite3.Row | None = conn.execute(sql.SELECT_JOB, {"id": job_id}).fetchone()
-    if row is None:
-        raise JobNotFoundError(f"no job with id {job_id!r}")
-    return row
-
-
-def _select_for_job(conn: sqlite3.Connection, query: str, job_id: str) -> list[sqlite3.Row]:
-    _get_row(conn, job_id)
-    return _select(conn, query, {"job_id": job_id})
-
-
-def _read_text(conn: sqlite3.Connection, job_id: str) -> str:
-    return "".join(row[0] for row in conn.execute(sql.SELECT_TEXT, {"job_id": job_id}))
-
-
-def _read_text_checked(conn: sqlite3.Connection, job_id: str) -> str:
-    _get_row(conn, job_id)
-    return _read_text(conn, job_id)
-
-
-def _read_text_from(conn: sqlite3.Connection, job_id: str, offset: int) -> str:
-    _get_row(conn, job_id)
-    found = conn.execute(sql.SELECT_TEXT_FROM, {"job_id": job_id, "offset": offset}).fetchall()
-    if not found:
-        return ""
-    return "".join(row["text"] for row in found)[max(0, offset - int(found[0]["char_offset"])) :]
-
-
-def _compact(conn: sqlite3.Connection, job_id: str) -> None:
-    """Merge a job that just ended into one chunk, inside the transaction that ended it.
-
-    In that transaction rather than one of its own: no reader ever sees an ended job still in
-    pieces, a crash cannot leave one uncompacted, and a settle already holds the write lock, so
-    merging a document (its rows read, deleted and written once: ``bench.retention`` times the
-    settles) costs no second ``BEGIN IMMEDIATE``. Joined in Python: SQLite's ``group_concat`` promises no
-    order before 3.44, and texts may hold NUL characters. Every reader's answer is unchanged:
-    the text is the same, offset 0 starts it, and a later retry appends at ``committed_chars``."""
-    found = conn.execute(sql.SELECT_CHUNKS, {"job_id": job_id}).fetchall()
-    if len(found) < 2:
-        return
-    last = found[-1]
-    conn.execute(sql.DELETE_CHUNKS, {"job_id": job_id})
-    conn.execute(
-        sql.INSERT_COMPACTED,
-        {"job_id": job_id, "attempt": last["attempt"], "created_at": last["created_at"]}
-        | {"text": "".join(row["text"] for row in found)},
-    )
-
-
-def _queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
-    """Every figure from one read transaction, so they describe the same moment."""
-    with conn:
-        conn.execute("BEGIN")
-        found = rules.counts(rows.totals(row) for row in conn.execute(sql.SELECT_TOTALS))
-        row = conn.execute(sql.SELECT_QUEUE_STATS, {"now": now}).fetchone()
-        paused = conn.execute(sql.SELECT_PAUSES, {"now": now}).fetchall()
-        pauses = {str(r["key"]): float(r["paused_until"]) for r in paused}
-        reasons = {str(r["key"]): str(r["pause_reason"]) for r in paused}
-    return QueueStats(
-        now=now,
-        counts=found,
-        oldest_due_at=_maybe_float(row["oldest_due_at"]),
-        oldest_checkpoint_at=_maybe_float(row["oldest_checkpoint_at"]),
-        expired_leases=int(row["expired_leases"]),
-        pauses=pauses,
-        pause_reasons=reasons,
-    )
-
-
-def _open_batches(conn: sqlite3.Connection) -> list[BatchRecord]:
-    with conn:
-        conn.execute("BEGIN")
-        return [
-            rows.batch(row, conn.execute(sql.SELECT_BATCH_ENTRIES, {"key": row["key"]}).fetchall())
-            for row in conn.execute(sql.SELECT_OPEN_BATCHES).fetchall()
-        ]
-
-
-def _fleet(conn: sqlite3.Connection, now: float, since: float) -> FleetView:
-    """The fleet view's reads in one read transaction."""
-    with conn:
-        conn.execute("BEGIN")
-        return rows.fleet_view(
-            now,
-            conn.execute(sql.SELECT_RUNNING_WORKERS).fetchall(),
-            conn.execute(sql.SELECT_RECENT_WORKERS, {"since": since}).fetchall(),
-            conn.execute(sql.SELECT_ALL_BUCKETS).fetchall(),
-            conn.execute(sql.SELECT_MINUTES, {"since": since}).fetchall(),
-        )
-
-
-def _maybe_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _next_due(conn: sqlite3.Connection) -> float | None:
-    value = conn.execute(sql.SELECT_NEXT_DUE).fetchone()[0]
-    return None if value is None else float(value)
-
-
-def _transition(
-    conn: sqlite3.Connection,
-    job_id: str,
-    at: float,
-    from_state: State | None,
-    to_state: State,
-    reason: str,
-    attempt: int | None,
-) -> None:
-    conn.execute(
-        sql.INSERT_TRANSITION,
-        {"job_id": job_id, "at": at, "from_state": from_state, "to_state": to_state}
-        | {"reason": reason, "attempt": attempt},
-    )
-
-
-def _set_attempt_usage(conn: sqlite3.Connection, job_id: str, number: int, usage: Usage) -> None:
-    """Record an attempt's usage so far, and move the job's total by the difference."""
-    key = {"job_id": job_id, "number": number}
-    old = Usage.from_dict(dict(_one(conn, sql.SELECT_ATTEMPT_USAGE, key)))
-    new = usage.as_dict()
-    conn.execute(sql.SET_ATTEMPT_USAGE, {**key, **new})
-    delta = {name: new[name] - value for name, value in old.as_dict().items()}
-    if any(delta.values()):
-        conn.execute(sql.ADD_JOB_USAGE, {"id": job_id, **delta})
-
-
-def _permission_hint(path: str, exc: sqlite3.Error) -> str:
-    """SQLite says "unable to open database file" or "attempt to write a readonly database"
-    without naming the cause; when it is a permission, say which."""
-    text = str(exc)
-    if path == ":memory:" or ("unable to open" not in text and "readonly" not in text):
-        return ""
-    file, folder = Path(path), Path(path).parent
-    if file.exists() and not os.access(file, os.R_OK):
-        return f" (permission denied: {path} is not readable by this user)"
-    if file.exists() and not os.access(file, os.W_OK):
-        return f" (permission denied: {path} is read-only for this user)"
-    if folder.exists() and not os.access(folder, os.W_OK):
-        return f" (permission denied: its folder {folder} is not writable; SQLite needs it for -wal, -shm)"
-    return ""
-
-
-def _no_op(conn: sqlite3.Connection) -> None:
-    return None
