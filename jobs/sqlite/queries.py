@@ -1,4 +1,4 @@
-"""The SQLite store's work on one connection: transactions, reads, history rows, compaction.
+"""The SQLite store's work on one connection: reads, history rows, usage, compaction, views.
 
 Every function here runs inside a worker thread, on the connection the store hands it (through
 ``SQLiteStore._run`` or ``_read``), so none of them touches the event loop; the store's methods
