@@ -32,7 +32,9 @@ from worker.runtime import Runtime, open_runtime
 
 __all__ = ("run", "main")
 
-MODEL = "claude-haiku-4-5"
+#: A 5.x model: its 128K output cap (the simulator enforces the API's caps) takes the 100,000-token
+#: document in one request, as the raw SDK loop asks for it; Haiku 4.5 stops at 64K.
+MODEL = "claude-sonnet-5-5"
 
 
 def _prompt(tokens: int, rep: int) -> str:
