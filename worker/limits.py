@@ -240,8 +240,7 @@ def _pause_reason(error: BaseException | None) -> str:
     ``429 rate_limit_error`` or ``529 overloaded_error`` (never the message: it may quote input)."""
     if not isinstance(error, anthropic.APIStatusError):
         return ""
-    body = error.body if isinstance(error.body, dict) else {}
-    inner = body.get("error") if isinstance(body.get("error"), dict) else {}
+    inner = error.body.get("error") if isinstance(error.body, dict) else None
     kind = inner.get("type") if isinstance(inner, dict) else None
     return f"{error.status_code} {kind}" if isinstance(kind, str) and kind else str(error.status_code)
 

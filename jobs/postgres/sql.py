@@ -11,6 +11,8 @@ clock, never ``now()``, so lease arithmetic is the same on both backends and und
 
 from __future__ import annotations
 
+from jobs.models import USAGE_FIELDS
+
 __all__ = (
     "ENQUEUE",
     "CLAIM",
@@ -357,15 +359,7 @@ RETURNING j.*
 #: so the store checks each fence and computes each next state (``jobs.rules.settle``) in Python.
 LOCK_JOBS = "SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE"
 
-_USAGE = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "estimated_output_tokens",
-    "document_tokens",
-    "repeated_tokens",
-)
+_USAGE = USAGE_FIELDS  # one column per Usage field, in jobs and attempts
 
 #: ``SETTLE`` for the accepted settles of one batch, set-based: the rows come as one JSON array
 #: (``jsonb_to_recordset``; one parameter whatever the batch size), every attempt is closed by
